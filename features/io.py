@@ -1,0 +1,272 @@
+"""The only module of :mod:`features` that reads or writes files and databases."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+
+from features.adapters import ADAPTERS, Adapted, apply_mapping, detect_format, load_mapping
+from features.schema import CUSTOMERS, ITEM_ID, ITEMS, ContractError
+from features.validation import ValidationReport, validate_entities, validate_orders
+
+log = logging.getLogger(__name__)
+
+SUFFIXES = (".parquet", ".csv.gz", ".csv")
+SQL_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "sqlite", "mssql", "oracle")
+
+
+@dataclass
+class SourceFile:
+    """Where a table came from: path or URL, content hash, row count."""
+
+    table: str
+    path: str
+    sha256: str
+    rows: int
+
+
+@dataclass
+class Dataset:
+    """Validated contract tables with their reports, quarantined rows and sources."""
+
+    orders: pd.DataFrame
+    items: pd.DataFrame | None = None
+    customers: pd.DataFrame | None = None
+    reports: list[ValidationReport] = field(default_factory=list)
+    quarantine: dict[str, pd.DataFrame] = field(default_factory=dict)
+    sources: list[SourceFile] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-able summary: sources, validation reports, notes."""
+        return {
+            "sources": [s.__dict__ for s in self.sources],
+            "validation": [r.to_dict() for r in self.reports],
+            "notes": self.notes,
+        }
+
+
+def is_sql_url(data: str) -> bool:
+    """True for a SQLAlchemy URL such as ``postgresql://user@host/db``."""
+    scheme = data.split("://", 1)[0].split("+", 1)[0] if "://" in data else ""
+    return scheme in SQL_SCHEMES
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_file(path: Path) -> pd.DataFrame:
+    """Read a CSV (plain or gzip) or Parquet file (or a folder of Parquet parts) as raw text/types.
+
+    Raises :class:`ContractError` naming the file when it cannot be read at all.
+    """
+    name = path.name.lower()
+    try:
+        if path.is_dir() or name.endswith(".parquet"):
+            return pd.read_parquet(path)
+        if name.endswith(".csv.gz") or name.endswith(".csv"):
+            if name.endswith(".gz"):
+                with gzip.open(path, "rb") as fh:  # fail early and clearly on a fake .gz
+                    fh.peek(1)
+            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except FileNotFoundError as exc:
+        raise ContractError(f"{path}: file not found") from exc
+    except (OSError, EOFError, ValueError, pa.ArrowException, UnicodeDecodeError) as exc:
+        if isinstance(exc, pd.errors.EmptyDataError):
+            raise ContractError(f"{path}: the file is empty") from exc
+        raise ContractError(f"{path}: cannot read the file: {exc}") from exc
+    raise ContractError(f"{path}: unsupported file type; use .csv, .csv.gz or .parquet")
+
+
+def read_sql(url: str, table: str | None = None, query: str | None = None) -> pd.DataFrame:
+    """Read an orders table or query through a SQLAlchemy URL."""
+    import sqlalchemy as sa
+
+    if (table is None) == (query is None):
+        raise ContractError("give exactly one of a table name or a query for a SQL source")
+    try:
+        engine = sa.create_engine(url)
+        with engine.connect() as conn:
+            stmt = sa.text(query) if query else sa.select(sa.table(table or "")).with_only_columns(
+                sa.text("*")
+            )
+            return pd.read_sql(stmt, conn)
+    except sa.exc.SQLAlchemyError as exc:
+        safe = sa.engine.make_url(url).render_as_string(hide_password=True)
+        raise ContractError(f"{safe}: cannot read {table or 'query'}: {exc.orig or exc}") from exc
+
+
+def find_table(folder: Path, name: str) -> Path | None:
+    """``folder/name.parquet`` (or a folder of Parquet parts), ``.csv.gz`` or ``.csv``, if present."""
+    for suffix in SUFFIXES:
+        candidate = folder / f"{name}{suffix}"
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load_dataset(
+    data: str | Path,
+    *,
+    fmt: str = "auto",
+    mapping: str | Path | None = None,
+    sql_table: str | None = None,
+    sql_query: str | None = None,
+    drop_duplicates: bool = False,
+) -> Dataset:
+    """Read, adapt and validate a data folder, a single orders file or a SQL source.
+
+    ``fmt`` is ``auto`` (detected from the column names), ``contract``, ``online-retail`` or
+    ``cdnow``; ``mapping`` is a column-mapping file for a shop's own export.
+    """
+    data = str(data)
+    sources: list[SourceFile] = []
+    items_raw = customers_raw = None
+    if is_sql_url(data):
+        raw = read_sql(data, sql_table or (None if sql_query else "orders"), sql_query)
+        import sqlalchemy as sa
+
+        safe = sa.engine.make_url(data).render_as_string(hide_password=True)
+        what = sql_query or sql_table or "orders"
+        sources.append(
+            SourceFile("orders", safe, hashlib.sha256(what.encode()).hexdigest(), len(raw))
+        )
+        orders_src = safe
+    else:
+        path = Path(data)
+        if not path.exists():
+            raise ContractError(f"{path}: no such file or folder")
+        orders_path = find_table(path, "orders") if path.is_dir() else path
+        if orders_path is None:
+            if path.is_dir() and any(path.glob("*.parquet")):
+                orders_path = path  # a folder of Parquet parts is the orders table itself
+            else:
+                raise ContractError(
+                    f"{path}: no orders.parquet, orders.csv.gz or orders.csv in this folder"
+                )
+        raw = read_file(orders_path)
+        orders_src = str(orders_path)
+        sources.append(SourceFile("orders", orders_src, _hash(orders_path), len(raw)))
+        if path.is_dir() and orders_path != path:
+            for name in ("items", "customers"):
+                found = find_table(path, name)
+                if found is not None:
+                    table = read_file(found)
+                    sources.append(SourceFile(name, str(found), _hash(found), len(table)))
+                    if name == "items":
+                        items_raw = table
+                    else:
+                        customers_raw = table
+    if mapping is not None:
+        adapted = apply_mapping(raw, load_mapping(mapping), orders_src)
+    else:
+        chosen = detect_format(raw.columns) if fmt == "auto" else fmt
+        if chosen == "contract":
+            adapted = Adapted(raw)
+        elif chosen in ADAPTERS:
+            adapted = ADAPTERS[chosen](raw, orders_src)
+        else:
+            raise ContractError(f"unknown format {fmt!r}; use auto, contract, {', '.join(ADAPTERS)}")
+    return validate_tables(
+        adapted,
+        orders_src,
+        items_raw if items_raw is not None else adapted.items,
+        customers_raw if customers_raw is not None else adapted.customers,
+        sources,
+        drop_duplicates=drop_duplicates,
+    )
+
+
+def _hash(path: Path) -> str:
+    if path.is_dir():
+        digest = hashlib.sha256()
+        for part in sorted(path.rglob("*.parquet")):
+            digest.update(file_sha256(part).encode())
+        return digest.hexdigest()
+    return file_sha256(path)
+
+
+def validate_tables(
+    adapted: Adapted,
+    source: str,
+    items_raw: pd.DataFrame | None,
+    customers_raw: pd.DataFrame | None,
+    sources: list[SourceFile],
+    *,
+    drop_duplicates: bool = False,
+) -> Dataset:
+    """Validate adapted tables; orders are checked against the item catalogue when there is one."""
+    reports, quarantine = [], {}
+    items = customers = None
+    if items_raw is not None:
+        v = validate_entities(items_raw, ITEMS, f"{source} (items)")
+        items, quarantine["items"] = v.table, v.quarantine
+        reports.append(v.report)
+    if customers_raw is not None:
+        v = validate_entities(customers_raw, CUSTOMERS, f"{source} (customers)")
+        customers, quarantine["customers"] = v.table, v.quarantine
+        reports.append(v.report)
+    known = pd.Index(items[ITEM_ID].astype(str)) if items is not None else None
+    v = validate_orders(
+        adapted.orders,
+        source,
+        date_format=adapted.date_format,
+        item_pattern=adapted.item_pattern,
+        known_items=known,
+        drop_duplicates=drop_duplicates,
+        zero_price_ok=adapted.zero_price_ok,
+    )
+    reports.insert(0, v.report)
+    quarantine["orders"] = v.quarantine
+    return Dataset(v.table, items, customers, reports, quarantine, sources, list(adapted.notes))
+
+
+@contextmanager
+def atomic_dir(target: Path) -> Iterator[Path]:
+    """Write into a temporary sibling folder and move it into place only when all went well.
+
+    A failure leaves an existing ``target`` untouched; success replaces it whole.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        yield tmp
+        if target.exists():
+            old = target.with_name(f".{target.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+            os.replace(tmp, target)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_parquet(df: pd.DataFrame, path: Path) -> None:
+    """Write a frame to Parquet (no index)."""
+    df.to_parquet(path, index=False)
+
+
+def write_json(obj: Any, path: Path) -> None:
+    """Write JSON with stable key order and readable indentation."""
+    path.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

@@ -1,0 +1,272 @@
+"""Validate raw tables against the contract: coerce types, apply row rules, report every row.
+
+Every input row ends either in the clean table or in the quarantine table with a reason; the
+report counts rows per rule and says what was done. A table that cannot be used at all raises
+:class:`~features.schema.ContractError` naming the source, the column and example rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.schema import (
+    CUSTOMER_ID,
+    IS_RETURN,
+    ITEM_ID,
+    ORDER_ID,
+    ORDERED_AT,
+    ORDERS,
+    QUANTITY,
+    REASON,
+    SOURCE_ROW,
+    UNIT_PRICE,
+    Column,
+    ContractError,
+    Table,
+)
+
+#: Above this share of unparseable values a column is taken to have the wrong type altogether.
+WRONG_TYPE_SHARE = 0.5
+EXAMPLES = 5
+
+KEPT, REPAIRED, QUARANTINED = "kept", "repaired", "quarantined"
+
+
+@dataclass
+class RuleCount:
+    """How many rows one rule touched, and what was done with them."""
+
+    rule: str
+    rows: int
+    action: str
+    detail: str
+    examples: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ValidationReport:
+    """Rows in, rows kept, rows quarantined, and the count per rule."""
+
+    source: str
+    table: str
+    rows_in: int = 0
+    rows_kept: int = 0
+    rows_quarantined: int = 0
+    rules: list[RuleCount] = field(default_factory=list)
+
+    def add(self, rule: str, mask: np.ndarray, action: str, detail: str, index: pd.Index) -> None:
+        n = int(mask.sum())
+        if n:
+            examples = [int(i) for i in index[mask][:EXAMPLES]]
+            self.rules.append(RuleCount(rule, n, action, detail, examples))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Validated:
+    """A clean contract table, its quarantined rows (with reasons) and the report."""
+
+    table: pd.DataFrame
+    quarantine: pd.DataFrame
+    report: ValidationReport
+
+
+def _examples(series: pd.Series, mask: np.ndarray) -> str:
+    bad = series[mask].head(3)
+    return ", ".join(f"row {i}: {v!r}" for i, v in bad.items())
+
+
+def _require_columns(df: pd.DataFrame, table: Table, source: str) -> None:
+    if df.empty:
+        raise ContractError(f"{source}: the {table.name} table is empty (no data rows)")
+    missing = [c for c in table.required if c not in df.columns]
+    if missing:
+        raise ContractError(
+            f"{source}: missing required column(s) {missing} for table '{table.name}'; "
+            f"found columns {list(df.columns)}. Map them with --mapping or --format."
+        )
+
+
+def _as_id(s: pd.Series) -> pd.Series:
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        if not pd.api.types.is_string_dtype(s.cat.categories.dtype):
+            s = s.cat.rename_categories(s.cat.categories.astype(str))
+        return s
+    if pd.api.types.is_float_dtype(s.dtype):
+        whole = s.dropna()
+        if (whole == np.floor(whole)).all():
+            s = s.astype("Int64")
+    out = s.astype("string").str.strip()
+    out = out.mask(out == "")
+    return out.astype("category")
+
+
+def _parse(
+    s: pd.Series, col: Column, source: str, date_format: str | None
+) -> tuple[pd.Series, np.ndarray]:
+    """Coerce one column; return it and the mask of values present but unparseable."""
+    present = s.notna().to_numpy()
+    if col.kind == "id":
+        return _as_id(s), np.zeros(len(s), dtype=bool)
+    if col.kind == "datetime":
+        if pd.api.types.is_datetime64_any_dtype(s.dtype):
+            out = s.dt.tz_convert(None) if getattr(s.dt, "tz", None) is not None else s
+        else:
+            text = s.astype("string").str.strip()
+            out = pd.to_datetime(text, format=date_format or "ISO8601", errors="coerce")
+            if date_format is None and out.isna().mean() > 0:
+                out = pd.to_datetime(text, format="mixed", errors="coerce", dayfirst=False)
+            if getattr(out.dt, "tz", None) is not None:
+                out = out.dt.tz_convert("UTC").dt.tz_localize(None)
+    elif col.kind in ("float", "int"):
+        if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
+            out = s.astype("float64")
+        else:
+            out = pd.to_numeric(s.astype("string").str.strip(), errors="coerce").astype("float64")
+        out = out.where(np.isfinite(out.to_numpy(dtype="float64", na_value=np.nan)))
+    elif col.kind == "bool":
+        if pd.api.types.is_bool_dtype(s.dtype):
+            out = s.astype("boolean")
+        else:
+            text = s.astype("string").str.strip().str.lower()
+            truth = {"true": True, "1": True, "yes": True, "y": True, "t": True}
+            falsy = {"false": False, "0": False, "no": False, "n": False, "f": False}
+            out = text.map(truth | falsy).astype("boolean")
+    else:
+        return s.astype("string"), np.zeros(len(s), dtype=bool)
+    bad = present & out.isna().to_numpy()
+    if present.sum() and bad.sum() > WRONG_TYPE_SHARE * present.sum():
+        raise ContractError(
+            f"{source}: column '{col.name}' should be {col.kind} but {int(bad.sum())} of "
+            f"{int(present.sum())} values are not ({_examples(s, bad)})"
+        )
+    return out, bad
+
+
+def coerce(
+    df: pd.DataFrame, table: Table, source: str, date_format: str | None = None
+) -> tuple[pd.DataFrame, dict[str, np.ndarray]]:
+    """Keep the contract's columns, coerce their types; return per-column unparseable masks."""
+    _require_columns(df, table, source)
+    out = pd.DataFrame(index=pd.RangeIndex(len(df)))
+    bad: dict[str, np.ndarray] = {}
+    for col in table.columns:
+        if col.name in df.columns:
+            out[col.name], bad[col.name] = _parse(
+                df[col.name].reset_index(drop=True), col, source, date_format
+            )
+    return out, bad
+
+
+def validate_orders(
+    raw: pd.DataFrame,
+    source: str = "orders",
+    *,
+    date_format: str | None = None,
+    item_pattern: str | None = None,
+    known_items: pd.Index | None = None,
+    drop_duplicates: bool = False,
+    zero_price_ok: bool = False,
+) -> Validated:
+    """Validate an orders table (contract column names) into clean lines and quarantine.
+
+    Rules, in order (a row is quarantined by the first rule it fails): missing customer, missing
+    order or item id, unparseable date, unparseable quantity or price, zero quantity,
+    non-positive price (zero allowed with ``zero_price_ok``), item id not matching ``item_pattern`` (non-product codes such as postage).
+    Negative quantities and cancellations are kept as returns (``is_return``). Exact duplicate
+    lines are kept and counted (or quarantined with ``drop_duplicates``); lines of items missing
+    from the catalogue are kept and counted.
+    """
+    report = ValidationReport(source=source, table="orders", rows_in=len(raw))
+    df, bad = coerce(raw, ORDERS, source, date_format)
+    n = len(df)
+    reason = np.full(n, None, dtype=object)
+    index = df.index
+
+    def rule(name: str, mask: np.ndarray, detail: str) -> None:
+        mask = mask & (reason == None)  # noqa: E711  (elementwise on an object array)
+        reason[mask] = name
+        report.add(name, mask, QUARANTINED, detail, index)
+
+    rule("missing_customer", df[CUSTOMER_ID].isna().to_numpy(), "no customer id")
+    rule("missing_order_id", df[ORDER_ID].isna().to_numpy(), "no order id")
+    rule("missing_item_id", df[ITEM_ID].isna().to_numpy(), "no item id")
+    rule(
+        "unparseable_date",
+        df[ORDERED_AT].isna().to_numpy(),
+        "ordered_at missing or not a date" + (f" in format {date_format}" if date_format else ""),
+    )
+    qty = df[QUANTITY].to_numpy(dtype="float64", na_value=np.nan)
+    price = df[UNIT_PRICE].to_numpy(dtype="float64", na_value=np.nan)
+    rule("bad_quantity", np.isnan(qty), "quantity missing or not a number")
+    rule("bad_price", np.isnan(price), "unit_price missing or not a number")
+    rule("zero_quantity", qty == 0, "quantity is 0")
+    if zero_price_ok:
+        rule("negative_price", price < 0, "unit_price < 0")
+        report.add("free_item", (price == 0) & (reason == None), KEPT, "unit_price 0: kept", index)  # noqa: E711
+    else:
+        rule("non_positive_price", price <= 0, "unit_price <= 0 (adjustments, free items)")
+    if item_pattern:
+        ids = df[ITEM_ID].astype("string")
+        matches = ids.str.match(item_pattern).fillna(False).to_numpy(dtype=bool)
+        rule("non_product_code", ~matches, f"item id does not match {item_pattern!r}")
+    for name, mask in bad.items():
+        if name not in (CUSTOMER_ID, ORDER_ID, ITEM_ID, ORDERED_AT, QUANTITY, UNIT_PRICE):
+            df.loc[mask, name] = pd.NA
+            report.add(f"bad_{name}", mask, REPAIRED, f"unparseable {name} set to missing", index)
+
+    ok = reason == None  # noqa: E711
+    flagged = df[IS_RETURN].fillna(False).to_numpy(dtype=bool) if IS_RETURN in df else False
+    is_return = (qty < 0) | flagged
+    report.add(
+        "return", ok & is_return, KEPT, "negative quantity or cancellation: kept as a return", index
+    )
+    df[IS_RETURN] = is_return
+    dup = df.duplicated(keep="first").to_numpy() & ok
+    if drop_duplicates:
+        rule("duplicate_line", dup, "exact duplicate of an earlier line")
+        ok = reason == None  # noqa: E711
+    else:
+        report.add("duplicate_line", dup, KEPT, "exact duplicate of an earlier line: kept", index)
+    if known_items is not None:
+        unknown = ok & ~df[ITEM_ID].isin(known_items).to_numpy()
+        report.add("unknown_item", unknown, KEPT, "item not in the items table: kept", index)
+
+    quarantine = raw.reset_index(drop=True)[~ok].copy()
+    quarantine.insert(0, SOURCE_ROW, np.flatnonzero(~ok))
+    quarantine.insert(1, REASON, reason[~ok].astype(str))
+    clean = df[ok].reset_index(drop=True)
+    for col in (CUSTOMER_ID, ORDER_ID, ITEM_ID):
+        clean[col] = clean[col].cat.remove_unused_categories()
+    report.rows_kept, report.rows_quarantined = len(clean), int((~ok).sum())
+    return Validated(clean, quarantine, report)
+
+
+def validate_entities(raw: pd.DataFrame, table: Table, source: str) -> Validated:
+    """Validate an items or customers table: required id, one row per id (first one kept)."""
+    report = ValidationReport(source=source, table=table.name, rows_in=len(raw))
+    df, bad = coerce(raw, table, source)
+    key = table.required[0]
+    index = df.index
+    missing = df[key].isna().to_numpy()
+    dup = df[key].duplicated(keep="first").to_numpy() & ~missing
+    report.add(f"missing_{key}", missing, QUARANTINED, f"no {key}", index)
+    report.add(f"duplicate_{key}", dup, QUARANTINED, f"{key} seen before: first row kept", index)
+    for name, mask in bad.items():
+        if name != key:
+            df.loc[mask, name] = pd.NA
+            report.add(f"bad_{name}", mask, REPAIRED, f"unparseable {name} set to missing", index)
+    drop = missing | dup
+    quarantine = raw.reset_index(drop=True)[drop].copy()
+    quarantine.insert(0, SOURCE_ROW, np.flatnonzero(drop))
+    quarantine.insert(1, REASON, np.where(missing[drop], f"missing_{key}", f"duplicate_{key}"))
+    clean = df[~drop].reset_index(drop=True)
+    clean[key] = clean[key].cat.remove_unused_categories()
+    report.rows_kept, report.rows_quarantined = len(clean), int(drop.sum())
+    return Validated(clean, quarantine, report)

@@ -1,0 +1,1 @@
+"""Model training, backtests against baselines, and the MLflow platform (tracking, registry)."""
