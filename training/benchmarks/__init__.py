@@ -1,0 +1,63 @@
+"""Benchmark protocols of ``../shared/BENCHMARKS.md`` and the writer of their result files."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+RESULTS_DIR = Path("experiments/results")
+
+
+def git_commit() -> str:
+    """The current commit's short sha, or ``unknown`` outside a git checkout."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
+        )
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def markdown_table(rows: list[dict[str, Any]]) -> str:
+    """Rows as a Markdown table; columns in first-seen order, floats to 4 significant digits."""
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+
+    def fmt(v: Any) -> str:
+        if v is None:
+            return ""
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(fmt(r.get(c)) for c in columns) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(
+    dataset: str,
+    protocol: str,
+    rows: list[dict[str, Any]],
+    *,
+    as_of: str | None = None,
+    results_dir: Path = RESULTS_DIR,
+    **extra: Any,
+) -> Path:
+    """Write ``<dataset>-<protocol>.json`` and ``.md`` in the BENCHMARKS.md format."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "dataset": dataset,
+        "protocol": protocol,
+        "as_of": as_of,
+        "commit": git_commit(),
+        **extra,
+        "rows": rows,
+    }
+    path = results_dir / f"{dataset}-{protocol}.json"
+    path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
+    title = f"# {dataset} protocol {protocol} (as_of {as_of}, commit {payload['commit']})\n\n"
+    path.with_suffix(".md").write_text(title + markdown_table(rows))
+    return path
