@@ -102,20 +102,29 @@ def read_sql(url: str, table: str | None = None, query: str | None = None) -> pd
 
     if (table is None) == (query is None):
         raise ContractError("give exactly one of a table name or a query for a SQL source")
+    safe = sa.engine.make_url(url).render_as_string(hide_password=True)
     try:
         engine = sa.create_engine(url)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise ContractError(f"{safe}: cannot use this database URL: {exc}") from exc
+    try:
         with engine.connect() as conn:
-            stmt = sa.text(query) if query else sa.select(sa.table(table or "")).with_only_columns(
-                sa.text("*")
+            stmt = (
+                sa.text(query)
+                if query
+                else sa.select(sa.text("*")).select_from(sa.table(table or ""))
             )
             return pd.read_sql(stmt, conn)
-    except sa.exc.SQLAlchemyError as exc:
-        safe = sa.engine.make_url(url).render_as_string(hide_password=True)
-        raise ContractError(f"{safe}: cannot read {table or 'query'}: {exc.orig or exc}") from exc
+    except (sa.exc.SQLAlchemyError, pd.errors.DatabaseError) as exc:
+        cause = exc.__cause__ if isinstance(exc, pd.errors.DatabaseError) else exc
+        reason = str(getattr(cause, "orig", None) or cause or exc).splitlines()[0]
+        raise ContractError(f"{safe}: cannot read {table or 'query'}: {reason}") from exc
+    finally:
+        engine.dispose()
 
 
 def find_table(folder: Path, name: str) -> Path | None:
-    """``folder/name.parquet`` (or a folder of Parquet parts), ``.csv.gz`` or ``.csv``, if present."""
+    """``folder/name.parquet`` (file or folder of parts), ``.csv.gz`` or ``.csv``, if present."""
     for suffix in SUFFIXES:
         candidate = folder / f"{name}{suffix}"
         if candidate.exists():
@@ -184,7 +193,9 @@ def load_dataset(
         elif chosen in ADAPTERS:
             adapted = ADAPTERS[chosen](raw, orders_src)
         else:
-            raise ContractError(f"unknown format {fmt!r}; use auto, contract, {', '.join(ADAPTERS)}")
+            raise ContractError(
+                f"unknown format {fmt!r}; use auto, contract, {', '.join(ADAPTERS)}"
+            )
     return validate_tables(
         adapted,
         orders_src,

@@ -81,7 +81,12 @@ ORDERS = Table(
         Column(ORDER_ID, "id", True, "order / invoice id; lines of one order share it"),
         Column(ITEM_ID, "id", True, "product id (SKU)"),
         Column(ORDERED_AT, "datetime", True, "order time (naive local time or UTC)"),
-        Column(QUANTITY, "float", True, "units (fractional for goods sold by weight); negative on a return line"),
+        Column(
+            QUANTITY,
+            "float",
+            True,
+            "units (fractional for goods sold by weight); negative on a return line",
+        ),
         Column(UNIT_PRICE, "float", True, "price per unit, > 0"),
         Column(CHANNEL, "str", False, "sales channel (web, app, store, ...)"),
         Column(DISCOUNT, "float", False, "discount share of the price, 0..1"),

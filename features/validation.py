@@ -96,7 +96,7 @@ def _require_columns(df: pd.DataFrame, table: Table, source: str) -> None:
 def _as_id(s: pd.Series) -> pd.Series:
     if isinstance(s.dtype, pd.CategoricalDtype):
         if not pd.api.types.is_string_dtype(s.cat.categories.dtype):
-            s = s.cat.rename_categories(s.cat.categories.astype(str))
+            s = s.cat.rename_categories(list(s.cat.categories.astype(str)))
         return s
     if pd.api.types.is_float_dtype(s.dtype):
         whole = s.dropna()
@@ -178,7 +178,8 @@ def validate_orders(
 
     Rules, in order (a row is quarantined by the first rule it fails): missing customer, missing
     order or item id, unparseable date, unparseable quantity or price, zero quantity,
-    non-positive price (zero allowed with ``zero_price_ok``), item id not matching ``item_pattern`` (non-product codes such as postage).
+    non-positive price (zero allowed with ``zero_price_ok``), item id not matching
+    ``item_pattern`` (non-product codes such as postage).
     Negative quantities and cancellations are kept as returns (``is_return``). Exact duplicate
     lines are kept and counted (or quarantined with ``drop_duplicates``); lines of items missing
     from the catalogue are kept and counted.

@@ -1,0 +1,188 @@
+"""The ``shopml`` command line: demo data, validation, features, training, serving, benchmarks."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+
+from features.schema import ContractError
+
+app = typer.Typer(
+    help="shopml: recommendations, churn risk, repurchase propensity and demand forecasts "
+    "from a shop's order history.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+bench_app = typer.Typer(help="Benchmarks (write experiments/results/*.json).", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+console = Console(stderr=True)
+
+DataOpt = Annotated[
+    str,
+    typer.Option(
+        "--data", "-d", help="data folder, orders file (.csv/.csv.gz/.parquet) or SQL URL"
+    ),
+]
+FormatOpt = Annotated[
+    str, typer.Option("--format", "-f", help="auto | contract | online-retail | cdnow")
+]
+MappingOpt = Annotated[
+    Path | None,
+    typer.Option("--mapping", "-m", help="column-mapping file (YAML/TOML) for a shop export"),
+]
+TableOpt = Annotated[str | None, typer.Option("--table", help="SQL table with the order lines")]
+QueryOpt = Annotated[
+    str | None, typer.Option("--query", help="SQL query returning the order lines")
+]
+
+
+class CliError(Exception):
+    """An error to show the user as one line, exiting non-zero."""
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
+) -> None:
+    """Configure logging for every command."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
+    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "bentoml", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _load(data: str, fmt: str, mapping: Path | None, table: str | None, query: str | None):  # type: ignore[no-untyped-def]
+    from features.io import load_dataset
+
+    with console.status(f"reading and validating {data} ..."):
+        return load_dataset(data, fmt=fmt, mapping=mapping, sql_table=table, sql_query=query)
+
+
+def print_report(dataset) -> None:  # type: ignore[no-untyped-def]
+    """Print the validation report: rows per rule and what was done."""
+    for report in dataset.reports:
+        table = Table(
+            title=f"{report.table}: {report.source}  ({report.rows_in:,} rows in, "
+            f"{report.rows_kept:,} kept, {report.rows_quarantined:,} quarantined)",
+            title_justify="left",
+        )
+        for col in ("rule", "rows", "action", "detail", "example rows"):
+            table.add_column(col, justify="right" if col == "rows" else "left")
+        for rule in report.rules:
+            examples = ", ".join(map(str, rule.examples))
+            table.add_row(rule.rule, f"{rule.rows:,}", rule.action, rule.detail, examples)
+        console.print(table)
+    for note in dataset.notes:
+        console.print(f"note: {note}")
+
+
+@app.command("demo-data")
+def demo_data(
+    out: Annotated[Path, typer.Option(help="output folder")] = Path("data/demo"),
+    customers: Annotated[int, typer.Option(min=10, help="number of customers")] = 5000,
+    items: Annotated[int, typer.Option(min=5, help="number of items")] = 500,
+    seed: Annotated[int, typer.Option(help="random seed")] = 0,
+    start: Annotated[str, typer.Option(help="first order date")] = "2023-01-01",
+    end: Annotated[str, typer.Option(help="last order date (exclusive)")] = "2025-01-01",
+) -> None:
+    """Generate a seeded synthetic shop (orders, items, customers) in the data contract."""
+    from features.synthetic import ShopConfig, write_shop
+
+    try:
+        config = ShopConfig(n_customers=customers, n_items=items, seed=seed, start=start, end=end)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
+    counts = write_shop(config, out)
+    console.print(f"wrote {out}: {counts}")
+
+
+@app.command()
+def validate(
+    data: DataOpt,
+    format: FormatOpt = "auto",
+    mapping: MappingOpt = None,
+    table: TableOpt = None,
+    query: QueryOpt = None,
+    quarantine: Annotated[
+        Path | None, typer.Option(help="write quarantined rows here (Parquet)")
+    ] = None,
+) -> None:
+    """Validate orders (and items/customers) against the data contract and print the report."""
+    dataset = _load(data, format, mapping, table, query)
+    print_report(dataset)
+    if quarantine is not None:
+        rows = dataset.quarantine.get("orders")
+        if rows is not None:
+            quarantine.parent.mkdir(parents=True, exist_ok=True)
+            rows.astype(str).to_parquet(quarantine, index=False)
+            console.print(f"quarantined rows: {quarantine}")
+
+
+@app.command()
+def features(
+    data: DataOpt,
+    out: Annotated[Path, typer.Option(help="output folder for the feature set")],
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="date (YYYY-MM-DD); default: day after last order")
+    ] = None,
+    format: FormatOpt = "auto",
+    mapping: MappingOpt = None,
+    table: TableOpt = None,
+    query: QueryOpt = None,
+) -> None:
+    """Validate the data and write point-in-time features, labels and a manifest as of a date."""
+    from features.pipeline import build_feature_set, write_feature_set
+
+    dataset = _load(data, format, mapping, table, query)
+    print_report(dataset)
+    with console.status("building features ..."):
+        fs = build_feature_set(dataset, _date(as_of))
+    write_feature_set(fs, dataset, out)
+    console.print(
+        f"features as of {fs.as_of.date()} -> {out}: {len(fs.users):,} users, "
+        f"{len(fs.items):,} items, {fs.interactions.matrix.nnz:,} user-item pairs "
+        f"({sum(fs.timings_s.values()):.1f} s)"
+    )
+
+
+@bench_app.command("features")
+def bench_features(
+    lines: Annotated[int, typer.Option(min=10_000, help="order lines to generate")] = 5_000_000,
+    workdir: Annotated[Path, typer.Option(help="where the synthetic shop is written")] = Path(
+        "data/bench-features"
+    ),
+) -> None:
+    """Feature-build throughput (order lines/s) and peak memory on a synthetic shop."""
+    from training.benchmarks.features import run
+
+    run(lines, workdir)
+
+
+def _date(text: str | None):  # type: ignore[no-untyped-def]
+    import pandas as pd
+
+    if text is None:
+        return None
+    try:
+        return pd.Timestamp(text)
+    except ValueError as exc:
+        raise CliError(f"--as-of: {text!r} is not a date (use YYYY-MM-DD)") from exc
+
+
+def run() -> None:
+    """Entry point: show contract and usage errors as one line and exit non-zero."""
+    try:
+        app()
+    except (ContractError, CliError, ValueError, KeyError) as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)
