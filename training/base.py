@@ -8,6 +8,7 @@ Parquet) plus ``meta.json``; ``load(folder)`` reads it back without any training
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 from pathlib import Path
@@ -34,10 +35,8 @@ def library_versions() -> dict[str, str]:
 
     out = {"python": platform.python_version()}
     for name in ("numpy", "pandas", "pyarrow", "lightgbm", "implicit", "scikit-learn", "shopml"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
     return out
 
 
