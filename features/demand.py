@@ -1,0 +1,129 @@
+"""Weekly demand series per item, with calendar and price covariates.
+
+Pure functions of ``(orders, as_of)``: only order lines strictly before ``as_of`` are used. Weeks
+end on Sunday (a week is labelled by the date of its Sunday); a week is in the history only when
+it is complete before ``as_of`` and starts on or after the first order day (so a partial first
+week is dropped). Weeks without sales are 0.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from features.schema import IS_RETURN, ITEM_ID, ORDERED_AT, QUANTITY, UNIT_PRICE
+
+WEEK = pd.Timedelta(days=7)
+DAY = pd.Timedelta(days=1)
+
+
+def week_ending(ts: pd.Series | pd.DatetimeIndex) -> pd.Series:
+    """The Sunday (00:00) that ends the week of each timestamp."""
+    s = pd.Series(pd.to_datetime(ts)).dt.normalize()
+    return s + pd.to_timedelta((6 - s.dt.dayofweek) % 7, unit="D")
+
+
+def last_full_week(as_of: pd.Timestamp) -> pd.Timestamp:
+    """The last Sunday whose whole week lies before ``as_of``."""
+    day = pd.Timestamp(as_of).normalize() - DAY  # the last complete day
+    return day - pd.Timedelta(days=(day.dayofweek - 6) % 7)
+
+
+def first_full_week(first_day: pd.Timestamp) -> pd.Timestamp:
+    """The first Sunday whose week (Monday..Sunday) starts on or after ``first_day``."""
+    first_day = pd.Timestamp(first_day).normalize()
+    monday = first_day + pd.Timedelta(days=(7 - first_day.dayofweek) % 7)
+    return monday + pd.Timedelta(days=6)
+
+
+@dataclass(frozen=True)
+class WeeklyDemand:
+    """Weekly units (``units[i, t]``) and mean unit prices (``price[i, t]``, forward-filled).
+
+    ``items`` labels the rows, ``weeks`` (Sunday dates) the columns. ``price`` is NaN before an
+    item's first sale.
+    """
+
+    items: pd.Index
+    weeks: pd.DatetimeIndex
+    units: np.ndarray
+    price: np.ndarray
+
+    def frame(self) -> pd.DataFrame:
+        """Units as a DataFrame (items x weeks)."""
+        return pd.DataFrame(self.units, index=self.items, columns=self.weeks)
+
+
+def weekly_demand(
+    orders: pd.DataFrame,
+    as_of: pd.Timestamp | str,
+    *,
+    start: pd.Timestamp | str | None = None,
+    end: pd.Timestamp | str | None = None,
+    item_col: str = ITEM_ID,
+    time_col: str = ORDERED_AT,
+    qty_col: str = QUANTITY,
+    price_col: str = UNIT_PRICE,
+    return_col: str = IS_RETURN,
+) -> WeeklyDemand:
+    """Weekly units sold per item from purchase lines strictly before ``as_of``.
+
+    ``start`` (a Sunday) defaults to the first full week of the data; ``end`` (a Sunday) defaults
+    to the last full week before ``as_of``. Return lines (``return_col`` true) and lines with
+    quantity <= 0 are ignored.
+    """
+    as_of = pd.Timestamp(as_of)
+    df = orders[orders[time_col] < as_of]
+    if return_col in df.columns:
+        df = df[~df[return_col].to_numpy(dtype=bool)]
+    df = df[df[qty_col].to_numpy() > 0]
+    if df.empty:
+        raise ValueError(f"no purchases before as_of={as_of.date()}")
+    first = first_full_week(df[time_col].min()) if start is None else pd.Timestamp(start)
+    last = last_full_week(as_of) if end is None else pd.Timestamp(end)
+    if last < first:
+        raise ValueError(f"no complete week between {first.date()} and as_of={as_of.date()}")
+    weeks = pd.date_range(first, last, freq="7D")
+    wk = week_ending(df[time_col]).to_numpy()
+    keep = (wk >= weeks[0].to_datetime64()) & (wk <= weeks[-1].to_datetime64())
+    df, wk = df[keep], wk[keep]
+    items_all = df[item_col].astype(str).to_numpy()
+    items = pd.Index(np.unique(items_all), name=item_col)
+    i = items.get_indexer(items_all)
+    t = ((wk - weeks[0].to_datetime64()) // np.timedelta64(7, "D")).astype(np.int64)
+    n, m = len(items), len(weeks)
+    qty = df[qty_col].to_numpy(dtype=float)
+    units = np.zeros((n, m))
+    np.add.at(units, (i, t), qty)
+    revenue = np.zeros((n, m))
+    np.add.at(revenue, (i, t), qty * df[price_col].to_numpy(dtype=float))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        price = np.where(units > 0, revenue / units, np.nan)
+    price = pd.DataFrame(price.T).ffill().to_numpy().T
+    return WeeklyDemand(items, weeks, units, price)
+
+
+def active_items(units: np.ndarray, min_weeks: int = 10) -> np.ndarray:
+    """Boolean mask of rows with sales in at least ``min_weeks`` weeks."""
+    return np.asarray((units > 0).sum(axis=1) >= min_weeks)
+
+
+def calendar_features(weeks: pd.DatetimeIndex) -> pd.DataFrame:
+    """Calendar covariates of week-ending dates: ISO week, month, weeks to Christmas, season."""
+    weeks = pd.DatetimeIndex(weeks)
+    woy = weeks.isocalendar().week.to_numpy().astype(float)
+    xmas = pd.DatetimeIndex([pd.Timestamp(year=d.year, month=12, day=25) for d in weeks])
+    to_xmas = np.asarray((xmas - weeks).days, dtype=float) / 7.0
+    to_xmas = np.where(to_xmas < -1, to_xmas + 52.18, to_xmas)  # after Christmas: next one
+    return pd.DataFrame(
+        {
+            "week_of_year": woy,
+            "month": weeks.month.to_numpy().astype(float),
+            "weeks_to_xmas": to_xmas,
+            "sin_year": np.sin(2 * np.pi * woy / 52.18),
+            "cos_year": np.cos(2 * np.pi * woy / 52.18),
+        },
+        index=weeks,
+    )
