@@ -1,0 +1,276 @@
+"""The only module that talks to MLflow: runs, metrics, plots, model registry and the gate.
+
+Registered models are ``shopml-<kind>``; the ``champion`` alias marks the served version. Every
+version carries tags with its gate metric, backtest key and parameters so the promotion gate can
+compare a candidate with the champion on the same backtest.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from shopml.config import artifact_root, tracking_uri
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PYFUNC_ENTRY = Path(__file__).with_name("pyfunc_entry.py")
+PIP_REQUIREMENTS = [
+    "numpy==2.4.6",
+    "pandas==3.1.1",
+    "pyarrow==25.0.1",
+    "lightgbm==4.7.0",
+    "scipy==1.17.1",
+    "shopml",
+]
+
+
+def registered_name(kind: str) -> str:
+    """Registry name of a model kind: ``shopml-<kind>``."""
+    return f"shopml-{kind}"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """What the gate and the service need to know about one registered model version."""
+
+    kind: str
+    version: str
+    run_id: str
+    gate_metric: str | None
+    gate_value: float | None
+    higher_is_better: bool
+    backtest_key: str | None
+    params: dict[str, Any]
+    as_of: str | None
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The promotion gate's verdict, with the reason in words."""
+
+    promote: bool
+    reason: str
+
+
+class Tracker:
+    """An MLflow tracking store (default: local SQLite file and artifact folder)."""
+
+    def __init__(self, uri: str | None = None, experiment: str = "shopml") -> None:
+        import mlflow
+
+        self.uri = uri or tracking_uri()
+        self.experiment = experiment
+        os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        if self.uri.startswith("sqlite:///"):
+            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        self.client = mlflow.MlflowClient(self.uri, self.uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = artifact_root() if self.uri.startswith("sqlite:") else None
+            self.experiment_id = self.client.create_experiment(experiment, location)
+        else:
+            self.experiment_id = found.experiment_id
+
+    @contextmanager
+    def run(
+        self, name: str, *, nested: bool = False, tags: dict[str, str] | None = None
+    ) -> Iterator[str]:
+        """Start a (nested) run; yields its id. A failure marks the run FAILED."""
+        import mlflow
+
+        with mlflow.start_run(
+            experiment_id=self.experiment_id, run_name=name, nested=nested, tags=tags
+        ) as active:
+            yield active.info.run_id
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        """Log flat parameters (values stringified; nested dicts flattened with dots)."""
+        import mlflow
+
+        mlflow.log_params(_flatten(params))
+
+    def log_metrics(self, metrics: dict[str, float], prefix: str = "") -> None:
+        """Log numeric metrics, skipping None and NaN."""
+        import math
+
+        import mlflow
+
+        clean = {
+            f"{prefix}{k}".replace("@", "_at_"): float(v)
+            for k, v in metrics.items()
+            if v is not None and not (isinstance(v, float) and math.isnan(v))
+        }
+        mlflow.log_metrics(clean)
+
+    def log_dict(self, obj: Any, path: str) -> None:
+        """Log a JSON artifact."""
+        import mlflow
+
+        mlflow.log_dict(json.loads(json.dumps(obj, default=str)), path)
+
+    def log_figure(self, figure: Any, path: str) -> None:
+        """Log a matplotlib figure as a PNG artifact and close it."""
+        import matplotlib.pyplot as plt
+        import mlflow
+
+        mlflow.log_figure(figure, path)
+        plt.close(figure)
+
+    def log_artifact_file(self, path: Path, artifact_path: str | None = None) -> None:
+        """Log a local file (e.g. a batch-score Parquet file)."""
+        import mlflow
+
+        mlflow.log_artifact(str(path), artifact_path)
+
+    def log_model(
+        self,
+        kind: str,
+        folder: Path,
+        input_example: pd.DataFrame,
+        *,
+        gate_metric: str,
+        gate_value: float,
+        higher_is_better: bool,
+        backtest_key: str,
+        params: dict[str, Any],
+        as_of: str,
+    ) -> VersionInfo:
+        """Log a saved model folder as a pyfunc (model from code) and register a new version.
+
+        Registration happens after the whole model is logged, so a failure part-way leaves no
+        registered version behind.
+        """
+        import mlflow
+        from mlflow.models import infer_signature
+        from shopml.artifacts.registry import load_artifact
+
+        output = load_artifact(folder).predict_frame(input_example)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_ENTRY),
+            artifacts={"model": str(folder)},
+            signature=infer_signature(input_example, output),
+            input_example=input_example,
+            pip_requirements=PIP_REQUIREMENTS,
+        )
+        tags = {
+            "gate_metric": gate_metric,
+            "gate_value": repr(float(gate_value)),
+            "higher_is_better": str(higher_is_better),
+            "backtest_key": backtest_key,
+            "params": json.dumps(params, sort_keys=True, default=str),
+            "as_of": as_of,
+        }
+        version = mlflow.register_model(info.model_uri, registered_name(kind), tags=tags)
+        return self._info(kind, version)
+
+    def _info(self, kind: str, version: Any) -> VersionInfo:
+        tags = version.tags or {}
+        value = tags.get("gate_value")
+        return VersionInfo(
+            kind=kind,
+            version=str(version.version),
+            run_id=version.run_id,
+            gate_metric=tags.get("gate_metric"),
+            gate_value=float(value) if value is not None else None,
+            higher_is_better=tags.get("higher_is_better", "True") == "True",
+            backtest_key=tags.get("backtest_key"),
+            params=json.loads(tags.get("params", "{}")),
+            as_of=tags.get("as_of"),
+        )
+
+    def champion(self, kind: str) -> VersionInfo | None:
+        """The version the ``champion`` alias points at, or None."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self.client.get_model_version_by_alias(registered_name(kind), CHAMPION)
+        except MlflowException:
+            return None
+        return self._info(kind, version)
+
+    def set_champion(self, info: VersionInfo) -> None:
+        """Move the ``champion`` alias to ``info``."""
+        self.client.set_registered_model_alias(registered_name(info.kind), CHAMPION, info.version)
+
+    def download(self, kind: str, dst: Path, alias: str = CHAMPION) -> Path:
+        """Download the saved model folder of ``kind@alias``; returns its path."""
+        import mlflow
+
+        uri = f"models:/{registered_name(kind)}@{alias}"
+        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
+        return Path(local) / "artifacts" / "model"
+
+
+def decide(
+    candidate_value: float,
+    champion: VersionInfo | None,
+    *,
+    backtest_key: str,
+    higher_is_better: bool,
+    champion_value_on_candidate_backtest: float | None = None,
+) -> Decision:
+    """The promotion gate.
+
+    - no champion yet: promote;
+    - same backtest (same data and window) as the champion: promote only when strictly better;
+    - a new backtest (new data): the champion's configuration, refitted on the candidate's
+      backtest, gives ``champion_value_on_candidate_backtest``; promote when the candidate is at
+      least as good (a retrain on newer data with an equally good configuration replaces it).
+    """
+    if champion is None or champion.gate_value is None:
+        return Decision(True, "no champion yet")
+
+    def better(a: float, b: float, strict: bool) -> bool:
+        if higher_is_better:
+            return a > b if strict else a >= b
+        return a < b if strict else a <= b
+
+    if champion.backtest_key == backtest_key:
+        ok = better(candidate_value, champion.gate_value, strict=True)
+        verb = "beats" if ok else "does not beat"
+        return Decision(
+            ok,
+            f"candidate {champion.gate_metric}={candidate_value:.4f} {verb} champion "
+            f"v{champion.version} ({champion.gate_value:.4f}) on the same backtest",
+        )
+    if champion_value_on_candidate_backtest is None:
+        return Decision(
+            False, "champion has a different backtest and was not re-evaluated: kept champion"
+        )
+    ok = better(candidate_value, champion_value_on_candidate_backtest, strict=False)
+    verb = "is at least as good as" if ok else "is worse than"
+    return Decision(
+        ok,
+        f"candidate {champion.gate_metric}={candidate_value:.4f} {verb} champion v{champion.version}'s "
+        f"configuration refitted on the same backtest ({champion_value_on_candidate_backtest:.4f})",
+    )
+
+
+def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}."))
+        else:
+            out[name] = str(value)[:500]
+    return out
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory[str]:
+    """A temporary folder for model files before they are logged."""
+    return tempfile.TemporaryDirectory(prefix="shopml-")
