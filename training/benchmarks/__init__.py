@@ -44,9 +44,10 @@ def write_results(
     *,
     as_of: str | None = None,
     results_dir: Path = RESULTS_DIR,
+    stem: str | None = None,
     **extra: Any,
 ) -> Path:
-    """Write ``<dataset>-<protocol>.json`` and ``.md`` in the BENCHMARKS.md format."""
+    """Write ``<dataset>-<protocol>.json`` (or ``<stem>.json``) and ``.md`` as in BENCHMARKS.md."""
     results_dir.mkdir(parents=True, exist_ok=True)
     payload = {
         "dataset": dataset,
@@ -56,7 +57,7 @@ def write_results(
         **extra,
         "rows": rows,
     }
-    path = results_dir / f"{dataset}-{protocol}.json"
+    path = results_dir / f"{stem or f'{dataset}-{protocol}'}.json"
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n")
     title = f"# {dataset} protocol {protocol} (as_of {as_of}, commit {payload['commit']})\n\n"
     path.with_suffix(".md").write_text(title + markdown_table(rows))
