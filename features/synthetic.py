@@ -151,6 +151,7 @@ PRICE_STEPS_MEAN, MAX_PRICE_STEPS = 1.5, 4
 PRICE_STEP_LOG_MEAN, PRICE_STEP_LOG_SD = 0.03, 0.06  # mostly increases
 OUT_OF_STOCK_SHARE, MAX_WEEKS_OF_COVER = 0.05, 10.0
 LAUNCH_REDRAWS = 3
+DURABLE_REDRAWS = 3
 
 # orders
 BASKET_EXTRA_LINES, MAX_BASKET_LINES = 1.4, 12
@@ -611,17 +612,25 @@ def _launched_items(
     return item
 
 
-def _redraw_owned_durables(catalog: Catalog, lines: Lines, rng: np.random.Generator) -> np.ndarray:
-    """Durables a customer already bought are redrawn once (uniformly in their category)."""
-    item = lines.item.copy()
-    order = np.lexsort((lines.day, item, lines.customer))
-    same = np.r_[False, (np.diff(lines.customer[order]) == 0) & (np.diff(item[order]) == 0)]
-    category = catalog.category[item]
-    again = order[same & ~catalog.consumable[category[order]]]
-    new = _uniform_items(catalog, category[again], rng)
-    ok = catalog.launch_day[new] <= lines.day[again]
-    item[again[ok]] = new[ok]
-    return item
+def _owned_durables(catalog: Catalog, lines: Lines) -> np.ndarray:
+    """Lines buying a durable item the same customer bought before."""
+    order = np.lexsort((lines.day, lines.item, lines.customer))
+    customer, item = lines.customer[order], lines.item[order]
+    same = np.r_[False, (np.diff(customer) == 0) & (np.diff(item) == 0)]
+    return order[same & ~catalog.consumable[catalog.category[item]]]
+
+
+def _avoid_owned_durables(catalog: Catalog, lines: Lines, rng: np.random.Generator) -> Lines:
+    """Durables a customer already owns are redrawn (uniformly in their category) a few times;
+    the lines that still repeat one are dropped (the customer bought nothing of that kind)."""
+    for _ in range(DURABLE_REDRAWS):
+        again = _owned_durables(catalog, lines)
+        new = _uniform_items(catalog, catalog.category[lines.item[again]], rng)
+        ok = catalog.launch_day[new] <= lines.day[again]
+        lines.item[again[ok]] = new[ok]
+    keep = np.ones(len(lines.item), dtype=bool)
+    keep[_owned_durables(catalog, lines)] = False
+    return lines.take(keep)
 
 
 def _drop_repeated_in_order(lines: Lines) -> Lines:
@@ -654,8 +663,8 @@ def _baskets(
     category = _draw_categories(cust, catalog, cal, who, day, rng)
     item = _launched_items(catalog, category, day, rng)
     lines = Lines(order, who, day, item, np.zeros(len(order)))
-    lines.item = _redraw_owned_durables(catalog, lines, rng)
-    lines = _drop_repeated_in_order(lines)
+    lines = _drop_repeated_in_order(_avoid_owned_durables(catalog, lines, rng))
+    lines.order = np.unique(lines.order, return_inverse=True)[1]  # orders left empty are gone
     lines.quantity = _quantities(catalog, cust, lines.customer, lines.item, rng)
     return lines
 
@@ -747,8 +756,9 @@ def _chunk_lines(ctx: Chunk, cust: Customers, rng: np.random.Generator) -> tuple
     """All purchase, refill and return lines of a customer chunk, and the number of orders."""
     who, day, alive_until = _purchase_days(cust, ctx.calendar, rng)
     lines = _baskets(cust, ctx.catalog, ctx.calendar, who, day, rng)
-    refills = _refills(lines, ctx.catalog, alive_until, len(who), rng)
-    lines, n_orders = lines.extend(refills), len(who) + len(refills.order)
+    n_orders = int(lines.order.max(initial=-1)) + 1
+    refills = _refills(lines, ctx.catalog, alive_until, n_orders, rng)
+    lines, n_orders = lines.extend(refills), n_orders + len(refills.order)
     order_day = _per_order(lines.day, lines.order, n_orders)
     back, n_returns = _returns(
         lines, ctx.catalog, order_day, ctx.config.n_days, ctx.config.return_scale, rng
