@@ -1,0 +1,248 @@
+"""Request and response models of the HTTP API (they are the OpenAPI schema).
+
+Requests forbid unknown fields (a typo such as ``top_k`` is a 400 naming the field) and use strict
+integers (``"10"`` or ``10.5`` for ``k`` is a 400). Ids may be sent as strings or numbers; they
+are compared as strings, as in the data contract.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+
+from features.segments import SEGMENTS
+
+MAX_K = 100
+MAX_LIMIT = 1000
+MAX_BATCH = 1000
+MAX_FORECAST_ITEMS = 500
+MAX_HORIZON = 12
+MAX_EXCLUDE = 1000
+MAX_ID_LENGTH = 128
+
+Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
+Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+ExcludePolicy = Literal["auto", "always", "never"]
+SortKey = Literal["value_at_risk", "probability"]
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, frozen=True)
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+
+
+# ---------------------------------------------------------------- storefront
+class RecommendRequest(_Request):
+    """Top-k items for one user."""
+
+    model_config = ConfigDict(title="RecommendRequest")
+
+    user_id: Id = Field(description="customer id; unknown or new users get the popular fallback")
+    k: StrictInt = Field(10, ge=1, le=MAX_K, description="number of items (1..100)")
+    category: Id | None = Field(None, description="only items of this category")
+    exclude_purchased: ExcludePolicy = Field(
+        "auto",
+        description="auto: the model's default (consumables may be bought again); "
+        "always: never recommend items the user bought; never: do not filter them",
+    )
+    exclude_items: list[Id] = Field(
+        default_factory=list, max_length=MAX_EXCLUDE, description="item ids not to recommend"
+    )
+
+
+class RecommendedItem(_Response):
+    item_id: str
+    score: float
+    reason: str = Field(description="short plain-language reason")
+    strategy: str = Field(description="which strategy produced this item")
+
+
+class RecommendResponse(_Response):
+    user_id: str
+    known_user: bool = Field(description="false when the popular fallback answered")
+    strategy: str = Field(description="strategy of the first item (personalized, buy-again, ...)")
+    items: list[RecommendedItem]
+    model_version: str
+
+
+class SimilarItemsRequest(_Request):
+    """Items that go with one item."""
+
+    model_config = ConfigDict(title="SimilarItemsRequest")
+
+    item_id: Id
+    k: StrictInt = Field(10, ge=1, le=MAX_K, description="number of items (1..100)")
+
+
+class SimilarItem(_Response):
+    item_id: str
+    score: float
+    reason: str = ""
+
+
+class SimilarItemsResponse(_Response):
+    item_id: str
+    items: list[SimilarItem]
+    model_version: str
+
+
+# ---------------------------------------------------------------- marketing
+class ChurnRiskRequest(_Request):
+    """A page of the churn-risk list."""
+
+    model_config = ConfigDict(title="ChurnRiskRequest")
+
+    segment: str | None = Field(None, description=f"only this segment: one of {list(SEGMENTS)}")
+    min_probability: Number = Field(0.0, ge=0.0, le=1.0, description="P(churn) at least this")
+    min_value_at_risk: Number = Field(0.0, ge=0.0, description="value at risk at least this")
+    sort: SortKey = Field("value_at_risk", description="descending order of this column")
+    limit: StrictInt = Field(100, ge=1, le=MAX_LIMIT, description="rows per page (1..1000)")
+    cursor: str | None = Field(
+        None, max_length=512, description="next_cursor of the previous page (same filters)"
+    )
+
+    @field_validator("segment")
+    @classmethod
+    def _known_segment(cls, value: str | None) -> str | None:
+        if value is not None and value not in SEGMENTS:
+            raise ValueError(f"unknown segment {value!r}; expected one of {list(SEGMENTS)}")
+        return value
+
+
+class ChurnRiskRow(_Response):
+    customer_id: str
+    probability: float = Field(description="calibrated P(no purchase in the churn window)")
+    value: float | None = Field(description="expected spend over the value horizon")
+    value_at_risk: float | None = Field(description="probability x value")
+    segment: str
+    reasons: list[str]
+
+
+class ChurnRiskResponse(_Response):
+    rows: list[ChurnRiskRow]
+    total: int = Field(description="customers matching the filters")
+    next_cursor: str | None = Field(description="pass as cursor for the next page; null at the end")
+    model_version: str
+    as_of: str
+
+
+class CustomerScoresRequest(_Request):
+    """Scores for a batch of customers."""
+
+    model_config = ConfigDict(title="CustomerScoresRequest")
+
+    customer_ids: list[Id] = Field(min_length=1, max_length=MAX_BATCH, description="1..1000 ids")
+
+
+class CustomerScore(_Response):
+    customer_id: str
+    churn_probability: float | None
+    repurchase_probability: float | None
+    value: float | None
+    value_at_risk: float | None
+    segment: str | None
+    churn_reasons: list[str]
+    repurchase_reasons: list[str]
+
+
+class CustomerScoresResponse(_Response):
+    customers: list[CustomerScore]
+    unknown_ids: list[str] = Field(description="ids not in the score tables (new customers)")
+    model_versions: dict[str, str]
+    as_of: str | None
+
+
+# ---------------------------------------------------------------- planning
+class ForecastRequest(_Request):
+    """Weekly quantile forecasts and reorder advice for a batch of items."""
+
+    model_config = ConfigDict(title="ForecastRequest")
+
+    item_ids: list[Id] = Field(min_length=1, max_length=MAX_FORECAST_ITEMS, description="1..500")
+    horizon: StrictInt = Field(12, ge=1, le=MAX_HORIZON, description="weeks ahead (1..12)")
+    lead_time_weeks: Number | None = Field(
+        None, gt=0, le=52, description="replenishment lead time (default: the model's)"
+    )
+    service_level: Number | None = Field(
+        None, gt=0.5, lt=1.0, description="target cycle service level (default: the model's)"
+    )
+    stock_on_hand: dict[Id, Number] | None = Field(
+        None,
+        max_length=MAX_FORECAST_ITEMS,
+        description="units on hand per item id (default: the item table's, when known)",
+    )
+
+    @field_validator("stock_on_hand")
+    @classmethod
+    def _non_negative(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value is not None:
+            bad = [k for k, v in value.items() if v < 0]
+            if bad:
+                raise ValueError(f"stock on hand must be >= 0 (items {bad[:5]})")
+        return value
+
+
+class WeekForecast(_Response):
+    week_ending: str
+    p10: float
+    p50: float
+    p90: float
+
+
+class ItemForecast(_Response):
+    item_id: str
+    weeks: list[WeekForecast]
+    reorder_point: float | None
+    safety_stock: float | None
+    stock_on_hand: float | None
+    stockout_probability: float | None = Field(
+        description="P(demand over the lead time exceeds stock on hand); null without stock"
+    )
+
+
+class ForecastResponse(_Response):
+    items: list[ItemForecast]
+    unknown_ids: list[str] = Field(description="item ids the model has no series for")
+    lead_time_weeks: float
+    service_level: float
+    model_version: str
+    as_of: str | None
+
+
+# ---------------------------------------------------------------- models, noop, errors
+class ModelInfo(_Response):
+    kind: str
+    loaded: bool
+    tag: str | None = None
+    source: str | None = None
+    created_at: str | None = None
+    as_of: str | None = None
+    trained_at: str | None = None
+    model_kind: str | None = Field(None, description="the artifact's own kind (meta.json)")
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    message: str | None = Field(None, description="why a model is not loaded")
+
+
+class ModelsResponse(_Response):
+    models: list[ModelInfo]
+    missing: list[str]
+
+
+class EmptyRequest(_Request):
+    """No fields."""
+
+    model_config = ConfigDict(title="EmptyRequest")
+
+
+class NoopResponse(_Response):
+    ok: bool = True
+
+
+class ErrorResponse(_Response):
+    error: str
+    field: str | None = None

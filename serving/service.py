@@ -1,0 +1,329 @@
+"""The shopml prediction service (BentoML 1.4 class API).
+
+Routes (all ``POST``, JSON in and out, schemas in :mod:`serving.schemas`):
+``/v1/recommend``, ``/v1/similar_items`` (storefront), ``/v1/churn_risk``,
+``/v1/customer_scores`` (marketing), ``/v1/forecast`` (planning), ``/v1/models``, ``/v1/noop``;
+plus BentoML's ``/healthz``, ``/livez``, ``/metrics``, ``/docs.json`` and a JSON ``/readyz`` that
+lists loaded and missing models.
+
+Models are resolved once per worker at start-up (:func:`serving.models.find_models`); a missing or
+broken model never stops start-up, its endpoints answer 503 with a message. Request bodies are
+validated by pydantic (400 with the failing field in ``detail[].loc``); every other client error
+is ``{"error": ..., "field": ...}`` with a 4xx status. Auth, body-size limit and readiness live in
+:class:`serving.auth.ApiGuard`.
+
+Environment: ``SHOPML_WORKERS`` (default 1), ``SHOPML_MODEL_DIR``, ``SHOPML_API_KEYS``,
+``SHOPML_API_KEYS_FILE``, ``SHOPML_BIND_HOST``, ``SHOPML_MAX_BODY_BYTES``,
+``SHOPML_REQUIRE_MODELS`` (comma list or ``all``: ``/readyz`` is 503 until those are loaded).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Any
+
+import bentoml
+from pydantic import ValidationError
+from starlette.responses import JSONResponse
+
+from serving.auth import READINESS, ApiGuard
+from serving.models import KINDS, ModelSource, find_models
+from serving.runtime import CustomerView, DemandView, RequestError, ScoreTable, load_artifact
+from serving.schemas import (
+    ChurnRiskRequest,
+    ChurnRiskResponse,
+    CustomerScoresRequest,
+    CustomerScoresResponse,
+    EmptyRequest,
+    ForecastRequest,
+    ForecastResponse,
+    ModelInfo,
+    ModelsResponse,
+    NoopResponse,
+    RecommendRequest,
+    RecommendResponse,
+    SimilarItemsRequest,
+    SimilarItemsResponse,
+)
+
+log = logging.getLogger(__name__)
+
+CUSTOMER_KINDS = ("churn", "repurchase", "value")
+SCORE_COLUMNS = {"churn": "churn_proba", "repurchase": "repurchase_proba", "value": "value"}
+WORKERS = int(os.environ.get("SHOPML_WORKERS", "1"))
+
+
+class _DropClientErrors(logging.Filter):
+    """Drop BentoML's traceback log of request-validation errors (they are client 400s)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not isinstance(exc, ValidationError)
+
+
+def _quiet_client_errors() -> None:
+    logger = logging.getLogger("bentoml._internal.server.http_app")
+    if not any(isinstance(f, _DropClientErrors) for f in logger.filters):
+        logger.addFilter(_DropClientErrors())
+
+
+def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse({"error": message, "field": field}, status_code=status)
+
+
+def _unavailable(kind: str, source: ModelSource | None, why: str | None) -> JSONResponse:
+    detail = why or (source.message if source else None) or "not loaded"
+    return _error(503, f"the {kind} model is not available: {detail}", None)
+
+
+def _get(obj: Any, name: str, default: Any = None) -> Any:
+    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
+
+
+@bentoml.service(
+    name="shopml",
+    workers=WORKERS,
+    traffic={"timeout": 30},
+    logging={"access": {"enabled": False}},
+)
+class Shopml:
+    """Recommendations, churn-risk lists, propensity scores and demand forecasts."""
+
+    def __init__(self) -> None:
+        started = time.perf_counter()
+        _quiet_client_errors()
+        self.sources: dict[str, ModelSource] = find_models()
+        self.artifacts: dict[str, Any] = {}
+        self.errors: dict[str, str] = {}
+        for kind, src in self.sources.items():
+            if src.path is None:
+                continue
+            try:
+                self.artifacts[kind] = load_artifact(kind, src.path)
+            except Exception as exc:  # a broken artifact must not stop start-up
+                log.exception("loading model %s from %s failed", kind, src.path)
+                self.errors[kind] = f"failed to load {src.tag}: {type(exc).__name__}: {exc}"
+        self.customers = self._customer_view()
+        self.demand = self._demand_view()
+        self.recommender = self.artifacts.get("recommender")
+        loaded = {k: self.sources[k].tag or k for k in self.artifacts if k not in self.errors}
+        missing = {
+            k: self.errors.get(k) or self.sources[k].message or "not loaded"
+            for k in KINDS
+            if k not in loaded
+        }
+        required = os.environ.get("SHOPML_REQUIRE_MODELS", "")
+        READINESS.required = (
+            KINDS
+            if required == "all"
+            else tuple(r.strip() for r in required.split(",") if r.strip())
+        )
+        READINESS.models, READINESS.missing, READINESS.loaded = loaded, missing, True
+        log.info(
+            "shopml service ready in %.1f s: loaded %s; missing %s",
+            time.perf_counter() - started,
+            sorted(loaded),
+            sorted(missing),
+        )
+
+    def _version(self, kind: str) -> str:
+        src = self.sources.get(kind)
+        return (src.tag if src else None) or kind
+
+    def _customer_view(self) -> CustomerView | None:
+        tables: dict[str, ScoreTable | None] = {}
+        for kind in CUSTOMER_KINDS:
+            art = self.artifacts.get(kind)
+            tables[kind] = None
+            if art is None:
+                continue
+            try:
+                tables[kind] = ScoreTable.from_artifact(art, SCORE_COLUMNS[kind])
+            except Exception as exc:
+                log.exception("score table of %s unusable", kind)
+                self.errors[kind] = f"score table unusable: {exc}"
+        if not any(tables.values()):
+            return None
+        versions = {k: self._version(k) for k, t in tables.items() if t is not None}
+        return CustomerView(tables["churn"], tables["repurchase"], tables["value"], versions)
+
+    def _demand_view(self) -> DemandView | None:
+        art = self.artifacts.get("demand")
+        if art is None:
+            return None
+        try:
+            return DemandView(art, self._version("demand"))
+        except Exception as exc:
+            log.exception("demand model unusable")
+            self.errors["demand"] = f"demand table unusable: {exc}"
+            return None
+
+    def _missing(self, kind: str) -> JSONResponse:
+        return _unavailable(kind, self.sources.get(kind), self.errors.get(kind))
+
+    # ------------------------------------------------------------ storefront
+    @bentoml.api(route="/v1/recommend", output_spec=RecommendResponse)
+    async def recommend(self, req: RecommendRequest, /) -> RecommendResponse | JSONResponse:
+        """Top-k items for a user (unknown users: popular fallback)."""
+        rec = self.recommender
+        if rec is None:
+            return self._missing("recommender")
+        try:
+            result = rec.recommend(
+                req.user_id,
+                k=req.k,
+                category=req.category,
+                exclude=req.exclude_purchased,
+                exclude_items=req.exclude_items,
+            )
+        except (KeyError, ValueError) as exc:
+            return _error(400, str(exc), None)
+        items = _get(result, "items", result)
+        out = [
+            {
+                "item_id": str(_get(it, "item_id")),
+                "score": float(_get(it, "score", 0.0)),
+                "reason": str(_get(it, "reason", "")),
+                "strategy": str(_get(it, "strategy", "")),
+            }
+            for it in items
+        ]
+        known = _get(result, "known_user", None)
+        if known is None:
+            known = not all(i["strategy"] == "popular" for i in out) if out else False
+        return RecommendResponse.model_validate(
+            {
+                "user_id": req.user_id,
+                "known_user": bool(known),
+                "strategy": out[0]["strategy"] if out else "none",
+                "items": out,
+                "model_version": self._version("recommender"),
+            }
+        )
+
+    @bentoml.api(route="/v1/similar_items", output_spec=SimilarItemsResponse)
+    async def similar_items(
+        self, req: SimilarItemsRequest, /
+    ) -> SimilarItemsResponse | JSONResponse:
+        """Items that go with an item; unknown item -> 404."""
+        rec = self.recommender
+        if rec is None:
+            return self._missing("recommender")
+        try:
+            items = rec.similar_items(req.item_id, k=req.k)
+        except KeyError:
+            return _error(404, f"unknown item_id {req.item_id!r}", "item_id")
+        items = _get(items, "items", items)
+        return SimilarItemsResponse.model_validate(
+            {
+                "item_id": req.item_id,
+                "items": [
+                    {
+                        "item_id": str(_get(it, "item_id")),
+                        "score": float(_get(it, "score", 0.0)),
+                        "reason": str(_get(it, "reason", "") or ""),
+                    }
+                    for it in items
+                ],
+                "model_version": self._version("recommender"),
+            }
+        )
+
+    # ------------------------------------------------------------ marketing
+    @bentoml.api(route="/v1/churn_risk", output_spec=ChurnRiskResponse)
+    async def churn_risk(self, req: ChurnRiskRequest, /) -> ChurnRiskResponse | JSONResponse:
+        """A page of customers ranked by value at risk or churn probability."""
+        view = self.customers
+        if view is None or view.churn is None:
+            return self._missing("churn")
+        try:
+            page = view.churn_risk(
+                segment=req.segment,
+                min_probability=req.min_probability,
+                min_value_at_risk=req.min_value_at_risk,
+                sort=req.sort,
+                limit=req.limit,
+                cursor=req.cursor,
+            )
+        except RequestError as exc:
+            return _error(exc.status, exc.message, exc.field)
+        return ChurnRiskResponse.model_validate(page)
+
+    @bentoml.api(route="/v1/customer_scores", output_spec=CustomerScoresResponse)
+    async def customer_scores(
+        self, req: CustomerScoresRequest, /
+    ) -> CustomerScoresResponse | JSONResponse:
+        """Churn, repurchase, value, segment and reasons for up to 1000 customers."""
+        view = self.customers
+        if view is None:
+            return self._missing("churn")
+        return CustomerScoresResponse.model_validate(view.customer_scores(req.customer_ids))
+
+    # ------------------------------------------------------------ planning
+    @bentoml.api(route="/v1/forecast", output_spec=ForecastResponse)
+    async def forecast(self, req: ForecastRequest, /) -> ForecastResponse | JSONResponse:
+        """Weekly P10/P50/P90 and reorder advice for up to 500 items."""
+        view = self.demand
+        if view is None:
+            return self._missing("demand")
+        try:
+            out = view.forecast(
+                req.item_ids,
+                req.horizon,
+                req.lead_time_weeks,
+                req.service_level,
+                req.stock_on_hand,
+            )
+        except RequestError as exc:
+            return _error(exc.status, exc.message, exc.field)
+        return ForecastResponse.model_validate(out)
+
+    # ------------------------------------------------------------ ops
+    @bentoml.api(route="/v1/models", output_spec=ModelsResponse)
+    async def models(self, req: EmptyRequest, /) -> ModelsResponse:
+        """Served model versions, training dates, as_of and headline metrics."""
+        infos = []
+        for kind in KINDS:
+            src = self.sources.get(kind) or ModelSource(kind, None, message="not looked up")
+            art = self.artifacts.get(kind)
+            meta = dict(getattr(art, "meta", {}) or {})
+            metrics = getattr(art, "metrics", None) or meta.get("metrics") or {}
+            infos.append(
+                ModelInfo(
+                    kind=kind,
+                    loaded=art is not None and kind not in self.errors,
+                    tag=src.tag,
+                    source=src.source,
+                    created_at=src.created_at,
+                    as_of=str(getattr(art, "as_of", None) or meta.get("as_of") or "") or None,
+                    trained_at=src.metadata.get("trained_at") or meta.get("trained_at"),
+                    model_kind=src.metadata.get("artifact_kind") or meta.get("kind"),
+                    metrics=_headline(metrics),
+                    labels=src.labels,
+                    message=self.errors.get(kind) or src.message,
+                )
+            )
+        return ModelsResponse(models=infos, missing=[m.kind for m in infos if not m.loaded])
+
+    @bentoml.api(route="/v1/noop", output_spec=NoopResponse)
+    async def noop(self, req: EmptyRequest, /) -> NoopResponse:
+        """Does nothing: the latency floor of this server."""
+        return NoopResponse()
+
+
+def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
+    """Scalar metrics only (nested validation dicts are flattened one level)."""
+    out: dict[str, Any] = {}
+    for k, v in metrics.items():
+        if isinstance(v, int | float | str | bool):
+            out[k] = v
+        elif isinstance(v, dict):
+            for k2, v2 in v.items():
+                if isinstance(v2, int | float | str | bool):
+                    out[f"{k}.{k2}"] = v2
+    return out
+
+
+Shopml.add_asgi_middleware(ApiGuard)  # type: ignore[attr-defined]
