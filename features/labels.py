@@ -1,0 +1,73 @@
+"""Labels strictly after ``as_of``: churn, repurchase and future spend over a horizon.
+
+A label window is ``[as_of, as_of + horizon_days)``; only purchase lines (not returns) count.
+The population is passed in (usually the index of :func:`features.users.user_features`), so
+labels and features line up row for row.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.schema import CUSTOMER_ID, IS_RETURN, ORDERED_AT, QUANTITY, UNIT_PRICE
+
+
+def _window_purchases(
+    orders: pd.DataFrame, as_of: object, horizon_days: int
+) -> tuple[pd.DataFrame, pd.Timestamp]:
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    start = pd.Timestamp(as_of)  # type: ignore[arg-type]
+    end = start + pd.Timedelta(days=horizon_days)
+    when = orders[ORDERED_AT]
+    keep = (when >= start) & (when < end)
+    if IS_RETURN in orders:
+        keep &= ~orders[IS_RETURN].astype(bool)
+    return orders.loc[keep], end
+
+
+def label_window_covered(orders: pd.DataFrame, as_of: object, horizon_days: int) -> bool:
+    """True when the data reaches the end of the label window (its last day has orders after)."""
+    end = pd.Timestamp(as_of) + pd.Timedelta(days=horizon_days)  # type: ignore[arg-type]
+    return bool(orders[ORDERED_AT].max() >= end - pd.Timedelta(days=1))
+
+
+def purchase_counts(
+    orders: pd.DataFrame, as_of: object, horizon_days: int, population: pd.Index
+) -> pd.Series:
+    """Number of purchase lines per customer of ``population`` in the label window."""
+    window, _ = _window_purchases(orders, as_of, horizon_days)
+    ids = window[CUSTOMER_ID].astype(str).to_numpy()
+    counts = pd.Series(ids).value_counts()
+    out = counts.reindex(pd.Index(population).astype(str), fill_value=0)
+    out.index = population
+    return out.astype(np.int64)
+
+
+def churn_labels(
+    orders: pd.DataFrame, as_of: object, population: pd.Index, horizon_days: int = 90
+) -> pd.Series:
+    """1 when a customer makes no purchase in ``[as_of, as_of + horizon_days)``, else 0."""
+    counts = purchase_counts(orders, as_of, horizon_days, population)
+    return (counts == 0).astype(np.int8).rename("churn")
+
+
+def repurchase_labels(
+    orders: pd.DataFrame, as_of: object, population: pd.Index, horizon_days: int = 30
+) -> pd.Series:
+    """1 when a customer makes >= 1 purchase in ``[as_of, as_of + horizon_days)``, else 0."""
+    counts = purchase_counts(orders, as_of, horizon_days, population)
+    return (counts > 0).astype(np.int8).rename("repurchase")
+
+
+def future_spend(
+    orders: pd.DataFrame, as_of: object, population: pd.Index, horizon_days: int = 365
+) -> pd.Series:
+    """Purchased value (quantity x unit price) per customer in the label window."""
+    window, _ = _window_purchases(orders, as_of, horizon_days)
+    rev = window[QUANTITY].to_numpy(dtype=np.float64) * window[UNIT_PRICE].to_numpy(np.float64)
+    spend = pd.Series(rev).groupby(window[CUSTOMER_ID].astype(str).to_numpy()).sum()
+    out = spend.reindex(pd.Index(population).astype(str), fill_value=0.0)
+    out.index = population
+    return out.astype(np.float64).rename("spend")

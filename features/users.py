@@ -1,0 +1,416 @@
+"""Point-in-time user (customer) features: a pure function of the tables and ``as_of``.
+
+Only order lines dated strictly before ``as_of`` are read. The population is every customer with
+at least one purchase (non-return line) before ``as_of``; the result is indexed by customer id in
+the order of the id's categories. Everything is vectorised over integer codes (no per-customer
+Python), so the function scales to millions of order lines.
+
+Units: days (float) for times, the shop's currency for money. Missing values are NaN where a
+quantity is undefined (e.g. the gap statistics of a one-order customer).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from features.schema import (
+    CATEGORY,
+    COUNTRY,
+    CUSTOMER_ID,
+    DISCOUNT,
+    IS_RETURN,
+    ITEM_ID,
+    ORDER_ID,
+    ORDERED_AT,
+    QUANTITY,
+    UNIT_PRICE,
+)
+
+WINDOWS = (30, 90, 180)
+RETENTION_DAYS = 30.0
+DAY = np.timedelta64(1, "D")
+
+#: The feature columns (in order) :func:`user_features` returns.
+RFM_FEATURES = ["recency_days", "n_orders", "monetary_total", "tenure_days"]
+BTYD_COLUMNS = ["repeat_days", "span_days", "tenure_days"]  # x, t_x, T of BTYD models (days)
+
+
+def _as_timestamp(as_of: object) -> pd.Timestamp:
+    ts = pd.Timestamp(as_of)  # type: ignore[arg-type]
+    if ts is pd.NaT:
+        raise ValueError("as_of must be a date")
+    return ts
+
+
+def _codes(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes and categories of an id column (categorical or not)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return series.cat.codes.to_numpy().astype(np.int64), series.cat.categories
+    codes, uniques = pd.factorize(series, sort=True)
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
+def _bincount(idx: np.ndarray, weights: np.ndarray | None, n: int) -> np.ndarray:
+    return np.bincount(idx, weights=weights, minlength=n).astype(np.float64)
+
+
+def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = a / b
+    out[~np.isfinite(out)] = np.nan
+    return out
+
+
+def user_features(
+    orders: pd.DataFrame,
+    as_of: object,
+    *,
+    items: pd.DataFrame | None = None,
+    customers: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """User features as of ``as_of`` from order lines strictly before it.
+
+    Columns (days and currency):
+
+    - RFM: ``recency_days`` (since last purchase), ``n_orders``, ``monetary_total``,
+      ``monetary_mean`` (mean order value), ``tenure_days`` (since first purchase).
+    - BTYD inputs: ``repeat_days`` (distinct purchase days - 1), ``span_days`` (first to last
+      purchase day).
+    - gaps between distinct purchase days: ``gap_mean``, ``gap_std``, ``gap_ratio`` (days since
+      last purchase / usual gap), ``gap_last`` (the last gap), ``tenure_per_order``.
+    - windows w in 30/90/180: ``orders_{w}d``, ``spend_{w}d``; trend: ``orders_prev90d``,
+      ``spend_prev90d`` (90-180 days ago), ``spend_change_90d`` (relative change, NaN when the
+      previous quarter had no spend), ``orders_trend`` (orders_90d - orders_prev90d).
+    - decayed activity: ``orders_decay30``, ``orders_decay90`` (orders weighted by
+      exp(-age/half-life*ln2)).
+    - basket: ``basket_lines``, ``basket_units``, ``unit_price_mean``, ``units_per_line``.
+    - breadth: ``distinct_items``, ``items_per_order``, ``distinct_categories`` (with ``items``).
+    - returns: ``return_orders``, ``return_rate`` (returned value / purchased value).
+    - discounts: ``discount_share`` (share of purchase lines with a discount; NaN without the column).
+    - regularity and season: ``active_months``, ``active_month_share`` (active calendar months /
+      months of tenure), ``active_weeks_180d``, ``orders_ly_next90d`` and ``orders_ly_next30d``
+      (orders in the same 90/30 days one year earlier), ``season_share`` (share of orders placed in
+      the calendar months of the next 90 days), ``q4_share`` (share of orders in Oct-Dec),
+      ``weekend_share``, ``hour_mean``.
+    - what they buy: ``item_popularity`` (mean log number of buyers of their items),
+      ``item_repeat_rate`` (mean share of each item's buyers who bought it on >= 2 days).
+    - where: ``country_share`` (share of customers in the same country; with ``customers``).
+    """
+    as_of = _as_timestamp(as_of)
+    when = orders[ORDERED_AT].to_numpy()
+    before = when < np.datetime64(as_of)
+    cust_all, categories = _codes(orders[CUSTOMER_ID])
+    n = len(categories)
+
+    is_ret = (
+        orders[IS_RETURN].to_numpy(dtype=bool)
+        if IS_RETURN in orders
+        else (orders[QUANTITY].to_numpy() < 0)
+    )
+    buy = before & ~is_ret
+    ret = before & is_ret
+
+    cust = cust_all[buy]
+    age = np.asarray((np.datetime64(as_of) - when[buy]) / DAY, dtype=np.float64)  # type: ignore[operator]
+    qty = orders[QUANTITY].to_numpy(dtype=np.float64)[buy]
+    price = orders[UNIT_PRICE].to_numpy(dtype=np.float64)[buy]
+    rev = qty * price
+    order_codes, _ = _codes(orders[ORDER_ID])
+    ocode = order_codes[buy]
+
+    lines = _bincount(cust, None, n)
+    present = lines > 0
+    if not present.any():
+        cols = feature_names(items is not None, customers is not None)
+        return pd.DataFrame(
+            {c: pd.Series(dtype=np.float64) for c in cols},
+            index=pd.Index([], name=CUSTOMER_ID, dtype=categories.dtype),
+        )
+
+    # ---- order level: (customer, order) pairs; an order belongs to its first customer
+    t_us = when[buy].astype("datetime64[us]").astype(np.int64)
+    ord_frame = pd.DataFrame({"o": ocode, "c": cust, "age": age, "t": t_us, "rev": rev, "q": qty})
+    g = ord_frame.groupby("o", sort=False)
+    o_c = g["c"].first().to_numpy()
+    o_age = g["age"].max().to_numpy()
+    o_when = g["t"].min().to_numpy().astype("datetime64[us]")
+    o_rev = g["rev"].sum().to_numpy()
+    o_q = g["q"].sum().to_numpy()
+    o_n = g["c"].size().to_numpy().astype(np.float64)
+    line_order = g.ngroup().to_numpy()  # line -> row of the order-level arrays
+    n_orders = _bincount(o_c, None, n)
+
+    feats: dict[str, np.ndarray] = {}
+    last_age = np.full(n, np.inf)
+    np.minimum.at(last_age, o_c, o_age)
+    first_age = np.full(n, -np.inf)
+    np.maximum.at(first_age, o_c, o_age)
+    feats["recency_days"] = last_age
+    feats["n_orders"] = n_orders
+    monetary = _bincount(o_c, o_rev, n)
+    feats["monetary_total"] = monetary
+    feats["monetary_mean"] = _safe_div(monetary, n_orders)
+    feats["tenure_days"] = first_age
+
+    # ---- distinct purchase days and the gaps between them
+    day = when[buy].astype("datetime64[D]").astype(np.int64)
+    key = np.unique(cust * np.int64(1 << 32) + (day - day.min()))
+    d_c = key >> 32
+    d_day = (key & ((1 << 32) - 1)).astype(np.float64)
+    n_days = _bincount(d_c, None, n)
+    same = d_c[1:] == d_c[:-1]
+    gaps = np.diff(d_day)[same]
+    g_c = d_c[1:][same]
+    n_gaps = _bincount(g_c, None, n)
+    gap_sum = _bincount(g_c, gaps, n)
+    gap_sq = _bincount(g_c, gaps * gaps, n)
+    gap_mean = _safe_div(gap_sum, n_gaps)
+    gap_var = _safe_div(gap_sq, n_gaps) - gap_mean**2
+    feats["repeat_days"] = n_days - 1
+    first_day = np.full(n, np.inf)
+    np.minimum.at(first_day, d_c, d_day)
+    last_day = np.full(n, -np.inf)
+    np.maximum.at(last_day, d_c, d_day)
+    feats["span_days"] = last_day - first_day
+    feats["gap_mean"] = gap_mean
+    feats["gap_std"] = np.sqrt(np.clip(gap_var, 0, None))
+    feats["gap_ratio"] = _safe_div(last_age, gap_mean)
+    last_gap = np.full(n, np.nan)
+    # the last gap of each customer is the gap of its last (sorted) distinct day
+    is_last = np.r_[d_c[1:] != d_c[:-1], True]
+    has_prev = np.r_[False, same]
+    sel = is_last & has_prev
+    last_gap[d_c[sel]] = np.diff(d_day, prepend=np.nan)[sel]
+    feats["gap_last"] = last_gap
+    feats["tenure_per_order"] = _safe_div(first_age, n_orders)
+
+    # ---- windows and trend
+    for w in WINDOWS:
+        m = o_age <= w
+        feats[f"orders_{w}d"] = _bincount(o_c[m], None, n)
+        feats[f"spend_{w}d"] = _bincount(o_c[m], o_rev[m], n)
+    m = (o_age > 90) & (o_age <= 180)
+    feats["orders_prev90d"] = _bincount(o_c[m], None, n)
+    feats["spend_prev90d"] = _bincount(o_c[m], o_rev[m], n)
+    feats["spend_change_90d"] = _safe_div(feats["spend_90d"], feats["spend_prev90d"]) - 1
+    feats["orders_trend"] = feats["orders_90d"] - feats["orders_prev90d"]
+    for hl in (30, 90):
+        feats[f"orders_decay{hl}"] = _bincount(o_c, np.exp(-o_age * np.log(2) / hl), n)
+
+    # ---- basket
+    feats["basket_lines"] = _safe_div(_bincount(o_c, o_n, n), n_orders)
+    feats["basket_units"] = _safe_div(_bincount(o_c, o_q, n), n_orders)
+    units = _bincount(cust, qty, n)
+    feats["unit_price_mean"] = _safe_div(monetary, units)
+    feats["units_per_line"] = _safe_div(units, lines)
+
+    # ---- breadth: distinct items and categories
+    item_codes, item_cats = _codes(orders[ITEM_ID])
+    icode = item_codes[buy]
+    ci = np.unique(cust * np.int64(len(item_cats) + 1) + icode)
+    ci_c = ci // (len(item_cats) + 1)
+    ci_i = ci % (len(item_cats) + 1)
+    distinct_items = _bincount(ci_c, None, n)
+    feats["distinct_items"] = distinct_items
+    feats["items_per_order"] = _safe_div(distinct_items, n_orders)
+    # item popularity and repeat rate, from history before as_of only
+    item_buyers = np.bincount(ci_i, minlength=len(item_cats)).astype(np.float64)
+    # distinct (customer, item, day) -> per (customer, item) number of days
+    cid_key = np.unique(
+        (cust * np.int64(len(item_cats) + 1) + icode) * np.int64(1 << 20) + (day - day.min())
+    )
+    ci_of_day = cid_key >> 20
+    ci_days = np.unique(ci_of_day, return_counts=True)
+    rep_pairs = ci_days[0][ci_days[1] >= 2]
+    item_repeaters = np.bincount(rep_pairs % (len(item_cats) + 1), minlength=len(item_cats))
+    item_repeat_rate = _safe_div(item_repeaters.astype(np.float64), item_buyers)
+    feats["item_popularity"] = _safe_div(
+        _bincount(ci_c, np.log1p(item_buyers[ci_i]), n), distinct_items
+    )
+    feats["item_repeat_rate"] = _safe_div(
+        _bincount(ci_c, np.nan_to_num(item_repeat_rate[ci_i]), n), distinct_items
+    )
+    feats.update(_item_retention(o_c, o_age, line_order, icode, len(item_cats), last_age, n))
+    if items is not None:
+        feats["distinct_categories"] = _distinct_categories(items, item_cats, ci_c, ci_i, n)
+
+    # ---- returns
+    rc = cust_all[ret]
+    if len(rc):
+        r_rev = np.abs(
+            orders[QUANTITY].to_numpy(dtype=np.float64)[ret]
+            * orders[UNIT_PRICE].to_numpy(dtype=np.float64)[ret]
+        )
+        r_orders = np.unique(rc * np.int64(len(order_codes) + 1) + order_codes[ret])
+        feats["return_orders"] = _bincount(r_orders // (len(order_codes) + 1), None, n)
+        feats["return_rate"] = _safe_div(_bincount(rc, r_rev, n), monetary)
+    else:
+        feats["return_orders"] = np.zeros(n)
+        feats["return_rate"] = np.zeros(n)
+
+    # ---- discounts
+    if DISCOUNT in orders:
+        disc = orders[DISCOUNT].to_numpy(dtype=np.float64)[buy]
+        feats["discount_share"] = _safe_div(_bincount(cust, (disc > 0).astype(float), n), lines)
+    else:
+        feats["discount_share"] = np.full(n, np.nan)
+
+    # ---- regularity and seasonality
+    o_month = o_when.astype("datetime64[M]").astype(np.int64)
+    cm = np.unique(o_c * np.int64(1 << 20) + (o_month - o_month.min()))
+    active_months = _bincount(cm >> 20, None, n)
+    feats["active_months"] = active_months
+    feats["active_month_share"] = _safe_div(active_months, np.floor(first_age / 30.44) + 1)
+    m180 = o_age <= 180
+    o_week = np.floor(o_age / 7).astype(np.int64)
+    cw = np.unique(o_c[m180] * np.int64(1 << 20) + o_week[m180])
+    feats["active_weeks_180d"] = _bincount(cw >> 20, None, n)
+    for h in (90, 30):
+        m = (o_age <= 365) & (o_age > 365 - h)
+        feats[f"orders_ly_next{h}d"] = _bincount(o_c[m], None, n)
+    cal_month = (o_month % 12) + 1
+    next_months = {
+        int(x) for x in pd.date_range(as_of, as_of + pd.Timedelta(days=89), freq="D").month
+    }
+    in_season = np.isin(cal_month, list(next_months)).astype(np.float64)
+    feats["season_share"] = _safe_div(_bincount(o_c, in_season, n), n_orders)
+    feats["q4_share"] = _safe_div(_bincount(o_c, (cal_month >= 10).astype(float), n), n_orders)
+    o_days = o_when.astype("datetime64[D]").astype(np.int64)
+    weekday = (o_days + 3) % 7  # 0 = Monday
+    feats["weekend_share"] = _safe_div(_bincount(o_c, (weekday >= 5).astype(float), n), n_orders)
+    hour = (o_when - o_when.astype("datetime64[D]")) / np.timedelta64(1, "h")
+    feats["hour_mean"] = _safe_div(_bincount(o_c, hour, n), n_orders)
+
+    # ---- where
+    if customers is not None and COUNTRY in customers:
+        feats["country_share"] = _country_share(customers, categories)
+
+    frame = pd.DataFrame(feats, index=pd.Index(categories, name=CUSTOMER_ID))
+    frame = frame.loc[present]
+    return frame[feature_names(items is not None, customers is not None and COUNTRY in customers)]
+
+
+def feature_names(with_items: bool = False, with_customers: bool = False) -> list[str]:
+    """The columns :func:`user_features` returns, given which optional tables are present."""
+    names = [
+        "recency_days",
+        "n_orders",
+        "monetary_total",
+        "monetary_mean",
+        "tenure_days",
+        "repeat_days",
+        "span_days",
+        "gap_mean",
+        "gap_std",
+        "gap_ratio",
+        "gap_last",
+        "tenure_per_order",
+        *[f"{k}_{w}d" for w in WINDOWS for k in ("orders", "spend")],
+        "orders_prev90d",
+        "spend_prev90d",
+        "spend_change_90d",
+        "orders_trend",
+        "orders_decay30",
+        "orders_decay90",
+        "basket_lines",
+        "basket_units",
+        "unit_price_mean",
+        "units_per_line",
+        "distinct_items",
+        "items_per_order",
+        "item_popularity",
+        "item_repeat_rate",
+        "item_retention",
+        "last_order_retention",
+    ]
+    if with_items:
+        names.append("distinct_categories")
+    names += [
+        "return_orders",
+        "return_rate",
+        "discount_share",
+        "active_months",
+        "active_month_share",
+        "active_weeks_180d",
+        "orders_ly_next90d",
+        "orders_ly_next30d",
+        "season_share",
+        "q4_share",
+        "weekend_share",
+        "hour_mean",
+    ]
+    if with_customers:
+        names.append("country_share")
+    return names
+
+
+def _item_retention(
+    o_c: np.ndarray,
+    o_age: np.ndarray,
+    line_order: np.ndarray,
+    icode: np.ndarray,
+    n_items: int,
+    last_age: np.ndarray,
+    n: int,
+    horizon: float = RETENTION_DAYS,
+    prior: float = 20.0,
+) -> dict[str, np.ndarray]:
+    """What the customer buys, scored by how often its buyers came back.
+
+    For every order placed more than ``horizon`` days before ``as_of`` (so the outcome is known
+    before ``as_of``), "came back" = the same customer ordered again within ``horizon`` days. An
+    item's retention is the smoothed share of its order lines that came back; a customer's
+    ``item_retention`` is the mean over all their lines, ``last_order_retention`` the mean over the
+    lines of their last order.
+    """
+    order = np.lexsort((-o_age, o_c))  # by customer, then time ascending
+    nxt = np.full(len(o_c), np.inf)
+    same = o_c[order][1:] == o_c[order][:-1]
+    gap = o_age[order][:-1] - o_age[order][1:]
+    nxt_sorted = np.where(same, gap, np.inf)
+    nxt[order[:-1]] = nxt_sorted
+    came_back = (nxt <= horizon).astype(np.float64)
+    known = o_age > horizon
+    line_known = known[line_order]
+    hits = np.bincount(
+        icode[line_known], weights=came_back[line_order][line_known], minlength=n_items
+    )
+    total = np.bincount(icode[line_known], minlength=n_items).astype(np.float64)
+    overall = hits.sum() / total.sum() if total.sum() > 0 else 0.0
+    item_ret = (hits + prior * overall) / (total + prior)
+    line_c = o_c[line_order]
+    line_ret = item_ret[icode]
+    n_lines = _bincount(line_c, None, n)
+    is_last = (o_age <= last_age[o_c])[line_order]
+    return {
+        "item_retention": _safe_div(_bincount(line_c, line_ret, n), n_lines),
+        "last_order_retention": _safe_div(
+            _bincount(line_c[is_last], line_ret[is_last], n), _bincount(line_c[is_last], None, n)
+        ),
+    }
+
+
+def _distinct_categories(
+    items: pd.DataFrame, item_cats: pd.Index, ci_c: np.ndarray, ci_i: np.ndarray, n: int
+) -> np.ndarray:
+    if CATEGORY not in items:
+        return np.full(n, np.nan)
+    cat_of = pd.Series(items[CATEGORY].astype(str).to_numpy(), index=items[ITEM_ID].astype(str))
+    cat_of = cat_of[~cat_of.index.duplicated()]
+    mapped = cat_of.reindex(item_cats.astype(str)).to_numpy()
+    cat_codes, _ = pd.factorize(mapped)  # -1 for items missing from the catalogue
+    k = int(cat_codes.max()) + 2
+    cc = cat_codes[ci_i] + 1  # 0 = unknown category
+    pairs = np.unique(ci_c * np.int64(k) + cc)
+    pairs = pairs[pairs % k != 0]
+    return _bincount(pairs // k, None, n)
+
+
+def _country_share(customers: pd.DataFrame, categories: pd.Index) -> np.ndarray:
+    country = pd.Series(
+        customers[COUNTRY].astype(str).to_numpy(), index=customers[CUSTOMER_ID].astype(str)
+    )
+    country = country[~country.index.duplicated()]
+    share = country.map(country.value_counts(normalize=True))
+    return share.reindex(categories.astype(str)).to_numpy(dtype=np.float64)

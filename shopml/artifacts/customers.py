@@ -1,0 +1,442 @@
+"""Runtime of the customer models (churn, repurchase propensity, customer value).
+
+One :class:`CustomerArtifact` is one servable model: a LightGBM booster (text), or a baseline that
+needs no booster (recency, frequency, BG/NBD), plus its calibration map, feature list, reason-code
+phrase templates and a precomputed score table of every customer as of the training date.
+
+Folder layout written by :meth:`CustomerArtifact.save`::
+
+    meta.json        kind, task, horizon, feature list, calibration (Platt), BTYD parameters,
+                     metrics, phrase templates, library versions
+    model.txt        LightGBM booster (kinds ``lightgbm``, ``lightgbm-rfm``)
+    calibration.npz  isotonic thresholds ``x``, ``y`` (allow_pickle=False), when isotonic
+    scores.parquet   the score table (customer_id, score, segment, reasons, ...)
+
+Kinds: ``lightgbm`` / ``lightgbm-rfm`` (booster on features), ``baseline-recency`` (log days since
+last purchase), ``baseline-frequency`` (log number of orders), ``baseline-bgnbd`` (BG/NBD
+P(no purchase in the window)), and for value ``bgnbd-gammagamma`` (expected spend).
+Nothing here trains anything or imports :mod:`training`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from scipy.special import betaln, expit, gammaln, hyp2f1, logit
+
+TASKS = ("churn", "repurchase", "value")
+KINDS = (
+    "lightgbm",
+    "lightgbm-rfm",
+    "baseline-recency",
+    "baseline-frequency",
+    "baseline-bgnbd",
+    "bgnbd-gammagamma",
+)
+META = "meta.json"
+MODEL = "model.txt"
+CALIBRATION = "calibration.npz"
+SCORES = "scores.parquet"
+
+#: Plain-language phrases for reason codes, formatted with the customer's feature values (and
+#: the derived fields ``pct_change`` and ``up_down``). Features without a phrase use ``default``.
+PHRASES: dict[str, str] = {
+    "recency_days": "no order for {recency_days:.0f} days",
+    "gap_ratio": "no order for {gap_ratio:.1f}x the usual gap",
+    "gap_mean": "usually orders every {gap_mean:.0f} days",
+    "gap_last": "last gap between orders was {gap_last:.0f} days",
+    "gap_std": "irregular ordering rhythm",
+    "n_orders": "{n_orders:.0f} orders so far",
+    "repeat_days": "ordered on {repeat_days:.0f} days after the first",
+    "tenure_days": "customer for {tenure_days:.0f} days",
+    "span_days": "first to last order spans {span_days:.0f} days",
+    "tenure_per_order": "one order per {tenure_per_order:.0f} days on average",
+    "monetary_total": "total spend {monetary_total:,.0f}",
+    "monetary_mean": "average order value {monetary_mean:,.0f}",
+    "orders_30d": "{orders_30d:.0f} orders in the last 30 days",
+    "orders_90d": "{orders_90d:.0f} orders in the last 90 days",
+    "orders_180d": "{orders_180d:.0f} orders in the last 180 days",
+    "spend_30d": "spend {spend_30d:,.0f} in the last 30 days",
+    "spend_90d": "spend {spend_90d:,.0f} in the last 90 days",
+    "spend_180d": "spend {spend_180d:,.0f} in the last 180 days",
+    "orders_prev90d": "{orders_prev90d:.0f} orders in the quarter before last",
+    "spend_prev90d": "spend {spend_prev90d:,.0f} in the quarter before last",
+    "spend_change_90d": "spend {up_down} {pct_change:.0f}% vs previous quarter",
+    "orders_trend": "order count changed by {orders_trend:+.0f} vs previous quarter",
+    "orders_decay30": "recent ordering activity",
+    "orders_decay90": "ordering activity over the last months",
+    "basket_lines": "{basket_lines:.0f} lines per order",
+    "basket_units": "{basket_units:.0f} units per order",
+    "unit_price_mean": "average unit price {unit_price_mean:.2f}",
+    "units_per_line": "{units_per_line:.0f} units per line",
+    "distinct_items": "bought {distinct_items:.0f} different items",
+    "items_per_order": "{items_per_order:.0f} different items per order",
+    "item_popularity": "the kind of items they buy",
+    "item_repeat_rate": "buys items that are often re-bought ({item_repeat_rate:.0%})",
+    "distinct_categories": "bought from {distinct_categories:.0f} categories",
+    "return_orders": "{return_orders:.0f} returns",
+    "return_rate": "returned {return_rate:.0%} of spend",
+    "discount_share": "{discount_share:.0%} of purchases discounted",
+    "active_months": "ordered in {active_months:.0f} different months",
+    "active_month_share": "ordered in {active_month_share:.0%} of their months as a customer",
+    "active_weeks_180d": "ordered in {active_weeks_180d:.0f} weeks of the last 180 days",
+    "orders_ly_next90d": "{orders_ly_next90d:.0f} orders in the same season last year",
+    "orders_ly_next30d": "{orders_ly_next30d:.0f} orders in the same month last year",
+    "season_share": "{season_share:.0%} of orders in the coming months' season",
+    "q4_share": "{q4_share:.0%} of orders in October-December",
+    "weekend_share": "{weekend_share:.0%} of orders at weekends",
+    "hour_mean": "usually orders around {hour_mean:.0f}h",
+    "country_share": "country",
+    "bgnbd_p_alive": "purchase pattern suggests {bgnbd_p_alive:.0%} chance still active",
+    "default": "purchase history pattern",
+}
+
+
+class UnknownCustomerError(KeyError):
+    """A customer id that is not in the score table."""
+
+
+# ---------------------------------------------------------------- BG/NBD and Gamma-Gamma formulas
+def bgnbd_log_a0(
+    params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    """log of the ratio a/(b+x-1) ((alpha+T)/(alpha+t_x))^(r+x) (only where x > 0)."""
+    r, alpha, a, b = params["r"], params["alpha"], params["a"], params["b"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = (
+            np.log(a)
+            - np.log(np.maximum(b + x - 1, 1e-300))
+            + (r + x) * (np.log(alpha + T) - np.log(alpha + t_x))
+        )
+    return np.where(x > 0, out, -np.inf)
+
+
+def bgnbd_p_alive(
+    params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray
+) -> np.ndarray:
+    """P(alive at T | x repeat purchases, last at t_x, observed for T) under BG/NBD."""
+    return np.asarray(expit(-bgnbd_log_a0(params, x, t_x, T)))
+
+
+def bgnbd_p_no_purchase(
+    params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray, horizon: float
+) -> np.ndarray:
+    """P(no purchase in (T, T + horizon]) = 1 - P(alive) + P(alive) ((a+T)/(a+T+h))^(r+x)."""
+    r, alpha = params["r"], params["alpha"]
+    alive = bgnbd_p_alive(params, x, t_x, T)
+    none_if_alive = np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + horizon)))
+    return np.asarray(1.0 - alive + alive * none_if_alive)
+
+
+def bgnbd_expected_purchases(
+    params: dict[str, float], x: np.ndarray, t_x: np.ndarray, T: np.ndarray, horizon: float
+) -> np.ndarray:
+    """E[number of purchases in (T, T + horizon] | x, t_x, T] under BG/NBD (Fader et al. 2005)."""
+    r, alpha, a, b = params["r"], params["alpha"], params["a"], params["b"]
+    z = horizon / (alpha + T + horizon)
+    hyp = hyp2f1(r + x, b + x, a + b + x - 1, z)
+    first = (a + b + x - 1) / (a - 1)
+    second = 1 - np.exp((r + x) * (np.log(alpha + T) - np.log(alpha + T + horizon))) * hyp
+    alive = bgnbd_p_alive(params, x, t_x, T)
+    return np.asarray(np.clip(first * second * alive, 0, None))
+
+
+def gamma_gamma_mean(params: dict[str, float], x: np.ndarray, mean_value: np.ndarray) -> np.ndarray:
+    """E[spend per purchase | x purchases with mean value m] under Gamma-Gamma (p, q, v)."""
+    p, q, v = params["p"], params["q"], params["v"]
+    x = np.asarray(x, dtype=np.float64)
+    m = np.nan_to_num(np.asarray(mean_value, dtype=np.float64))
+    population = p * v / (q - 1) if q > 1 else float(np.nanmean(m))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cond = (q - 1) / (p * x + q - 1) * population + (p * x) / (p * x + q - 1) * m
+    return np.where(x > 0, cond, population)
+
+
+def gamma_gamma_loglik(params: np.ndarray, x: np.ndarray, m: np.ndarray) -> float:
+    """Gamma-Gamma log-likelihood of mean transaction values ``m`` over ``x`` transactions."""
+    p, q, v = params
+    out = (
+        gammaln(p * x + q)
+        - gammaln(p * x)
+        - gammaln(q)
+        + q * np.log(v)
+        + (p * x - 1) * np.log(m)
+        + p * x * np.log(x)
+        - (p * x + q) * np.log(x * m + v)
+    )
+    return float(np.sum(out))
+
+
+def bgnbd_loglik(
+    params: np.ndarray, x: np.ndarray, t_x: np.ndarray, T: np.ndarray, weights: np.ndarray
+) -> float:
+    """BG/NBD log-likelihood (Fader, Hardie & Lee 2005) with gammaln/betaln."""
+    r, alpha, a, b = params
+    common = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
+    term1 = betaln(a, b + x) - betaln(a, b) - (r + x) * np.log(alpha + T)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        term2 = np.where(
+            x > 0,
+            betaln(a + 1, np.maximum(b + x - 1, 1e-12))
+            - betaln(a, b)
+            - (r + x) * np.log(alpha + t_x),
+            -np.inf,
+        )
+    return float(np.sum(weights * (common + np.logaddexp(term1, term2))))
+
+
+# ---------------------------------------------------------------- calibration
+@dataclass
+class Calibration:
+    """Maps a raw score to a probability: ``platt`` (sigmoid(a s + b)), ``isotonic`` or ``none``."""
+
+    method: str = "none"
+    a: float = 1.0
+    b: float = 0.0
+    x: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    y: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+    def __call__(self, raw: np.ndarray) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        if self.method == "platt":
+            return np.asarray(expit(self.a * raw + self.b))
+        if self.method == "isotonic":
+            return np.interp(raw, self.x, self.y)
+        if self.method == "none":
+            return np.asarray(expit(raw))
+        raise ValueError(f"unknown calibration method {self.method!r}")
+
+
+def _versions() -> dict[str, str]:
+    import importlib.metadata as md
+    import platform
+
+    out = {"python": platform.python_version()}
+    for name in ("numpy", "pandas", "pyarrow", "lightgbm", "scipy", "shopml"):
+        with contextlib.suppress(md.PackageNotFoundError):
+            out[name] = md.version(name)
+    return out
+
+
+def _jsonable(value: object) -> object:
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+# ---------------------------------------------------------------- the artifact
+@dataclass
+class CustomerArtifact:
+    """A fitted churn / repurchase / value model that serving can load and run."""
+
+    task: str
+    kind: str
+    feature_names: list[str]
+    horizon_days: int
+    as_of: str
+    booster: lgb.Booster | None = None
+    calibration: Calibration = field(default_factory=Calibration)
+    btyd: dict[str, float] = field(default_factory=dict)
+    scores: pd.DataFrame | None = None
+    metrics: dict[str, Any] = field(default_factory=dict)
+    phrases: dict[str, str] = field(default_factory=lambda: dict(PHRASES))
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; expected one of {TASKS}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown kind {self.kind!r}; expected one of {KINDS}")
+        if self.kind.startswith("lightgbm") and self.booster is None:
+            raise ValueError(f"kind {self.kind!r} needs a LightGBM booster")
+
+    # ---- prediction
+    def _column(self, features: np.ndarray, name: str) -> np.ndarray:
+        return np.asarray(features[:, self.feature_names.index(name)], dtype=np.float64)
+
+    def _check(self, features: np.ndarray) -> np.ndarray:
+        features = np.asarray(features, dtype=np.float64)
+        if features.ndim != 2 or features.shape[1] != len(self.feature_names):
+            raise ValueError(
+                f"features must be a 2-D array with {len(self.feature_names)} columns "
+                f"({', '.join(self.feature_names[:4])}, ...), got shape {features.shape}"
+            )
+        return features
+
+    def raw_score(self, features: np.ndarray) -> np.ndarray:
+        """The uncalibrated score (higher = more likely positive; log-odds for LightGBM)."""
+        features = self._check(features)
+        sign = 1.0 if self.task == "churn" else -1.0
+        if self.kind in ("lightgbm", "lightgbm-rfm"):
+            assert self.booster is not None
+            return np.asarray(self.booster.predict(features, raw_score=True), dtype=np.float64)
+        if self.kind == "baseline-recency":
+            return sign * np.log1p(self._column(features, "recency_days"))
+        if self.kind == "baseline-frequency":
+            return -sign * np.log1p(self._column(features, "n_orders"))
+        if self.kind in ("baseline-bgnbd", "bgnbd-gammagamma"):
+            x, t_x, T = (
+                self._column(features, c) for c in ("repeat_days", "span_days", "tenure_days")
+            )
+            p0 = bgnbd_p_no_purchase(self.btyd, x, t_x, T, self.horizon_days)
+            p = p0 if self.task == "churn" else 1 - p0
+            return np.asarray(logit(np.clip(p, 1e-9, 1 - 1e-9)))
+        raise ValueError(f"unknown kind {self.kind!r}")
+
+    def predict_proba(self, features: np.ndarray) -> np.ndarray:
+        """Calibrated P(churn) or P(repurchase) per row of ``features`` (columns = feature_names)."""
+        if self.task == "value":
+            raise ValueError("a value model predicts spend: use predict()")
+        return np.clip(self.calibration(self.raw_score(features)), 0.0, 1.0)
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Expected spend over the horizon (value) or the probability (churn, repurchase)."""
+        if self.task != "value":
+            return self.predict_proba(features)
+        features = self._check(features)
+        if self.kind == "bgnbd-gammagamma":
+            x, t_x, T = (
+                self._column(features, c) for c in ("repeat_days", "span_days", "tenure_days")
+            )
+            n = bgnbd_expected_purchases(self.btyd, x, t_x, T, self.horizon_days)
+            m = gamma_gamma_mean(self.btyd, x, self._column(features, "monetary_mean"))
+            return np.asarray(n * m)
+        assert self.booster is not None
+        return np.clip(np.asarray(self.booster.predict(features), dtype=np.float64), 0, None)
+
+    # ---- reasons
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        """Per-feature contributions to the raw score (LightGBM ``pred_contrib``, last col dropped).
+
+        Baselines attribute their whole score to the feature they use.
+        """
+        features = self._check(features)
+        if self.booster is not None:
+            contrib = np.asarray(self.booster.predict(features, pred_contrib=True))
+            return contrib[:, :-1]
+        out = np.zeros_like(features)
+        used = {
+            "baseline-recency": ["recency_days"],
+            "baseline-frequency": ["n_orders"],
+            "baseline-bgnbd": ["recency_days", "repeat_days"],
+            "bgnbd-gammagamma": ["repeat_days", "monetary_mean"],
+        }[self.kind]
+        raw = self.raw_score(features) if self.task != "value" else np.ones(len(features))
+        for name in used:
+            if name in self.feature_names:
+                out[:, self.feature_names.index(name)] = raw / len(used)
+        return out
+
+    def reasons(self, features: np.ndarray, top_k: int = 3) -> list[list[str]]:
+        """Up to ``top_k`` plain phrases per row: the features pushing the score up the most."""
+        features = self._check(features)
+        contrib = self.contributions(features)
+        order = np.argsort(-contrib, axis=1)[:, :top_k]
+        out: list[list[str]] = []
+        for i in range(len(features)):
+            row = features[i]
+            values = dict(zip(self.feature_names, row.tolist(), strict=True))
+            phrases = []
+            for j in order[i]:
+                if contrib[i, j] <= 0:
+                    break
+                phrases.append(self.phrase(self.feature_names[j], values))
+            out.append(phrases)
+        return out
+
+    def phrase(self, feature: str, values: dict[str, float]) -> str:
+        """The phrase of one feature for one customer's ``values`` (never raises)."""
+        template = self.phrases.get(feature, self.phrases.get("default", "purchase history"))
+        change = values.get("spend_change_90d", float("nan"))
+        filled: dict[str, object] = dict(values)
+        filled["pct_change"] = abs(change) * 100 if change == change else 0.0
+        filled["up_down"] = "down" if change < 0 else "up"
+        if any(
+            isinstance(v, float) and math.isnan(v) for k, v in filled.items() if "{" + k in template
+        ):
+            return self.phrases.get("default", "purchase history pattern")
+        try:
+            return template.format(**filled)
+        except (KeyError, ValueError, IndexError):
+            return self.phrases.get("default", "purchase history pattern")
+
+    # ---- score table
+    def score(self, customer_id: str) -> dict[str, Any]:
+        """The precomputed row of one customer (raises :class:`UnknownCustomerError`)."""
+        if self.scores is None:
+            raise ValueError("this artifact has no score table")
+        rows = self.scores.loc[self.scores["customer_id"] == str(customer_id)]
+        if rows.empty:
+            raise UnknownCustomerError(f"unknown customer {customer_id!r} (not in the score table)")
+        return {str(k): v for k, v in rows.iloc[0].to_dict().items()}
+
+    # ---- persistence
+    def save(self, folder: str | Path) -> Path:
+        """Write the artifact folder (no pickle anywhere)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        if self.booster is not None:
+            (folder / MODEL).write_text(self.booster.model_to_string())
+        cal = self.calibration
+        if cal.method == "isotonic":
+            np.savez(folder / CALIBRATION, x=cal.x, y=cal.y)
+        if self.scores is not None:
+            self.scores.to_parquet(folder / SCORES, index=False)
+        meta = {
+            "kind": self.kind,
+            "task": self.task,
+            "horizon_days": self.horizon_days,
+            "as_of": self.as_of,
+            "feature_names": self.feature_names,
+            "calibration": {"method": cal.method, "a": cal.a, "b": cal.b},
+            "btyd": self.btyd,
+            "metrics": self.metrics,
+            "phrases": self.phrases,
+            "notes": self.notes,
+            "versions": _versions(),
+        }
+        (folder / META).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> CustomerArtifact:
+        """Read an artifact folder written by :meth:`save`."""
+        folder = Path(folder)
+        if not (folder / META).exists():
+            raise FileNotFoundError(f"{folder}: no {META}; not a customer model artifact")
+        meta = json.loads((folder / META).read_text())
+        booster = (
+            lgb.Booster(model_str=(folder / MODEL).read_text())
+            if (folder / MODEL).exists()
+            else None
+        )
+        c = meta["calibration"]
+        cal = Calibration(method=c["method"], a=c.get("a", 1.0), b=c.get("b", 0.0))
+        if cal.method == "isotonic":
+            with np.load(folder / CALIBRATION, allow_pickle=False) as z:
+                cal.x, cal.y = z["x"], z["y"]
+        scores = pd.read_parquet(folder / SCORES) if (folder / SCORES).exists() else None
+        return cls(
+            task=meta["task"],
+            kind=meta["kind"],
+            feature_names=list(meta["feature_names"]),
+            horizon_days=int(meta["horizon_days"]),
+            as_of=meta["as_of"],
+            booster=booster,
+            calibration=cal,
+            btyd={k: float(v) for k, v in meta.get("btyd", {}).items()},
+            scores=scores,
+            metrics=meta.get("metrics", {}),
+            phrases=dict(meta.get("phrases", PHRASES)),
+            notes=list(meta.get("notes", [])),
+        )

@@ -1,0 +1,113 @@
+"""BG/NBD and Gamma-Gamma maximum-likelihood fits with scipy (no lifetimes dependency).
+
+The likelihood and prediction formulas live in :mod:`shopml.artifacts.customers` (the runtime);
+this module only fits parameters and checks convergence. A fit that does not converge (optimizer
+failure or a parameter on its bound, as BG/NBD's ``a -> 0`` on daily Online Retail data) is
+flagged in :class:`BtydFit` and logged as a warning; callers decide what to do with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import minimize
+
+from shopml.artifacts.customers import bgnbd_loglik, gamma_gamma_loglik
+
+log = logging.getLogger(__name__)
+
+LOG_BOUND = 9.0  # parameters live in [exp(-9), exp(9)] ~ [1.2e-4, 8100]
+
+
+class ConvergenceError(RuntimeError):
+    """A BTYD fit did not converge."""
+
+
+@dataclass
+class BtydFit:
+    """Fitted parameters, the log-likelihood and whether the fit converged (with a reason)."""
+
+    params: dict[str, float]
+    loglik: float
+    converged: bool
+    message: str = ""
+    at_bound: list[str] = field(default_factory=list)
+
+
+def _fit(names: list[str], negll, x0: np.ndarray, what: str) -> BtydFit:  # type: ignore[no-untyped-def]
+    bounds = [(-LOG_BOUND, LOG_BOUND)] * len(names)
+    best = None
+    for start in (x0, x0 + 0.5, x0 - 0.5):
+        res = minimize(negll, start, method="L-BFGS-B", bounds=bounds)
+        if best is None or res.fun < best.fun:
+            best = res
+    assert best is not None
+    # polish with Nelder-Mead from the best point (robust on flat ridges)
+    polish = minimize(
+        negll, best.x, method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-9, "maxiter": 4000}
+    )
+    if polish.fun <= best.fun and np.all(np.abs(polish.x) <= LOG_BOUND):
+        best_x, best_fun, ok, msg = polish.x, polish.fun, bool(polish.success), str(polish.message)
+    else:
+        best_x, best_fun, ok, msg = best.x, best.fun, bool(best.success), str(best.message)
+    at_bound = [n for n, v in zip(names, best_x, strict=True) if abs(v) >= LOG_BOUND - 1e-3]
+    converged = ok and not at_bound and np.isfinite(best_fun)
+    if at_bound:
+        msg = f"parameter(s) {', '.join(at_bound)} on the bound: maximum likelihood not interior"
+    params = {n: float(np.exp(v)) for n, v in zip(names, best_x, strict=True)}
+    if not converged:
+        log.warning("%s fit did not converge (%s); params %s", what, msg, params)
+    return BtydFit(params, -float(best_fun), bool(converged), msg, at_bound)
+
+
+def _aggregate(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
+    stacked = np.column_stack([np.asarray(c, dtype=np.float64) for c in cols])
+    uniq, counts = np.unique(stacked, axis=0, return_counts=True)
+    return [uniq[:, i] for i in range(uniq.shape[1])], counts.astype(np.float64)
+
+
+def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BtydFit:
+    """Maximum-likelihood BG/NBD (r, alpha, a, b) from repeat count, recency and age.
+
+    ``x`` = repeat purchases, ``t_x`` = time of the last purchase since the first, ``T`` = time
+    since the first purchase (any unit; predictions use the same unit).
+    """
+    x, t_x, T = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
+    if len(x) == 0:
+        raise ValueError("cannot fit BG/NBD on an empty population")
+    if np.any(t_x > T + 1e-9) or np.any(x < 0):
+        raise ValueError("BG/NBD needs 0 <= t_x <= T and x >= 0")
+    (ux, ut, uT), w = _aggregate(x, t_x, T)
+    n = w.sum()
+
+    def negll(theta: np.ndarray) -> float:
+        value = -bgnbd_loglik(np.exp(theta), ux, ut, uT, w) / n
+        return value if np.isfinite(value) else 1e10
+
+    scale = float(np.mean(T)) or 1.0
+    x0 = np.log(np.array([0.5, scale / 10, 0.8, 2.5]))
+    fit = _fit(["r", "alpha", "a", "b"], negll, x0, "BG/NBD")
+    fit.loglik *= n
+    return fit
+
+
+def fit_gamma_gamma(x: np.ndarray, mean_value: np.ndarray) -> BtydFit:
+    """Gamma-Gamma (p, q, v) on customers with ``x`` >= 1 repeat purchases and positive value."""
+    x = np.asarray(x, dtype=np.float64)
+    m = np.asarray(mean_value, dtype=np.float64)
+    keep = (x > 0) & (m > 0) & np.isfinite(m)
+    if keep.sum() < 10:
+        raise ValueError("Gamma-Gamma needs at least 10 repeat customers with positive spend")
+    x, m = x[keep], m[keep]
+    n = len(x)
+
+    def negll(theta: np.ndarray) -> float:
+        value = -gamma_gamma_loglik(np.exp(theta), x, m) / n
+        return value if np.isfinite(value) else 1e10
+
+    x0 = np.log(np.array([2.0, 3.0, float(np.median(m))]))
+    fit = _fit(["p", "q", "v"], negll, x0, "Gamma-Gamma")
+    fit.loglik *= n
+    return fit

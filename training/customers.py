@@ -1,0 +1,603 @@
+"""Churn, repurchase-propensity and customer-value models (LightGBM on stacked snapshots).
+
+Discipline (BENCHMARKS.md protocol C):
+
+- features come from :func:`features.users.user_features` at monthly cutoffs before ``as_of``;
+  a cutoff is usable for training only when its label window ends on or before ``as_of``;
+- the latest usable cutoff is the *validation* cutoff: a model trained on earlier cutoffs is
+  scored there, its Platt (or isotonic) calibration is fitted there, and it is compared with the
+  baselines (recency, frequency, BG/NBD P(no purchase in the window), LightGBM on RFM) fitted
+  the same way;
+- the served model is refitted on all usable cutoffs (validation included) with the validated
+  number of rounds and the validated calibration map; if it did not beat the best baseline on
+  validation, a warning is logged and the best baseline is served instead, through the same
+  :class:`~shopml.artifacts.customers.CustomerArtifact` API.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+
+from features.labels import churn_labels, future_spend, repurchase_labels
+from features.schema import CUSTOMER_ID, ORDERED_AT
+from features.segments import segment_tags
+from features.users import RFM_FEATURES, user_features
+from shopml.artifacts.customers import Calibration, CustomerArtifact
+from training.base import check_fitted
+from training.btyd import fit_bgnbd, fit_gamma_gamma
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "learning_rate": 0.02,
+    "num_leaves": 7,
+    "min_data_in_leaf": 100,
+    "feature_fraction": 0.7,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "lambda_l2": 5.0,
+    "verbose": -1,
+}
+BASELINES = ("baseline-recency", "baseline-frequency", "baseline-bgnbd", "lightgbm-rfm")
+REFERENCE_NAMES = {
+    "baseline-recency": "recency",
+    "baseline-frequency": "frequency",
+    "baseline-bgnbd": "bg/nbd",
+    "lightgbm-rfm": "lightgbm-rfm",
+    "lightgbm": "lightgbm",
+}
+
+
+class DataWindowError(ValueError):
+    """The orders do not allow a fit at this ``as_of`` (no history, no usable cutoff...)."""
+
+
+# ---------------------------------------------------------------- metrics
+def lift_at(y: np.ndarray, score: np.ndarray, share: float = 0.1) -> float:
+    """Positive rate among the top ``share`` by score, divided by the overall positive rate."""
+    y = np.asarray(y, dtype=np.float64)
+    k = max(1, round(len(y) * share))
+    top = np.argsort(-np.asarray(score), kind="stable")[:k]
+    base = y.mean()
+    return float(y[top].mean() / base) if base > 0 else float("nan")
+
+
+def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
+    """roc_auc, pr_auc (average precision), lift@10 and brier of probabilities ``proba``."""
+    y = np.asarray(y)
+    if len(np.unique(y)) < 2:
+        return {
+            "roc_auc": float("nan"),
+            "pr_auc": float("nan"),
+            "lift@10": float("nan"),
+            "brier": float(brier_score_loss(y, proba)) if len(y) else float("nan"),
+        }
+    return {
+        "roc_auc": float(roc_auc_score(y, proba)),
+        "pr_auc": float(average_precision_score(y, proba)),
+        "lift@10": lift_at(y, proba),
+        "brier": float(brier_score_loss(y, proba)),
+    }
+
+
+def reliability_curve(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
+    """Mean predicted vs observed rate in equal-count bins of the prediction."""
+    order = np.argsort(proba, kind="stable")
+    out = []
+    for chunk in np.array_split(order, bins):
+        if len(chunk):
+            out.append(
+                {
+                    "predicted": float(np.mean(proba[chunk])),
+                    "observed": float(np.mean(y[chunk])),
+                    "n": len(chunk),
+                }
+            )
+    return out
+
+
+# ---------------------------------------------------------------- helpers
+def monthly_cutoffs(
+    first: pd.Timestamp, as_of: pd.Timestamp, horizon_days: int, min_history_days: int, n: int
+) -> list[pd.Timestamp]:
+    """Up to ``n`` cutoffs ``as_of - k months`` (latest first) whose label window ends by ``as_of``
+    and that have at least ``min_history_days`` of history."""
+    out: list[pd.Timestamp] = []
+    k = 1
+    while len(out) < n:
+        c = as_of - pd.DateOffset(months=k)
+        k += 1
+        if c < first + pd.Timedelta(days=min_history_days):
+            break
+        if c + pd.Timedelta(days=horizon_days) <= as_of:
+            out.append(pd.Timestamp(c))
+    return out
+
+
+def fit_calibration(raw: np.ndarray, y: np.ndarray, method: str) -> Calibration:
+    """Platt (logistic on the raw score) or isotonic calibration fitted on validation scores."""
+    raw = np.asarray(raw, dtype=np.float64)
+    if len(np.unique(y)) < 2:
+        return Calibration("platt", 0.0, float(np.log((y.mean() + 1e-6) / (1 - y.mean() + 1e-6))))
+    if method == "isotonic":
+        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
+        return Calibration(
+            "isotonic", x=np.asarray(iso.X_thresholds_), y=np.asarray(iso.y_thresholds_)
+        )
+    lr = LogisticRegression(C=1e4).fit(raw.reshape(-1, 1), y)
+    return Calibration("platt", float(lr.coef_[0, 0]), float(lr.intercept_[0]))
+
+
+class _CustomerModel:
+    """Shared fit logic of the churn and repurchase classifiers."""
+
+    kind: ClassVar[str] = "customer"
+    task: ClassVar[str] = "churn"
+    default_horizon: ClassVar[int] = 90
+
+    def __init__(
+        self,
+        horizon_days: int | None = None,
+        *,
+        n_snapshots: int = 6,
+        min_history_days: int = 30,
+        num_boost_round: int = 300,
+        params: dict[str, Any] | None = None,
+        features: list[str] | None = None,
+        calibration: str = "platt",
+        refit: bool = True,
+        baselines: tuple[str, ...] = BASELINES,
+        num_threads: int = 1,
+        seed: int = 0,
+    ) -> None:
+        self.horizon_days = horizon_days
+        self.n_snapshots = n_snapshots
+        self.min_history_days = min_history_days
+        self.num_boost_round = num_boost_round
+        self.params = params
+        self.features = features
+        self.calibration = calibration
+        self.refit = refit
+        self.baselines = baselines
+        self.num_threads = num_threads
+        self.seed = seed
+
+    # ---- pieces
+    @property
+    def _horizon(self) -> int:
+        return int(self.horizon_days or self.default_horizon)
+
+    def _labels(self, orders: pd.DataFrame, cutoff: pd.Timestamp, pop: pd.Index) -> np.ndarray:
+        if self.task == "churn":
+            return churn_labels(orders, cutoff, pop, self._horizon).to_numpy()
+        return repurchase_labels(orders, cutoff, pop, self._horizon).to_numpy()
+
+    def _lgb_params(self) -> dict[str, Any]:
+        p = {**DEFAULT_PARAMS, **(self.params or {})}
+        p.update(
+            objective="binary",
+            num_threads=self.num_threads,
+            seed=self.seed,
+            deterministic=True,
+            force_row_wise=True,
+        )
+        return p
+
+    def _train(self, X: pd.DataFrame, y: np.ndarray, rounds: int) -> lgb.Booster:
+        data = lgb.Dataset(
+            X.to_numpy(np.float64), label=y, feature_name=list(X.columns), free_raw_data=True
+        )
+        return lgb.train(self._lgb_params(), data, num_boost_round=rounds)
+
+    def _snapshot(
+        self, orders: pd.DataFrame, cutoff: pd.Timestamp, tables: dict[str, Any]
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        feats = user_features(orders, cutoff, **tables)
+        return feats, self._labels(orders, cutoff, feats.index)
+
+    def _stack(
+        self,
+        snaps: dict[pd.Timestamp, tuple[pd.DataFrame, np.ndarray]],
+        cutoffs: list[pd.Timestamp],
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        X = pd.concat([snaps[c][0] for c in cutoffs], ignore_index=True)
+        y = np.concatenate([snaps[c][1] for c in cutoffs])
+        return X, y
+
+    # ---- fit
+    def fit(
+        self,
+        orders: pd.DataFrame,
+        as_of: object,
+        items: pd.DataFrame | None = None,
+        customers: pd.DataFrame | None = None,
+    ) -> Self:
+        """Train on snapshots whose label window ends by ``as_of``; validate, calibrate, choose."""
+        t0 = time.perf_counter()
+        as_of = pd.Timestamp(as_of)  # type: ignore[arg-type]
+        H = self._horizon
+        if len(orders) == 0:
+            raise DataWindowError("no orders: cannot fit a customer model on an empty table")
+        hist = orders.loc[orders[ORDERED_AT] < as_of]
+        first = orders[ORDERED_AT].min()
+        if hist.empty:
+            raise DataWindowError(
+                f"as_of {as_of.date()} is before all data (first order {first}); "
+                "no history to learn from"
+            )
+        tables = {"items": items, "customers": customers}
+        cutoffs = monthly_cutoffs(first, as_of, H, self.min_history_days, self.n_snapshots + 1)
+        if len(cutoffs) < 2:
+            raise DataWindowError(
+                f"need >= 2 monthly cutoffs with {self.min_history_days} days of history and a "
+                f"complete {H}-day label window before {as_of.date()}; found {len(cutoffs)}"
+            )
+        snaps = {c: self._snapshot(hist, c, tables) for c in cutoffs}
+        val_cut = cutoffs[0]
+        train_cuts = [c for c in cutoffs[1:] if c + pd.Timedelta(days=H) <= val_cut]
+        if not train_cuts:
+            raise DataWindowError(
+                f"no training cutoff before the validation cutoff {val_cut.date()} "
+                f"with a complete {H}-day label window; need a longer history"
+            )
+        train_cuts = train_cuts[: self.n_snapshots]
+        X_val, y_val = snaps[val_cut]
+        if len(np.unique(y_val)) < 2:
+            raise DataWindowError(
+                f"validation labels at {val_cut.date()} have a single class; cannot validate"
+            )
+        names = self.features or list(X_val.columns)
+        missing = [n for n in names if n not in X_val.columns]
+        if missing:
+            raise ValueError(f"unknown feature(s) {missing}; available: {list(X_val.columns)}")
+        X_tr, y_tr = self._stack(snaps, train_cuts)
+
+        # candidates scored on the validation cutoff
+        cands: dict[str, CustomerArtifact] = {}
+        val_raw: dict[str, np.ndarray] = {}
+        booster = self._train(X_tr[names], y_tr, self.num_boost_round)
+        cands["lightgbm"] = self._artifact("lightgbm", names, booster, as_of)
+        rfm_cut = train_cuts[0]
+        if "lightgbm-rfm" in self.baselines:
+            rfm_b = self._train(snaps[rfm_cut][0][RFM_FEATURES], snaps[rfm_cut][1], 200)
+            cands["lightgbm-rfm"] = self._artifact("lightgbm-rfm", RFM_FEATURES, rfm_b, as_of)
+        for kind in ("baseline-recency", "baseline-frequency"):
+            if kind in self.baselines:
+                cands[kind] = self._artifact(kind, list(X_val.columns), None, as_of)
+        bg_val = None
+        if "baseline-bgnbd" in self.baselines:
+            bg_val = fit_bgnbd(*(hist_btyd(X_val)))
+            cands["baseline-bgnbd"] = self._artifact(
+                "baseline-bgnbd", list(X_val.columns), None, as_of, btyd=bg_val.params
+            )
+        self.validation_: dict[str, dict[str, Any]] = {}
+        for name, art in cands.items():
+            raw = art.raw_score(X_val[art.feature_names].to_numpy(np.float64))
+            val_raw[name] = raw
+            art.calibration = fit_calibration(
+                raw, y_val, self.calibration if name == "lightgbm" else "platt"
+            )
+            self.validation_[name] = classification_metrics(y_val, art.calibration(raw))
+        if bg_val is not None:
+            self.validation_["baseline-bgnbd"]["converged"] = bg_val.converged
+
+        # refit on all usable cutoffs at as_of
+        all_cuts = cutoffs[: self.n_snapshots]
+        if self.refit:
+            X_all, y_all = self._stack(snaps, all_cuts)
+            cands["lightgbm"].booster = self._train(X_all[names], y_all, self.num_boost_round)
+        if "lightgbm-rfm" in cands:
+            cands["lightgbm-rfm"].booster = self._train(
+                snaps[val_cut][0][RFM_FEATURES], snaps[val_cut][1], 200
+            )
+        self.bgnbd_fit_ = None
+        if "baseline-bgnbd" in cands:
+            feats_now = user_features(hist, as_of, **tables)
+            self.bgnbd_fit_ = fit_bgnbd(*hist_btyd(feats_now))
+            cands["baseline-bgnbd"].btyd = self.bgnbd_fit_.params
+            if not self.bgnbd_fit_.converged:
+                cands["baseline-bgnbd"].notes.append(
+                    f"BG/NBD did not converge: {self.bgnbd_fit_.message}"
+                )
+
+        # choose
+        model_auc = self.validation_["lightgbm"]["roc_auc"]
+        eligible = {
+            k: v["roc_auc"]
+            for k, v in self.validation_.items()
+            if k != "lightgbm" and v.get("converged", True)
+        }
+        best_base = max(eligible, key=lambda k: eligible[k]) if eligible else None
+        chosen = "lightgbm"
+        if best_base is not None and not model_auc > eligible[best_base]:
+            log.warning(
+                "%s model did NOT beat its best baseline on validation (%s AUC %.4f vs "
+                "LightGBM %.4f at %s): serving the baseline %s instead",
+                self.task,
+                best_base,
+                eligible[best_base],
+                model_auc,
+                val_cut.date(),
+                best_base,
+            )
+            chosen = best_base
+        for name, art in cands.items():
+            art.metrics = {
+                "validation": self.validation_[name],
+                "validation_cutoff": str(val_cut.date()),
+                "training_cutoffs": [str(c.date()) for c in all_cuts],
+            }
+        self.candidates_ = cands
+        self.chosen_ = chosen
+        self.artifact_: CustomerArtifact | None = cands[chosen]
+        self.artifact_.notes.append(f"chosen on validation at {val_cut.date()}: {chosen}")
+        self.cutoffs_ = cutoffs
+        self.validation_cutoff_ = val_cut
+        self.feature_names_ = names
+        self.as_of_ = as_of
+        self.fit_s_ = time.perf_counter() - t0
+        self.artifact_.scores = self.score_table(hist, as_of, items=items, customers=customers)
+        return self
+
+    def _artifact(
+        self,
+        kind: str,
+        names: list[str],
+        booster: lgb.Booster | None,
+        as_of: pd.Timestamp,
+        btyd: dict[str, float] | None = None,
+    ) -> CustomerArtifact:
+        return CustomerArtifact(
+            task=self.task,
+            kind=kind,
+            feature_names=list(names),
+            horizon_days=self._horizon,
+            as_of=str(as_of.date()),
+            booster=booster,
+            btyd=dict(btyd or {}),
+        )
+
+    # ---- predict
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        """Calibrated probability for each row of a :func:`user_features` frame."""
+        check_fitted(self, "artifact_")
+        assert self.artifact_ is not None
+        return self.artifact_.predict_proba(
+            features[self.artifact_.feature_names].to_numpy(np.float64)
+        )
+
+    def score_table(
+        self,
+        orders: pd.DataFrame,
+        as_of: object,
+        *,
+        items: pd.DataFrame | None = None,
+        customers: pd.DataFrame | None = None,
+        top_k: int = 3,
+    ) -> pd.DataFrame:
+        """customer_id, probability, segment and reason phrases for every customer at ``as_of``."""
+        check_fitted(self, "artifact_")
+        assert self.artifact_ is not None
+        feats = user_features(orders, as_of, items=items, customers=customers)
+        if feats.empty:
+            raise DataWindowError(f"no customer has a purchase before {pd.Timestamp(as_of).date()}")  # type: ignore[arg-type]
+        X = feats[self.artifact_.feature_names].to_numpy(np.float64)
+        reasons = self.artifact_.reasons(X, top_k=top_k)
+        return pd.DataFrame(
+            {
+                CUSTOMER_ID: feats.index.astype(str),
+                f"{self.task}_proba": self.artifact_.predict_proba(X),
+                "segment": segment_tags(feats).to_numpy(),
+                "reasons": ["; ".join(r) for r in reasons],
+                "as_of": str(pd.Timestamp(as_of).date()),  # type: ignore[arg-type]
+            }
+        )
+
+    # ---- persistence
+    def save(self, folder: str | Path) -> Path:
+        """Save the served artifact (see :class:`CustomerArtifact`)."""
+        check_fitted(self, "artifact_")
+        assert self.artifact_ is not None
+        return self.artifact_.save(folder)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Self:
+        """A fitted model from a saved artifact (prediction only)."""
+        model = cls()
+        model.artifact_ = CustomerArtifact.load(folder)
+        model.feature_names_ = model.artifact_.feature_names
+        return model
+
+
+def hist_btyd(feats: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """BTYD inputs (x, t_x, T in days) from a :func:`user_features` frame."""
+    return (
+        feats["repeat_days"].to_numpy(np.float64),
+        feats["span_days"].to_numpy(np.float64),
+        np.maximum(
+            feats["tenure_days"].to_numpy(np.float64), feats["span_days"].to_numpy(np.float64)
+        ),
+    )
+
+
+class ChurnModel(_CustomerModel):
+    """P(no purchase in the next ``horizon_days`` (90) days)."""
+
+    kind = "churn"
+    task = "churn"
+    default_horizon = 90
+
+
+class RepurchaseModel(_CustomerModel):
+    """P(>= 1 purchase in the next ``horizon_days`` (30) days)."""
+
+    kind = "repurchase"
+    task = "repurchase"
+    default_horizon = 30
+
+
+class ValueModel:
+    """Expected spend over the next ``horizon_days`` (365): LightGBM (tweedie) or BG/NBD+Gamma-Gamma,
+    whichever has the lower RMSE on a validation cutoff; BG/NBD+Gamma-Gamma when the history is
+    too short to backtest a ``horizon_days`` window (logged)."""
+
+    kind: ClassVar[str] = "value"
+
+    def __init__(
+        self,
+        horizon_days: int = 365,
+        *,
+        n_snapshots: int = 3,
+        num_boost_round: int = 300,
+        params: dict[str, Any] | None = None,
+        num_threads: int = 1,
+        seed: int = 0,
+    ) -> None:
+        self.horizon_days = horizon_days
+        self.n_snapshots = n_snapshots
+        self.num_boost_round = num_boost_round
+        self.params = params
+        self.num_threads = num_threads
+        self.seed = seed
+
+    def _btyd_artifact(self, feats: pd.DataFrame, as_of: pd.Timestamp) -> CustomerArtifact:
+        bg = fit_bgnbd(*hist_btyd(feats))
+        gg = fit_gamma_gamma(feats["repeat_days"].to_numpy(), feats["monetary_mean"].to_numpy())
+        art = CustomerArtifact(
+            task="value",
+            kind="bgnbd-gammagamma",
+            feature_names=list(feats.columns),
+            horizon_days=self.horizon_days,
+            as_of=str(as_of.date()),
+            btyd={**bg.params, **gg.params},
+        )
+        for what, fit in (("BG/NBD", bg), ("Gamma-Gamma", gg)):
+            if not fit.converged:
+                art.notes.append(f"{what} did not converge: {fit.message}")
+        return art
+
+    def fit(
+        self,
+        orders: pd.DataFrame,
+        as_of: object,
+        items: pd.DataFrame | None = None,
+        customers: pd.DataFrame | None = None,
+    ) -> Self:
+        """Fit both candidates, backtest where the history allows, keep the better one."""
+        as_of = pd.Timestamp(as_of)  # type: ignore[arg-type]
+        hist = orders.loc[orders[ORDERED_AT] < as_of]
+        if hist.empty:
+            raise DataWindowError(f"as_of {as_of.date()} is before all data; no history")
+        tables = {"items": items, "customers": customers}
+        first = orders[ORDERED_AT].min()
+        H = self.horizon_days
+        cutoffs = monthly_cutoffs(first, as_of, H, 30, self.n_snapshots + 1)
+        feats_now = user_features(hist, as_of, **tables)
+        self.validation_: dict[str, dict[str, float]] = {}
+        chosen = self._btyd_artifact(feats_now, as_of)
+        if len(cutoffs) >= 2:
+            val = cutoffs[0]
+            tr = [c for c in cutoffs[1:] if c + pd.Timedelta(days=H) <= val]
+            if tr:
+                snaps = {c: user_features(hist, c, **tables) for c in [val, *tr]}
+                ys = {c: future_spend(hist, c, snaps[c].index, H).to_numpy() for c in snaps}
+                X = pd.concat([snaps[c] for c in tr], ignore_index=True)
+                y = np.concatenate([ys[c] for c in tr])
+                params = {
+                    **DEFAULT_PARAMS,
+                    **(self.params or {}),
+                    "objective": "tweedie",
+                    "num_threads": self.num_threads,
+                    "seed": self.seed,
+                    "deterministic": True,
+                    "force_row_wise": True,
+                }
+                b = lgb.train(
+                    params,
+                    lgb.Dataset(X.to_numpy(np.float64), label=y),
+                    num_boost_round=self.num_boost_round,
+                )
+                lgb_art = CustomerArtifact(
+                    task="value",
+                    kind="lightgbm",
+                    feature_names=list(X.columns),
+                    horizon_days=H,
+                    as_of=str(as_of.date()),
+                    booster=b,
+                )
+                btyd_val = self._btyd_artifact(snaps[val], val)
+                Xv = snaps[val].to_numpy(np.float64)
+                for name, art in (("lightgbm", lgb_art), ("bgnbd-gammagamma", btyd_val)):
+                    pred = art.predict(Xv)
+                    err = pred - ys[val]
+                    self.validation_[name] = {
+                        "rmse": float(np.sqrt(np.mean(err**2))),
+                        "mae": float(np.mean(np.abs(err))),
+                        "bias": float(err.sum() / max(ys[val].sum(), 1e-9)),
+                    }
+                if (
+                    self.validation_["lightgbm"]["rmse"]
+                    < self.validation_["bgnbd-gammagamma"]["rmse"]
+                ):
+                    X_all = pd.concat([snaps[c] for c in [val, *tr]], ignore_index=True)
+                    y_all = np.concatenate([ys[c] for c in [val, *tr]])
+                    lgb_art.booster = lgb.train(
+                        params,
+                        lgb.Dataset(X_all.to_numpy(np.float64), label=y_all),
+                        num_boost_round=self.num_boost_round,
+                    )
+                    chosen = lgb_art
+        if not self.validation_:
+            log.warning(
+                "value model: history too short to backtest a %d-day window before %s; "
+                "serving BG/NBD + Gamma-Gamma without a backtest",
+                H,
+                as_of.date(),
+            )
+            chosen.notes.append("not backtested: history shorter than the horizon")
+        for note in chosen.notes:
+            log.warning("value model: %s", note)
+        chosen.metrics = {"validation": self.validation_}
+        pred = chosen.predict(feats_now[chosen.feature_names].to_numpy(np.float64))
+        chosen.scores = pd.DataFrame(
+            {CUSTOMER_ID: feats_now.index.astype(str), "value": pred, "as_of": str(as_of.date())}
+        )
+        self.artifact_: CustomerArtifact | None = chosen
+        self.as_of_ = as_of
+        return self
+
+    def predict(self, features: pd.DataFrame) -> np.ndarray:
+        """Expected spend over the horizon for each row of a :func:`user_features` frame."""
+        check_fitted(self, "artifact_")
+        assert self.artifact_ is not None
+        return self.artifact_.predict(features[self.artifact_.feature_names].to_numpy(np.float64))
+
+    def save(self, folder: str | Path) -> Path:
+        """Save the served artifact."""
+        check_fitted(self, "artifact_")
+        assert self.artifact_ is not None
+        return self.artifact_.save(folder)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Self:
+        """A fitted model from a saved artifact (prediction only)."""
+        model = cls()
+        model.artifact_ = CustomerArtifact.load(folder)
+        return model
+
+
+def value_at_risk(churn: pd.DataFrame, value: pd.DataFrame) -> pd.DataFrame:
+    """Join churn and value score tables: value_at_risk = P(churn) x expected value."""
+    out = churn.merge(value[[CUSTOMER_ID, "value"]], on=CUSTOMER_ID, how="left")
+    out["value_at_risk"] = out["churn_proba"] * out["value"].fillna(0.0)
+    return out
