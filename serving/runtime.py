@@ -48,10 +48,9 @@ def load_artifact(kind: str, folder: Path) -> Any:
 
         return DemandArtifact.load(folder)
     if kind == "recommender":
-        import importlib
+        from shopml.artifacts.recommender import RecommenderArtifact
 
-        recommender: Any = importlib.import_module("shopml.artifacts.recommender")
-        return recommender.load(folder)
+        return RecommenderArtifact.load(folder)
     raise ValueError(f"unknown model kind {kind!r}")
 
 
@@ -295,7 +294,7 @@ class DemandView:
         self.q = np.asarray(a.quantiles, dtype=np.float64)
         self.horizon = int(self.q.shape[2])
         meta = getattr(a, "meta", {}) or {}
-        self.as_of = str(meta.get("as_of") or a.origin.date())
+        self.as_of = str(meta.get("as_of") or a.origin)[:10]
         self.stock = self._stock_table(meta)
 
     @staticmethod

@@ -42,8 +42,10 @@ from serving.schemas import (
     ModelInfo,
     ModelsResponse,
     NoopResponse,
+    RecommendedItem,
     RecommendRequest,
     RecommendResponse,
+    SimilarItem,
     SimilarItemsRequest,
     SimilarItemsResponse,
 )
@@ -76,10 +78,6 @@ def _error(status: int, message: str, field: str | None = None) -> JSONResponse:
 def _unavailable(kind: str, source: ModelSource | None, why: str | None) -> JSONResponse:
     detail = why or (source.message if source else None) or "not loaded"
     return _error(503, f"the {kind} model is not available: {detail}", None)
-
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    return obj.get(name, default) if isinstance(obj, dict) else getattr(obj, name, default)
 
 
 @bentoml.service(
@@ -171,36 +169,25 @@ class Shopml:
         if rec is None:
             return self._missing("recommender")
         try:
-            result = rec.recommend(
+            recs = rec.recommend(
                 req.user_id,
                 k=req.k,
                 category=req.category,
                 exclude=req.exclude_purchased,
                 exclude_items=req.exclude_items,
             )
-        except (KeyError, ValueError) as exc:
-            return _error(400, str(exc), None)
-        items = _get(result, "items", result)
-        out = [
-            {
-                "item_id": str(_get(it, "item_id")),
-                "score": float(_get(it, "score", 0.0)),
-                "reason": str(_get(it, "reason", "")),
-                "strategy": str(_get(it, "strategy", "")),
-            }
-            for it in items
+        except ValueError as exc:  # unknown category
+            return _error(400, str(exc), "category")
+        items = [
+            RecommendedItem(item_id=r[0], score=float(r[1]), reason=r[2], strategy=r[3])
+            for r in recs
         ]
-        known = _get(result, "known_user", None)
-        if known is None:
-            known = not all(i["strategy"] == "popular" for i in out) if out else False
-        return RecommendResponse.model_validate(
-            {
-                "user_id": req.user_id,
-                "known_user": bool(known),
-                "strategy": out[0]["strategy"] if out else "none",
-                "items": out,
-                "model_version": self._version("recommender"),
-            }
+        return RecommendResponse(
+            user_id=req.user_id,
+            known_user=rec.knows_user(req.user_id),
+            strategy=items[0].strategy if items else "none",
+            items=items,
+            model_version=self._version("recommender"),
         )
 
     @bentoml.api(route="/v1/similar_items", output_spec=SimilarItemsResponse)
@@ -212,23 +199,14 @@ class Shopml:
         if rec is None:
             return self._missing("recommender")
         try:
-            items = rec.similar_items(req.item_id, k=req.k)
+            pairs = rec.similar_items(req.item_id, k=req.k)
         except KeyError:
             return _error(404, f"unknown item_id {req.item_id!r}", "item_id")
-        items = _get(items, "items", items)
-        return SimilarItemsResponse.model_validate(
-            {
-                "item_id": req.item_id,
-                "items": [
-                    {
-                        "item_id": str(_get(it, "item_id")),
-                        "score": float(_get(it, "score", 0.0)),
-                        "reason": str(_get(it, "reason", "") or ""),
-                    }
-                    for it in items
-                ],
-                "model_version": self._version("recommender"),
-            }
+        reason = f"often bought by customers who bought {req.item_id}"
+        return SimilarItemsResponse(
+            item_id=req.item_id,
+            items=[SimilarItem(item_id=str(i), score=float(v), reason=reason) for i, v in pairs],
+            model_version=self._version("recommender"),
         )
 
     # ------------------------------------------------------------ marketing
