@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from features import demand, interactions, items, labels, users
 from features.io import Dataset, atomic_dir, write_json, write_parquet
-from features.schema import ORDERED_AT, ContractError
+from features.schema import ITEM_ID, ORDERED_AT, ContractError
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class FeatureSet:
     users: pd.DataFrame
     items: pd.DataFrame
     interactions: interactions.Interactions
-    demand: pd.DataFrame
+    demand: demand.WeeklyDemand
     labels: pd.DataFrame | None
     timings_s: dict[str, float] = field(default_factory=dict)
 
@@ -77,20 +77,64 @@ def build_feature_set(
         customers=dataset.customers,
     )
     item_frame = timed("items", items.item_features, orders, as_of, items=dataset.items)
-    matrix = timed("interactions", interactions.interaction_matrix, orders, as_of)
+    matrix = timed("interactions", interactions.build_interactions, orders, as_of)
     weekly = timed("demand", demand.weekly_demand, orders, as_of)
     label_frame = None
     if pd.Timestamp(orders[ORDERED_AT].max()) >= as_of:
         label_frame = timed(
             "labels",
-            labels.customer_labels,
+            customer_labels,
             orders,
             as_of,
+            user_frame.index,
             churn_days=churn_days,
             repurchase_days=repurchase_days,
             value_days=value_days,
         )
     return FeatureSet(as_of, user_frame, item_frame, matrix, weekly, label_frame, timings)
+
+
+def customer_labels(
+    orders: pd.DataFrame,
+    as_of: pd.Timestamp,
+    population: pd.Index,
+    *,
+    churn_days: int = 90,
+    repurchase_days: int = 30,
+    value_days: int = 365,
+) -> pd.DataFrame:
+    """Churn, repurchase and future spend of ``population``, from orders on/after ``as_of``.
+
+    ``*_covered`` columns say whether the data reaches the end of each label window.
+    """
+    frame = pd.concat(
+        [
+            labels.churn_labels(orders, as_of, population, churn_days),
+            labels.repurchase_labels(orders, as_of, population, repurchase_days),
+            labels.future_spend(orders, as_of, population, value_days),
+        ],
+        axis=1,
+    )
+    for name, days in (
+        ("churn", churn_days),
+        ("repurchase", repurchase_days),
+        ("spend", value_days),
+    ):
+        frame[f"{name}_covered"] = labels.label_window_covered(orders, as_of, days)
+    return frame
+
+
+def demand_frame(weekly: demand.WeeklyDemand) -> pd.DataFrame:
+    """Weekly demand in long form: item_id, week (ending Sunday), units, price."""
+    n_items, n_weeks = weekly.units.shape
+    return pd.DataFrame(
+        {
+            ITEM_ID: np.repeat(weekly.items.to_numpy(), n_weeks),
+            "week": np.tile(weekly.weeks.to_numpy(), n_items),
+            "units": weekly.units.ravel(),
+            "price": weekly.price.ravel(),
+        }
+    )
 
 
 def write_feature_set(fs: FeatureSet, dataset: Dataset, out: Path) -> Path:
@@ -102,7 +146,7 @@ def write_feature_set(fs: FeatureSet, dataset: Dataset, out: Path) -> Path:
     with atomic_dir(out) as tmp:
         write_parquet(fs.users.reset_index(), tmp / "users.parquet")
         write_parquet(fs.items.reset_index(), tmp / "items.parquet")
-        write_parquet(fs.demand.reset_index(), tmp / "demand.parquet")
+        write_parquet(demand_frame(fs.demand), tmp / "demand.parquet")
         if fs.labels is not None:
             write_parquet(fs.labels.reset_index(), tmp / "labels.parquet")
         m = fs.interactions
@@ -112,10 +156,7 @@ def write_feature_set(fs: FeatureSet, dataset: Dataset, out: Path) -> Path:
         )
         for table, rows in dataset.quarantine.items():
             if len(rows):
-                write_parquet(
-                    rows.astype({c: "string" for c in rows.columns if rows[c].dtype == object}),
-                    tmp / f"quarantine_{table}.parquet",
-                )
+                write_parquet(rows.astype("string"), tmp / f"quarantine_{table}.parquet")
         write_json(manifest(fs, dataset), tmp / "manifest.json")
     return out
 
@@ -129,14 +170,15 @@ def manifest(fs: FeatureSet, dataset: Dataset) -> dict[str, Any]:
             "orders": len(dataset.orders),
             "users": len(fs.users),
             "items": len(fs.items),
-            "demand": len(fs.demand),
+            "demand_items": len(fs.demand.items),
+            "demand_weeks": len(fs.demand.weeks),
             "labels": 0 if fs.labels is None else len(fs.labels),
             "interactions_nnz": int(fs.interactions.matrix.nnz),
         },
         "features": {
             "users": list(fs.users.columns),
             "items": list(fs.items.columns),
-            "demand": list(fs.demand.columns),
+            "demand": ["units", "price"],
             "labels": [] if fs.labels is None else list(fs.labels.columns),
         },
         "timings_s": fs.timings_s,

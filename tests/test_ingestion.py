@@ -380,3 +380,8 @@ def test_cdnow_keeps_every_customer(cdnow_path: Path) -> None:
     ds = load_dataset(cdnow_path)
     assert ds.orders["customer_id"].nunique() == 23_570
     assert {r.rule: r.rows for r in ds.reports[0].rules}["free_item"] == 80
+
+
+def test_readme_documents_the_contract_as_coded() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert contract_markdown().strip() in readme

@@ -1,0 +1,102 @@
+"""The feature set, its manifest and the CLI, end to end on a tiny synthetic shop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from features.io import load_dataset
+from features.pipeline import build_feature_set, write_feature_set
+from features.synthetic import ShopConfig, write_shop
+from shopml.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shop") / "demo"
+    write_shop(ShopConfig(n_customers=300, n_items=60, seed=3), out, progress=False)
+    return out
+
+
+def test_feature_set_and_manifest(shop: Path, tmp_path: Path) -> None:
+    dataset = load_dataset(shop)
+    fs = build_feature_set(dataset, "2024-09-01")
+    assert fs.labels is not None and len(fs.labels) == len(fs.users)
+    assert fs.interactions.matrix.shape == (
+        len(fs.interactions.user_ids),
+        len(fs.interactions.item_ids),
+    )
+    out = write_feature_set(fs, dataset, tmp_path / "features")
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["as_of"] == "2024-09-01"
+    assert manifest["rows"]["users"] == len(fs.users)
+    assert {s["table"] for s in manifest["sources"]} == {"orders", "items", "customers"}
+    assert all(len(s["sha256"]) == 64 for s in manifest["sources"])
+    users = pd.read_parquet(out / "users.parquet")
+    assert list(users.columns[1:]) == manifest["features"]["users"]
+
+
+def test_features_use_only_rows_before_as_of(shop: Path) -> None:
+    dataset = load_dataset(shop)
+    as_of = pd.Timestamp("2024-06-01")
+    before = build_feature_set(dataset, as_of)
+    cut = dataset.orders[dataset.orders["ordered_at"] < as_of].reset_index(drop=True)
+    dataset.orders = cut
+    after = build_feature_set(dataset, as_of)
+    pd.testing.assert_frame_equal(before.users, after.users)
+    pd.testing.assert_frame_equal(before.items, after.items)
+    assert (before.interactions.matrix != after.interactions.matrix).nnz == 0
+    assert after.labels is None  # no rows after as_of: no labels
+
+
+def test_as_of_before_data_is_refused(shop: Path) -> None:
+    with pytest.raises(ValueError, match="on or before the first order"):
+        build_feature_set(load_dataset(shop), "2000-01-01")
+
+
+def test_cli_features_writes_output(shop: Path, tmp_path: Path) -> None:
+    out = tmp_path / "f"
+    result = runner.invoke(
+        app, ["features", "--data", str(shop), "--as-of", "2024-09-01", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "manifest.json").exists()
+
+
+def test_cli_validate_bad_file_exits_non_zero(tmp_path: Path) -> None:
+    bad = tmp_path / "orders.csv"
+    bad.write_text("customer_id,order_id\nc1,o1\n")
+    result = runner.invoke(app, ["validate", "--data", str(bad)])
+    assert result.exit_code != 0
+    assert "missing required column" in str(result.exception)
+
+
+def test_cli_entry_point_prints_one_line_error(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bad = tmp_path / "orders.csv"
+    bad.write_text("customer_id,order_id\nc1,o1\n")
+    proc = subprocess.run(
+        [sys.executable, "-c", "from shopml.cli import run; run()", "validate", "--data", str(bad)],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "missing required column(s)" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_bad_as_of(shop: Path, tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["features", "--data", str(shop), "--as-of", "yesterday-ish", "--out", str(tmp_path / "x")],
+    )
+    assert result.exit_code != 0
+    assert not (tmp_path / "x").exists()
