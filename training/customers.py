@@ -236,7 +236,9 @@ class _CustomerModel:
                 "no history to learn from"
             )
         tables = {"items": items, "customers": customers}
-        cutoffs = monthly_cutoffs(first, as_of, H, self.min_history_days, self.n_snapshots + 1)
+        cutoffs = monthly_cutoffs(
+            first, as_of, H, self.min_history_days, self.n_snapshots + H // 28 + 2
+        )
         if len(cutoffs) < 2:
             raise DataWindowError(
                 f"need >= 2 monthly cutoffs with {self.min_history_days} days of history and a "
@@ -501,13 +503,13 @@ class ValueModel:
         tables = {"items": items, "customers": customers}
         first = orders[ORDERED_AT].min()
         H = self.horizon_days
-        cutoffs = monthly_cutoffs(first, as_of, H, 30, self.n_snapshots + 1)
+        cutoffs = monthly_cutoffs(first, as_of, H, 30, self.n_snapshots + H // 28 + 2)
         feats_now = user_features(hist, as_of, **tables)
         self.validation_: dict[str, dict[str, float]] = {}
         chosen = self._btyd_artifact(feats_now, as_of)
         if len(cutoffs) >= 2:
             val = cutoffs[0]
-            tr = [c for c in cutoffs[1:] if c + pd.Timedelta(days=H) <= val]
+            tr = [c for c in cutoffs[1:] if c + pd.Timedelta(days=H) <= val][: self.n_snapshots]
             if tr:
                 snaps = {c: user_features(hist, c, **tables) for c in [val, *tr]}
                 ys = {c: future_spend(hist, c, snaps[c].index, H).to_numpy() for c in snaps}

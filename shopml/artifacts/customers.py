@@ -273,6 +273,13 @@ class CustomerArtifact:
             )
         return features
 
+    def _btyd_inputs(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x, t_x, T clipped to their valid ranges (0 <= t_x <= T, x >= 0)."""
+        x = np.clip(np.nan_to_num(self._column(features, "repeat_days")), 0, None)
+        T = np.clip(np.nan_to_num(self._column(features, "tenure_days")), 0, None)
+        t_x = np.clip(np.nan_to_num(self._column(features, "span_days")), 0, None)
+        return x, np.minimum(t_x, T), np.maximum(T, t_x)
+
     def raw_score(self, features: np.ndarray) -> np.ndarray:
         """The uncalibrated score (higher = more likely positive; log-odds for LightGBM)."""
         features = self._check(features)
@@ -285,9 +292,7 @@ class CustomerArtifact:
         if self.kind == "baseline-frequency":
             return -sign * np.log1p(self._column(features, "n_orders"))
         if self.kind in ("baseline-bgnbd", "bgnbd-gammagamma"):
-            x, t_x, T = (
-                self._column(features, c) for c in ("repeat_days", "span_days", "tenure_days")
-            )
+            x, t_x, T = self._btyd_inputs(features)
             p0 = bgnbd_p_no_purchase(self.btyd, x, t_x, T, self.horizon_days)
             p = p0 if self.task == "churn" else 1 - p0
             return np.asarray(logit(np.clip(p, 1e-9, 1 - 1e-9)))
@@ -305,9 +310,7 @@ class CustomerArtifact:
             return self.predict_proba(features)
         features = self._check(features)
         if self.kind == "bgnbd-gammagamma":
-            x, t_x, T = (
-                self._column(features, c) for c in ("repeat_days", "span_days", "tenure_days")
-            )
+            x, t_x, T = self._btyd_inputs(features)
             n = bgnbd_expected_purchases(self.btyd, x, t_x, T, self.horizon_days)
             m = gamma_gamma_mean(self.btyd, x, self._column(features, "monetary_mean"))
             return np.asarray(n * m)
