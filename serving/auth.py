@@ -206,9 +206,13 @@ class ApiGuard:
         readiness: Readiness = READINESS,
         env: Mapping[str, str] | None = None,
     ) -> None:
-        env = os.environ if env is None else env
         self.app = app
         self.readiness = readiness
+        self.fixed_env = env
+        self.configure(os.environ if env is None else env)
+
+    def configure(self, env: Mapping[str, str]) -> None:
+        """(Re)read keys, bind host and body limit; runs at every ASGI start-up (lifespan)."""
         self.keys = KeyRing.from_env(env)
         self.bind_host = bind_host_from_env(env)
         self.bind_loopback = is_loopback(self.bind_host)
@@ -224,6 +228,8 @@ class ApiGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
+            if scope["type"] == "lifespan" and self.fixed_env is None:
+                self.configure(os.environ)
             await self.app(scope, receive, send)
             return
         path: str = scope.get("path", "")

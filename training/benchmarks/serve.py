@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,13 @@ def build_demo_models(
 
     from features.synthetic import ShopConfig, generate, items_table
 
-    config = ShopConfig(n_customers=n_customers, n_items=n_items, start=start, end=end, seed=seed)
+    config = ShopConfig(
+        n_customers=n_customers,
+        n_items=n_items,
+        start=date.fromisoformat(start),
+        end=date.fromisoformat(end),
+        seed=seed,
+    )
     orders = pd.concat(list(generate(config)), ignore_index=True)
     items = items_table(config)
     rounds = 30 if fast else 200
@@ -145,7 +152,25 @@ def build_demo_models(
         model = cls(**kwargs).fit(orders, as_of, items=items)
         model.save(folder / kind)
         out[kind] = folder / kind
+    if "recommender" in out:
+        _str_arrays(out["recommender"] / "arrays.npz")
     return out
+
+
+def _str_arrays(path: Path) -> None:
+    """Rewrite object-dtype id arrays as unicode so ``allow_pickle=False`` loads work.
+
+    Workaround: the recommender's ``save`` wrote ``user_ids`` as an object array (which its own
+    ``load`` refuses); a no-op once the artifact writes string arrays.
+    """
+    import numpy as np
+
+    with np.load(path, allow_pickle=True) as z:
+        arrays = {k: z[k] for k in z.files}
+    bad = [k for k, v in arrays.items() if v.dtype == object]
+    if bad:
+        log.warning("recommender arrays %s were object dtype; rewritten as str", bad)
+        np.savez(path, **{k: (v.astype(str) if k in bad else v) for k, v in arrays.items()})
 
 
 def demo_ids(model_dir: Path) -> dict[str, list[str]]:

@@ -1,0 +1,465 @@
+"""In-process tests of the BentoML service through its ASGI app (``Shopml.to_asgi()``).
+
+Models are fitted once per session on a tiny synthetic shop (training code is allowed here to
+build fixtures; the service itself never imports it) and served via ``SHOPML_MODEL_DIR``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from starlette.testclient import TestClient
+
+from serving.auth import KeyConfigError, KeyRing, is_loopback
+
+LOOPBACK = "http://127.0.0.1"
+KEYS = "sf-key:storefront,mk-key:marketing,pl-key:planning+storefront,root-key:admin"
+SECRET = "mk-key"
+
+MakeClient = Callable[..., TestClient]
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """churn / repurchase / value / demand / recommender folders fitted on a tiny shop."""
+    from training.benchmarks.serve import build_demo_models
+
+    folder = tmp_path_factory.mktemp("models")
+    build_demo_models(folder, n_customers=300, n_items=60, fast=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ids(model_dir: Path) -> dict[str, list[str]]:
+    customers = pd.read_parquet(model_dir / "churn" / "scores.parquet")["customer_id"].tolist()
+    items = pd.read_parquet(model_dir / "demand" / "items.parquet")["item_id"].tolist()
+    return {"customer": [str(c) for c in customers], "item": [str(i) for i in items]}
+
+
+_APP: list[Any] = []
+
+
+def asgi_app() -> Any:
+    """``Shopml.to_asgi()``, built once."""
+    if not _APP:
+        from serving.service import Shopml
+
+        _APP.append(Shopml.to_asgi())  # type: ignore[attr-defined]
+    return _APP[0]
+
+
+@pytest.fixture()
+def make_client(model_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeClient]:
+    """A factory of started TestClients; env entries set to None are removed.
+
+    One ASGI app per session (BentoML registers Prometheus metrics per app); models and the
+    guard's settings are re-read from the environment at every start-up (lifespan).
+    """
+    opened: list[TestClient] = []
+
+    def make(base_url: str = LOOPBACK, **env: str | None) -> TestClient:
+        defaults: dict[str, str | None] = {
+            "SHOPML_MODEL_DIR": str(model_dir),
+            "SHOPML_BIND_HOST": "127.0.0.1",
+            "SHOPML_API_KEYS": None,
+            "SHOPML_API_KEYS_FILE": None,
+            "BENTOML_HOST": None,
+            "SHOPML_REQUIRE_MODELS": None,
+        }
+        for name, value in {**defaults, **env}.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, value)
+        client = TestClient(asgi_app(), base_url=base_url, raise_server_exceptions=False)
+        client.__enter__()
+        opened.append(client)
+        return client
+
+    yield make
+    for client in opened:
+        client.__exit__(None, None, None)
+
+
+@pytest.fixture()
+def client(make_client: MakeClient) -> TestClient:
+    return make_client()
+
+
+def fields_of(resp: Any) -> list[str]:
+    """Field names an error response points at (pydantic detail locs or our ``field``)."""
+    body = resp.json()
+    if "detail" in body:
+        return [str(d["loc"][0]) if d["loc"] else "body" for d in body["detail"]]
+    return [body.get("field")]
+
+
+# ---------------------------------------------------------------- happy paths
+def test_recommend_known_user(client: TestClient, model_dir: Path) -> None:
+    from shopml.artifacts.recommender import RecommenderArtifact
+
+    art = RecommenderArtifact.load(model_dir / "recommender")
+    user = str(art.user_ids[0])
+    r = client.post("/v1/recommend", json={"user_id": user, "k": 5})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["known_user"] is True and body["user_id"] == user
+    assert 1 <= len(body["items"]) <= 5
+    assert {"item_id", "score", "reason", "strategy"} <= set(body["items"][0])
+    assert body["model_version"].startswith("shopml-recommender")
+    expected = [x.item_id for x in art.recommend(user, 5)]
+    assert [i["item_id"] for i in body["items"]] == expected
+
+
+def test_recommend_unknown_user_gets_popular_fallback(client: TestClient) -> None:
+    r = client.post("/v1/recommend", json={"user_id": "never-seen", "k": 7})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["known_user"] is False and body["strategy"] == "popular"
+    assert len(body["items"]) == 7
+
+
+def test_recommend_numeric_user_id_and_filters(client: TestClient, model_dir: Path) -> None:
+    from shopml.artifacts.recommender import RecommenderArtifact
+
+    art = RecommenderArtifact.load(model_dir / "recommender")
+    category = art.categories()[0]
+    r = client.post(
+        "/v1/recommend",
+        json={"user_id": 12345, "k": 3, "category": category, "exclude_purchased": "always"},
+    )
+    assert r.status_code == 200, r.text
+    got = [i["item_id"] for i in r.json()["items"]]
+    cats = dict(zip(art.item_ids.tolist(), art.item_categories.tolist(), strict=True))
+    assert got and all(cats[i] == category for i in got)
+    excluded = client.post(
+        "/v1/recommend",
+        json={"user_id": "never-seen", "k": 3, "exclude_items": got[:1], "category": category},
+    )
+    assert got[0] not in [i["item_id"] for i in excluded.json()["items"]]
+
+
+def test_similar_items(client: TestClient, ids: dict[str, list[str]]) -> None:
+    r = client.post("/v1/similar_items", json={"item_id": ids["item"][0], "k": 4})
+    assert r.status_code == 200, r.text
+    items = r.json()["items"]
+    assert len(items) <= 4 and all(i["item_id"] != ids["item"][0] for i in items)
+
+
+def test_churn_risk_paging_sort_and_filters(client: TestClient) -> None:
+    first = client.post("/v1/churn_risk", json={"limit": 50})
+    assert first.status_code == 200, first.text
+    body = first.json()
+    total, rows = body["total"], body["rows"]
+    assert total > 50 and len(rows) == 50 and body["as_of"] == "2024-06-01"
+    var = [r["value_at_risk"] for r in rows]
+    assert var == sorted(var, reverse=True)
+    seen = [r["customer_id"] for r in rows]
+    cursor = body["next_cursor"]
+    while cursor:
+        page = client.post("/v1/churn_risk", json={"limit": 50, "cursor": cursor}).json()
+        seen += [r["customer_id"] for r in page["rows"]]
+        cursor = page["next_cursor"]
+    assert len(seen) == total == len(set(seen))
+
+    by_p = client.post(
+        "/v1/churn_risk",
+        json={"sort": "probability", "min_probability": 0.5, "segment": "dormant", "limit": 1000},
+    ).json()
+    probs = [r["probability"] for r in by_p["rows"]]
+    assert probs == sorted(probs, reverse=True) and all(p >= 0.5 for p in probs)
+    assert all(r["segment"] == "dormant" for r in by_p["rows"])
+    assert by_p["next_cursor"] is None
+
+    rich = client.post("/v1/churn_risk", json={"min_value_at_risk": 50.0}).json()
+    assert all(r["value_at_risk"] >= 50.0 for r in rich["rows"])
+
+
+def test_churn_risk_cursor_must_match_the_query(client: TestClient) -> None:
+    cursor = client.post("/v1/churn_risk", json={"limit": 5}).json()["next_cursor"]
+    r = client.post("/v1/churn_risk", json={"limit": 5, "cursor": cursor, "sort": "probability"})
+    assert r.status_code == 400 and fields_of(r) == ["cursor"]
+    r = client.post("/v1/churn_risk", json={"cursor": "not-a-cursor!"})
+    assert r.status_code == 400 and fields_of(r) == ["cursor"]
+
+
+def test_customer_scores_batch(client: TestClient, ids: dict[str, list[str]]) -> None:
+    batch = [*ids["customer"][:3], "ghost", ids["customer"][0]]
+    r = client.post("/v1/customer_scores", json={"customer_ids": batch})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert [c["customer_id"] for c in body["customers"]] == ids["customer"][:3]
+    assert body["unknown_ids"] == ["ghost"]
+    row = body["customers"][0]
+    assert 0 <= row["churn_probability"] <= 1 and 0 <= row["repurchase_probability"] <= 1
+    assert row["value_at_risk"] == pytest.approx(row["churn_probability"] * row["value"])
+    assert set(body["model_versions"]) == {"churn", "repurchase", "value"}
+
+
+def test_forecast(client: TestClient, ids: dict[str, list[str]]) -> None:
+    item = ids["item"][0]
+    r = client.post(
+        "/v1/forecast",
+        json={
+            "item_ids": [item, "nope"],
+            "horizon": 4,
+            "lead_time_weeks": 2,
+            "service_level": 0.9,
+            "stock_on_hand": {item: 3},
+        },
+    )
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["unknown_ids"] == ["nope"] and body["service_level"] == 0.9
+    row = body["items"][0]
+    assert len(row["weeks"]) == 4
+    for w in row["weeks"]:
+        assert 0 <= w["p10"] <= w["p50"] <= w["p90"]
+    assert row["reorder_point"] >= row["safety_stock"] >= 0
+    assert 0 <= row["stockout_probability"] <= 1 and row["stock_on_hand"] == 3
+    no_stock = client.post("/v1/forecast", json={"item_ids": [item]}).json()["items"][0]
+    assert len(no_stock["weeks"]) == 12 and no_stock["stockout_probability"] is None
+
+
+def test_models_noop_readyz_and_openapi(client: TestClient) -> None:
+    models = client.post("/v1/models", json={}).json()
+    assert models["missing"] == []
+    kinds = {m["kind"]: m for m in models["models"]}
+    assert set(kinds) == {"recommender", "churn", "repurchase", "value", "demand"}
+    assert all(m["loaded"] and m["as_of"] for m in kinds.values())
+    assert client.post("/v1/noop", json={}).json() == {"ok": True}
+    assert client.post("/v1/noop").status_code == 200  # empty body is {}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["missing"] == {}
+    spec = client.get("/docs.json").json()
+    assert {"/v1/recommend", "/v1/churn_risk", "/v1/forecast"} <= set(spec["paths"])
+
+
+# ---------------------------------------------------------------- bad input: 4xx naming the field
+BAD_BODIES: list[tuple[str, Any, str]] = [
+    ("/v1/recommend", {"k": 5}, "user_id"),
+    ("/v1/recommend", {"user_id": "u", "k": 0}, "k"),
+    ("/v1/recommend", {"user_id": "u", "k": 101}, "k"),
+    ("/v1/recommend", {"user_id": "u", "k": "10"}, "k"),
+    ("/v1/recommend", {"user_id": "u", "k": 2.5}, "k"),
+    ("/v1/recommend", {"user_id": "u", "k": True}, "k"),
+    ("/v1/recommend", {"user_id": ["u"]}, "user_id"),
+    ("/v1/recommend", {"user_id": ""}, "user_id"),
+    ("/v1/recommend", {"user_id": "u" * 129}, "user_id"),
+    ("/v1/recommend", {"user_id": "u", "exclude_purchased": "sometimes"}, "exclude_purchased"),
+    ("/v1/recommend", {"user_id": "u", "exclude_items": "abc"}, "exclude_items"),
+    ("/v1/recommend", {"user_id": "u", "exclude_items": ["x"] * 1001}, "exclude_items"),
+    ("/v1/recommend", {"user_id": "u", "top_k": 5}, "top_k"),
+    ("/v1/recommend", {"user_id": "u", "category": "no-such-category"}, "category"),
+    ("/v1/similar_items", {"item_id": "x", "k": -1}, "k"),
+    ("/v1/similar_items", {"item_id": None}, "item_id"),
+    ("/v1/churn_risk", {"limit": 0}, "limit"),
+    ("/v1/churn_risk", {"limit": 1001}, "limit"),
+    ("/v1/churn_risk", {"min_probability": 1.5}, "min_probability"),
+    ("/v1/churn_risk", {"min_probability": "high"}, "min_probability"),
+    ("/v1/churn_risk", {"min_value_at_risk": -1}, "min_value_at_risk"),
+    ("/v1/churn_risk", {"sort": "name"}, "sort"),
+    ("/v1/churn_risk", {"segment": "vip"}, "segment"),
+    ("/v1/customer_scores", {"customer_ids": []}, "customer_ids"),
+    ("/v1/customer_scores", {"customer_ids": [str(i) for i in range(1001)]}, "customer_ids"),
+    ("/v1/customer_scores", {"customer_ids": "C1"}, "customer_ids"),
+    ("/v1/customer_scores", {"customer_ids": [{"id": 1}]}, "customer_ids"),
+    ("/v1/forecast", {"item_ids": ["a"], "horizon": 0}, "horizon"),
+    ("/v1/forecast", {"item_ids": ["a"], "horizon": 13}, "horizon"),
+    ("/v1/forecast", {"item_ids": [str(i) for i in range(501)]}, "item_ids"),
+    ("/v1/forecast", {"item_ids": ["a"], "service_level": 1.0}, "service_level"),
+    ("/v1/forecast", {"item_ids": ["a"], "lead_time_weeks": 0}, "lead_time_weeks"),
+    ("/v1/forecast", {"item_ids": ["a"], "stock_on_hand": {"a": -2}}, "stock_on_hand"),
+    ("/v1/forecast", {"item_ids": ["a"], "stock_on_hand": [1, 2]}, "stock_on_hand"),
+    ("/v1/noop", {"x": 1}, "x"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "field"), BAD_BODIES)
+def test_bad_requests_are_4xx_naming_the_field(
+    client: TestClient, path: str, body: Any, field: str
+) -> None:
+    r = client.post(path, json=body)
+    assert 400 <= r.status_code < 500, (r.status_code, r.text)
+    assert field in fields_of(r), r.text
+
+
+def test_unknown_item_for_similar_items_is_404(client: TestClient) -> None:
+    r = client.post("/v1/similar_items", json={"item_id": "no-such-item"})
+    assert r.status_code == 404
+    assert r.json()["field"] == "item_id" and "no-such-item" in r.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("content", "ctype", "status"),
+    [
+        (b"{bad json", "application/json", 400),
+        (b"[1, 2, 3]", "application/json", 400),
+        (b'"text"', "application/json", 400),
+        (b"null", "application/json", 400),
+        (b"\xff\xfe\x00", "application/json", 400),
+        (b'{"user_id": "u"}', "text/plain", 415),
+        (b'{"user_id": "u"}', "multipart/form-data; boundary=x", 415),
+        (b'{"user_id": "u"}', "application/vnd.bentoml+pickle", 415),
+        (b'{"user_id": "u"}', "application/x-www-form-urlencoded", 415),
+    ],
+)
+def test_malformed_bodies(client: TestClient, content: bytes, ctype: str, status: int) -> None:
+    r = client.post("/v1/recommend", content=content, headers={"content-type": ctype})
+    assert r.status_code == status, r.text
+    assert "error" in r.json()
+
+
+def test_oversized_bodies_are_413(client: TestClient) -> None:
+    big = json.dumps({"user_id": "u", "exclude_items": ["x" * 100] * 20_000}).encode()
+    r = client.post("/v1/recommend", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413 and r.json()["field"] == "body"
+
+    def chunks() -> Iterator[bytes]:  # no content-length: streamed body
+        yield b'{"user_id": "'
+        for _ in range(2_000):
+            yield b"x" * 1_000
+        yield b'"}'
+
+    r = client.post("/v1/recommend", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_wrong_method_and_route(client: TestClient) -> None:
+    assert client.get("/v1/recommend").status_code == 405
+    assert client.post("/v1/nothing", json={}).status_code == 404
+
+
+# ---------------------------------------------------------------- missing models
+def test_missing_models_answer_503_and_are_reported(
+    make_client: MakeClient, tmp_path: Path, model_dir: Path
+) -> None:
+    import shutil
+
+    shutil.copytree(model_dir / "demand", tmp_path / "demand")
+    (tmp_path / "recommender").mkdir()
+    (tmp_path / "recommender" / "meta.json").write_text('{"kind": "recommender"}')  # broken
+    client = make_client(SHOPML_MODEL_DIR=str(tmp_path))
+    for path, body in [
+        ("/v1/recommend", {"user_id": "u"}),
+        ("/v1/similar_items", {"item_id": "i"}),
+        ("/v1/churn_risk", {}),
+        ("/v1/customer_scores", {"customer_ids": ["c"]}),
+    ]:
+        r = client.post(path, json=body)
+        assert r.status_code == 503 and "not available" in r.json()["error"], (path, r.text)
+    assert client.post("/v1/forecast", json={"item_ids": ["x"]}).status_code == 200
+    models = client.post("/v1/models", json={}).json()
+    assert set(models["missing"]) == {"recommender", "churn", "repurchase", "value"}
+    rec = next(m for m in models["models"] if m["kind"] == "recommender")
+    assert "failed to load" in rec["message"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and set(ready.json()["missing"]) == set(models["missing"])
+
+
+def test_required_models_gate_readiness(make_client: MakeClient, tmp_path: Path) -> None:
+    client = make_client(SHOPML_MODEL_DIR=str(tmp_path), SHOPML_REQUIRE_MODELS="all")
+    assert client.get("/readyz").status_code == 503
+
+
+# ---------------------------------------------------------------- auth
+def test_keys_no_key_invalid_wrong_scope_right_scope(
+    make_client: MakeClient, ids: dict[str, list[str]], caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    client = make_client(SHOPML_API_KEYS=KEYS)
+    scores = {"customer_ids": ids["customer"][:2]}
+    assert client.post("/v1/customer_scores", json=scores).status_code == 401
+    bad = client.post("/v1/customer_scores", json=scores, headers={"X-API-Key": "wrong"})
+    assert bad.status_code == 401 and "invalid" in bad.json()["error"]
+    wrong = client.post(
+        "/v1/customer_scores", json=scores, headers={"Authorization": "Bearer sf-key"}
+    )
+    assert wrong.status_code == 403 and "marketing" in wrong.json()["error"]
+    ok = client.post(
+        "/v1/customer_scores", json=scores, headers={"Authorization": f"Bearer {SECRET}"}
+    )
+    assert ok.status_code == 200
+    assert (
+        client.post(
+            "/v1/recommend", json={"user_id": "u"}, headers={"X-API-Key": "sf-key"}
+        ).status_code
+        == 200
+    )
+    assert (
+        client.post(
+            "/v1/recommend", json={"user_id": "u"}, headers={"X-API-Key": "mk-key"}
+        ).status_code
+        == 403
+    )
+    fc = {"item_ids": ids["item"][:1]}
+    assert client.post("/v1/forecast", json=fc, headers={"X-API-Key": "pl-key"}).status_code == 200
+    assert client.post("/v1/forecast", json=fc, headers={"X-API-Key": "sf-key"}).status_code == 403
+    assert (
+        client.post("/v1/forecast", json=fc, headers={"X-API-Key": "root-key"}).status_code == 200
+    )
+    assert client.post("/v1/models", json={}).status_code == 401
+    assert client.post("/v1/models", json={}, headers={"X-API-Key": "pl-key"}).status_code == 200
+    assert client.get("/readyz").status_code == 200  # health stays open
+    assert SECRET not in caplog.text and "sf-key" not in caplog.text
+
+
+def test_keys_from_file(make_client: MakeClient, tmp_path: Path) -> None:
+    keyfile = tmp_path / "keys"
+    keyfile.write_text("# shop keys\nfile-key:storefront\n")
+    client = make_client(SHOPML_API_KEYS_FILE=str(keyfile))
+    assert client.post("/v1/noop", json={}).status_code == 401
+    assert client.post("/v1/noop", json={}, headers={"X-API-Key": "file-key"}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("env", "base_url"),
+    [
+        ({"SHOPML_BIND_HOST": "0.0.0.0"}, LOOPBACK),
+        ({"SHOPML_BIND_HOST": None}, LOOPBACK),  # unknown bind host: bentoml defaults to 0.0.0.0
+        ({"SHOPML_BIND_HOST": None, "BENTOML_HOST": "10.1.2.3"}, LOOPBACK),
+        ({"SHOPML_BIND_HOST": "127.0.0.1"}, "http://10.1.2.3"),  # arrived on a public address
+    ],
+)
+def test_non_loopback_without_keys_refuses_customer_endpoints(
+    make_client: MakeClient, env: dict[str, str | None], base_url: str
+) -> None:
+    client = make_client(base_url=base_url, **env)
+    for path, body in [("/v1/churn_risk", {}), ("/v1/customer_scores", {"customer_ids": ["c"]})]:
+        r = client.post(path, json=body)
+        assert r.status_code == 403 and "SHOPML_API_KEYS" in r.json()["error"], r.text
+    assert client.post("/v1/recommend", json={"user_id": "u"}).status_code == 200
+
+
+def test_non_loopback_with_keys_allows_customer_endpoints(make_client: MakeClient) -> None:
+    client = make_client(SHOPML_BIND_HOST="0.0.0.0", SHOPML_API_KEYS=KEYS)
+    r = client.post("/v1/churn_risk", json={}, headers={"X-API-Key": SECRET})
+    assert r.status_code == 200
+
+
+def test_loopback_bentoml_host_allows_customer_endpoints(make_client: MakeClient) -> None:
+    client = make_client(SHOPML_BIND_HOST=None, BENTOML_HOST="127.0.0.1")
+    assert client.post("/v1/churn_risk", json={"limit": 1}).status_code == 200
+
+
+def test_keyring_parsing() -> None:
+    ring = KeyRing.parse("a:storefront, b:marketing+planning\n# comment\nc:d:admin")
+    assert ring.scopes_of("a") == {"storefront"}
+    assert ring.scopes_of("b") == {"marketing", "planning"}
+    assert ring.scopes_of("c:d") == {"admin"}
+    assert ring.scopes_of("nope") is None
+    assert not KeyRing.parse("").enabled
+    for bad in ("nokey", "k:", "k:root", ":storefront"):
+        with pytest.raises(KeyConfigError):
+            KeyRing.parse(bad)
+    with pytest.raises(KeyConfigError) as err:
+        KeyRing.parse("supersecret:wrongscope")
+    assert "supersecret" not in str(err.value)
+    assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
+    assert not is_loopback("0.0.0.0") and not is_loopback(None) and not is_loopback("testserver")
