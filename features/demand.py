@@ -91,7 +91,7 @@ def weekly_demand(
     df, wk = df[keep], wk[keep]
     items_all = df[item_col].astype(str).to_numpy()
     items = pd.Index(np.unique(items_all), name=item_col)
-    i = items.get_indexer(items_all)
+    i = items.get_indexer(pd.Index(items_all))
     t = ((wk - weeks[0].to_datetime64()) // np.timedelta64(7, "D")).astype(np.int64)
     n, m = len(items), len(weeks)
     qty = df[qty_col].to_numpy(dtype=float)

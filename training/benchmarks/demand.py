@@ -160,6 +160,122 @@ def ref_lightgbm(
     for params in objectives:
         full = {"num_threads": NUM_THREADS, "verbose": -1, "seed": 0, **params}
         booster = lgb.train(full, lgb.Dataset(x, y), num_boost_round=200)
-        pred = booster.predict(xt).reshape(horizon, len(rows)).T
+        pred = np.asarray(booster.predict(xt)).reshape(horizon, len(rows)).T
         out.append(np.maximum(pred, 0.0))
     return out
+
+
+# ------------------------------------------------------------------------------------- runner
+def _row(task: str, model: str, **metrics: Any) -> dict[str, Any]:
+    return {"task": task, "model": model, **{k: v for k, v in metrics.items() if v is not None}}
+
+
+def evaluate_origin(
+    orders: pd.DataFrame, items: pd.DataFrame | None, origin: str, horizon: int
+) -> list[dict[str, Any]]:
+    """Every row (shopml and references) for one origin."""
+    from training.demand import DemandModel, tsb
+
+    task = f"D@{origin}"
+    purch = purchases(orders)
+    wd = weekly_demand(purch, origin_as_of(origin))
+    rows = np.flatnonzero(active_items(wd.units, MIN_WEEKS))
+    hist = wd.units[rows]
+    y = actuals(purch, wd.items[rows], origin, horizon)
+    log.info("%s: %d series, h = %d", task, len(rows), horizon)
+    out: list[dict[str, Any]] = []
+
+    started = time.perf_counter()
+    model = DemandModel(horizon=horizon, num_threads=NUM_THREADS).fit(
+        orders, origin_as_of(origin), items
+    )
+    fit_s = time.perf_counter() - started
+    started = time.perf_counter()
+    fc = model.artifact_.forecast_arrays(wd.items[rows], horizon)
+    predict_s = time.perf_counter() - started
+    quant = np.stack([fc["p10"], fc["p50"], fc["p90"]])
+    p50 = point_metrics(hist, y, fc["p50"])
+    out.append(
+        _row(
+            task, "shopml", series=len(rows), **point_metrics(hist, y, fc["point"]),
+            **quantile_metrics(y, quant),
+            mase_p50=p50["mase"], wape_p50=p50["wape"], bias_p50=p50["bias"],
+            fit_s=fit_s, predict_s=predict_s,
+            combination=model.combination_.__dict__ | {"scores": None},
+        )
+    )  # fmt: skip
+
+    def simple(name: str, fn: Callable[[], np.ndarray]) -> None:
+        t0 = time.perf_counter()
+        f = fn()
+        out.append(_row(task, name, **point_metrics(hist, y, f), fit_s=time.perf_counter() - t0))
+
+    simple("naive", lambda: ref_naive(hist, horizon))
+    simple("mean-12", lambda: ref_mean(hist, horizon, 12))
+    simple("mean-4", lambda: ref_mean(hist, horizon, 4))
+    simple("tsb-0.1-0.1 (numpy)", lambda: np.repeat(tsb(hist)[:, None], horizon, axis=1))
+    t0 = time.perf_counter()
+    emp = ref_empirical(hist, horizon)
+    out.append(
+        _row(task, "empirical-quantiles-12", **point_metrics(hist, y, emp[1]),
+             **quantile_metrics(y, emp), fit_s=time.perf_counter() - t0)
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    (tw,) = ref_lightgbm(wd, rows, horizon, [{"objective": "tweedie"}])
+    out.append(
+        _row(task, "lightgbm-tweedie-global", **point_metrics(hist, y, tw),
+             fit_s=time.perf_counter() - t0)
+    )  # fmt: skip
+    t0 = time.perf_counter()
+    qs = ref_lightgbm(wd, rows, horizon, [{"objective": "quantile", "alpha": a} for a in QUANTILES])
+    q = np.sort(np.stack(qs), axis=0)
+    out.append(
+        _row(task, "lightgbm-quantile", **point_metrics(hist, y, q[1]), **quantile_metrics(y, q),
+             fit_s=time.perf_counter() - t0)
+    )  # fmt: skip
+    for name, metrics in QUOTED.get(task, {}).items():
+        out.append(_row(task, name, **metrics, source="BENCHMARKS.md"))
+    return out
+
+
+def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``D-mean``: per model, the mean of each metric over the three origins."""
+    out = []
+    models = dict.fromkeys(r["model"] for r in rows if r["task"] != "D-mean")
+    keys = ("mase", "rmsse", "wape", "bias", "pinball@0.1", "pinball@0.5", "pinball@0.9",
+            "coverage80", "mase_p50", "wape_p50", "bias_p50", "fit_s")  # fmt: skip
+    for model in models:
+        mine = [r for r in rows if r["model"] == model and "source" not in r]
+        if len(mine) != len(ORIGINS):
+            continue
+        metrics = {k: float(np.mean([r[k] for r in mine])) for k in keys if k in mine[0]}
+        out.append(_row("D-mean", model, **metrics))
+    for name, metrics in QUOTED["D-mean"].items():
+        out.append(_row("D-mean", name, **metrics, source="BENCHMARKS.md"))
+    return out
+
+
+def run(dataset: Any) -> list[dict[str, Any]]:
+    """Protocol D on a loaded Online Retail :class:`~features.io.Dataset`; writes the results."""
+    rows: list[dict[str, Any]] = []
+    for origin, horizon in ORIGINS.items():
+        rows += evaluate_origin(dataset.orders, dataset.items, origin, horizon)
+    rows += mean_rows(rows)
+    write_results("online-retail", "D", rows, as_of=MAIN_ORIGIN)
+    return rows
+
+
+def main() -> None:
+    """Load ../shared/data Online Retail and run protocol D."""
+    from features.io import load_dataset
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    rows = run(load_dataset(DATA / "online_retail.parquet"))
+    for r in rows:
+        if r["model"] == "shopml":
+            log.info("%s", {k: v for k, v in r.items() if k != "combination"})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""Demand forecasting: features, estimator contract, artifact, planner maths, protocol D counts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from features.demand import week_ending, weekly_demand
+from features.schema import (
+    CATEGORY,
+    CUSTOMER_ID,
+    IS_RETURN,
+    ITEM_ID,
+    ITEM_NAME,
+    ORDER_ID,
+    ORDERED_AT,
+    QUANTITY,
+    UNIT_PRICE,
+)
+from shopml.artifacts.demand import DemandArtifact
+from shopml.artifacts.inventory import plan
+from training.demand import DemandModel
+
+START = pd.Timestamp("2010-12-01")
+AS_OF = pd.Timestamp("2011-09-05")  # last complete week ends 2011-09-04
+
+
+def xmas_multiplier(day: pd.Timestamp) -> float:
+    """Known seasonal pattern: 4x in early December, 1x in January, log-linear ramp in between."""
+    if day.month == 12 and day.day <= 24:
+        return 4.0
+    start = pd.Timestamp(year=day.year, month=1, day=1)
+    phi = min(
+        max((day - start).days / (pd.Timestamp(year=day.year, month=12, day=1) - start).days, 0), 1
+    )
+    return float(4.0**phi) if day.month != 12 else 1.0
+
+
+def synthetic_shop(
+    seed: int = 0, n_items: int = 24, end: str = "2011-12-01"
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Seeded daily orders: half the items seasonal (Christmas), half flat; Poisson units."""
+    rng = np.random.default_rng(seed)
+    days = pd.date_range(START, end, freq="D")
+    rows: list[tuple[str, str, str, pd.Timestamp, float, float]] = []
+    base = rng.uniform(0.6, 2.0, n_items)
+    for d in days:
+        mult = xmas_multiplier(d)
+        for i in range(n_items):
+            rate = base[i] * (mult if i % 2 == 0 else 1.0)
+            k = rng.poisson(rate)
+            if k:
+                rows.append(
+                    (
+                        f"c{rng.integers(50)}",
+                        f"o{len(rows)}",
+                        f"{10000 + i}",
+                        d + pd.Timedelta(hours=10),
+                        float(k),
+                        1.0 + i % 3,
+                    )
+                )
+    orders = pd.DataFrame(
+        rows, columns=[CUSTOMER_ID, ORDER_ID, ITEM_ID, ORDERED_AT, QUANTITY, UNIT_PRICE]
+    )
+    orders[IS_RETURN] = False
+    items = pd.DataFrame(
+        {
+            ITEM_ID: [f"{10000 + i}" for i in range(n_items)],
+            ITEM_NAME: [f"item {i}" for i in range(n_items)],
+            CATEGORY: ["XMAS" if i % 2 == 0 else "PLAIN" for i in range(n_items)],
+        }
+    )
+    return orders, items
+
+
+@pytest.fixture(scope="module")
+def shop() -> tuple[pd.DataFrame, pd.DataFrame]:
+    return synthetic_shop()
+
+
+def small_model(**kw: object) -> DemandModel:
+    return DemandModel(num_rounds=15, num_leaves=7, min_data_in_leaf=20, num_threads=1, **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def fitted(shop: tuple[pd.DataFrame, pd.DataFrame]) -> DemandModel:
+    orders, items = shop
+    return small_model().fit(orders, AS_OF, items)
+
+
+# --------------------------------------------------------------------------------- features
+def test_weeks_end_on_sunday_and_partial_weeks_dropped(
+    shop: tuple[pd.DataFrame, pd.DataFrame],
+) -> None:
+    wd = weekly_demand(shop[0], AS_OF)
+    assert (wd.weeks.dayofweek == 6).all()
+    assert wd.weeks[0] == pd.Timestamp("2010-12-12")  # 2010-12-01 is a Wednesday
+    assert wd.weeks[-1] == pd.Timestamp("2011-09-04")
+    assert week_ending(
+        pd.Series(pd.to_datetime(["2011-09-04 23:00", "2011-09-05 00:00"]))
+    ).tolist() == [
+        pd.Timestamp("2011-09-04"),
+        pd.Timestamp("2011-09-11"),
+    ]
+
+
+def test_weekly_demand_totals(shop: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    orders = shop[0]
+    wd = weekly_demand(orders, AS_OF)
+    inside = orders[(orders[ORDERED_AT] >= "2010-12-06") & (orders[ORDERED_AT] < "2011-09-05")]
+    assert wd.units.sum() == pytest.approx(inside[QUANTITY].sum())
+
+
+# ------------------------------------------------------------------------------- estimator
+def test_forecast_shapes_and_quantiles(fitted: DemandModel) -> None:
+    art = fitted.artifact_
+    ids = list(art.items[:5])
+    out = fitted.forecast(ids, 12)
+    assert len(out) == 5 * 12
+    assert list(out.columns) == ["item_id", "week", "h", "p10", "p50", "p90", "point"]
+    assert (
+        out["week"].iloc[:12].reset_index(drop=True) == art.weeks.to_series().reset_index(drop=True)
+    ).all()
+    q = art.quantiles
+    assert (q >= 0).all() and (q[0] <= q[1]).all() and (q[1] <= q[2]).all()
+    assert (art.point >= 0).all()
+    assert len(fitted.forecast(ids, 3)) == 15
+
+
+def test_save_load_round_trip(fitted: DemandModel, tmp_path: Path) -> None:
+    ids = list(fitted.artifact_.items)
+    fitted.save(tmp_path / "m")
+    assert not list((tmp_path / "m").glob("*.pkl"))
+    loaded = DemandModel.load(tmp_path / "m")
+    pd.testing.assert_frame_equal(loaded.forecast(ids, 12), fitted.forecast(ids, 12))
+    art = DemandArtifact.load(tmp_path / "m")
+    assert art.origin == pd.Timestamp("2011-09-04")
+    assert len(art.boosters) == 3
+
+
+def test_deterministic(shop: tuple[pd.DataFrame, pd.DataFrame], fitted: DemandModel) -> None:
+    again = small_model().fit(shop[0], AS_OF, shop[1])
+    np.testing.assert_array_equal(again.artifact_.quantiles, fitted.artifact_.quantiles)
+    np.testing.assert_array_equal(again.artifact_.point, fitted.artifact_.point)
+
+
+def test_no_leakage(shop: tuple[pd.DataFrame, pd.DataFrame], fitted: DemandModel) -> None:
+    orders, items = shop
+    changed = orders.copy()
+    late = changed[ORDERED_AT] >= AS_OF
+    changed.loc[late, QUANTITY] = changed.loc[late, QUANTITY] * 50
+    again = small_model().fit(changed, AS_OF, items)
+    np.testing.assert_array_equal(again.artifact_.quantiles, fitted.artifact_.quantiles)
+    cut = small_model().fit(orders[orders[ORDERED_AT] < AS_OF], AS_OF, items)
+    np.testing.assert_array_equal(cut.artifact_.point, fitted.artifact_.point)
+
+
+def test_recovers_known_seasonal_ramp(
+    shop: tuple[pd.DataFrame, pd.DataFrame], fitted: DemandModel
+) -> None:
+    orders, _ = shop
+    art = fitted.artifact_
+    season = np.array([int(i) % 2 == 0 for i in art.items])
+    mean = art.point
+    ramp_xmas = mean[season, 8:].sum() / mean[season, :4].sum()
+    ramp_flat = mean[~season, 8:].sum() / mean[~season, :4].sum()
+    assert ramp_xmas > 1.15 and ramp_xmas > ramp_flat + 0.1
+    assert 0.8 < ramp_flat < 1.25
+    # backtest: the forecast beats last week's value on the seasonal items
+    wd = weekly_demand(orders, AS_OF + pd.Timedelta(weeks=12), start="2011-09-11")
+    truth = wd.frame().reindex(art.items).fillna(0).to_numpy()[:, :12]
+    hist = weekly_demand(orders, AS_OF).frame().reindex(art.items).to_numpy()
+    naive_err = np.abs(truth[season] - hist[season, -1:]).mean()
+    assert np.abs(truth[season] - art.quantiles[1][season]).mean() < naive_err
+
+
+def test_bad_parameters(fitted: DemandModel, shop: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    ids = list(fitted.artifact_.items[:2])
+    with pytest.raises(ValueError, match="horizon"):
+        fitted.forecast(ids, 0)
+    with pytest.raises(ValueError, match="horizon"):
+        fitted.artifact_.forecast(ids, 13)
+    with pytest.raises(KeyError, match="unknown item"):
+        fitted.forecast(["no-such-item"], 4)
+    with pytest.raises(ValueError, match="horizon"):
+        small_model(horizon=13).fit(shop[0], AS_OF, shop[1])
+    with pytest.raises(ValueError, match="no purchases"):
+        small_model().fit(shop[0], "2009-01-01", shop[1])
+
+
+# ---------------------------------------------------------------------------- planner maths
+def test_reorder_point_constant_demand() -> None:
+    """Known answer: 10 units every week with no uncertainty."""
+    q = np.full((1, 12), 10.0)
+    out = plan(q, q, q, lead_time=2, review_period=1, service_level=0.95, on_hand=25, price=3.0)
+    assert out["reorder_point"][0] == pytest.approx(20.0)
+    assert out["order_up_to"][0] == pytest.approx(30.0)
+    assert out["safety_stock"][0] == pytest.approx(0.0)
+    assert out["weeks_of_cover"][0] == pytest.approx(2.5)
+    assert out["p_stockout"][0] == 0.0 and not out["stockout_risk"][0]
+    assert out["order_quantity"][0] == 0.0  # position 25 > reorder point 20
+    low = plan(q, q, q, lead_time=2, review_period=1, on_hand=15, price=3.0)
+    assert low["p_stockout"][0] == 1.0 and low["stockout_risk"][0]
+    assert low["order_quantity"][0] == pytest.approx(15.0)
+    assert low["revenue_at_risk"][0] == pytest.approx(5 * 3.0)
+
+
+def test_reorder_point_exponential_lead_time_demand() -> None:
+    """Known answer: weekly mean 10 and sd 10 -> Gamma shape 1 (exponential) over one week.
+
+    P10 = 0, P90 = 2 * 1.28155 * 10, P50 chosen so the Pearson-Tukey mean is 10.
+    Reorder point at 95 % = -10 ln(0.05) = 29.957; safety stock (review 0) = 19.957;
+    P(stock-out) with 10 units = exp(-1).
+    """
+    p90 = 2 * 1.2815515655446004 * 10
+    p50 = (10 - 0.3 * p90) / 0.4
+    a10, a50, a90 = (np.full((1, 12), v) for v in (0.0, p50, p90))
+    out = plan(a10, a50, a90, lead_time=1, review_period=0, service_level=0.95, on_hand=10)
+    assert out["reorder_point"][0] == pytest.approx(10 * math.log(20), rel=1e-6)
+    assert out["safety_stock"][0] == pytest.approx(10 * math.log(20) - 10, rel=1e-6)
+    assert out["p_stockout"][0] == pytest.approx(math.exp(-1), rel=1e-6)
+    assert out["stockout_risk"][0]  # 0.37 > 1 - 0.95
+
+
+def test_overstock_flag() -> None:
+    q = np.full((2, 12), 1.0)
+    out = plan(q, q, q, lead_time=1, on_hand=np.array([5.0, 100.0]), price=2.0)
+    assert out["overstock"].tolist() == [False, True]
+    assert out["weeks_of_cover"][1] == pytest.approx(100.0)
+    assert out["overstock_value"][1] == pytest.approx((100 - 12) * 2.0)
+
+
+@pytest.mark.parametrize(
+    ("kw", "match"),
+    [
+        ({"service_level": 1.0}, "service_level"),
+        ({"service_level": 0.0}, "service_level"),
+        ({"lead_time": -1}, "lead_time"),
+        ({"review_period": -0.5}, "review_period"),
+        ({"on_hand": -3}, "on_hand"),
+    ],
+)
+def test_plan_bad_parameters(kw: dict[str, float], match: str) -> None:
+    q = np.ones((1, 4))
+    args: dict[str, float] = {"lead_time": 1.0, **kw}
+    with pytest.raises(ValueError, match=match):
+        plan(q, q, q, **args)  # type: ignore[arg-type]
+
+
+# -------------------------------------------------------------------------------- real data
+@pytest.mark.realdata
+def test_protocol_d_series_counts(online_retail) -> None:  # type: ignore[no-untyped-def]
+    from features.demand import active_items
+    from features.schema import purchases
+    from training.benchmarks.demand import ORIGINS, origin_as_of
+
+    orders = purchases(online_retail.orders)
+    counts = {
+        o: int(active_items(weekly_demand(orders, origin_as_of(o)).units).sum()) for o in ORIGINS
+    }
+    assert counts == {"2011-08-28": 2119, "2011-07-31": 1938, "2011-10-02": 2287}
