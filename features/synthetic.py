@@ -150,6 +150,7 @@ PRE_WINDOW_LAUNCH_SHARE = 0.75
 PRICE_STEPS_MEAN, MAX_PRICE_STEPS = 1.5, 4
 PRICE_STEP_LOG_MEAN, PRICE_STEP_LOG_SD = 0.03, 0.06  # mostly increases
 OUT_OF_STOCK_SHARE, MAX_WEEKS_OF_COVER = 0.05, 10.0
+EXPECTED_LINES_PER_ORDER = 2.0  # only to size the stock
 LAUNCH_REDRAWS = 3
 DURABLE_REDRAWS = 3
 
@@ -178,7 +179,7 @@ def _as_date(value: date | str) -> date:
 class ShopConfig:
     """Size, window, seed and behaviour of a synthetic shop (orders fall in ``[start, end)``).
 
-    The defaults make the demo shop: about 5,000 customers, 500 items and 150,000 order lines
+    The defaults make the demo shop: 5,000 customers, 500 items and about 125,000 order lines
     over two years. ``start``/``end`` accept ISO strings too.
     """
 
@@ -344,15 +345,7 @@ def _catalog(config: ShopConfig) -> Catalog:
         -rng.uniform(0, PRE_WINDOW_YEARS * DAYS_PER_YEAR, n),
         rng.uniform(0, config.n_days, n),
     ).round()
-    by_category = np.lexsort((-weight, category))
-    cat_sorted = category[by_category]
-    cat_size = np.bincount(category, minlength=len(specs))
-    cat_first = np.r_[0, np.cumsum(cat_size)[:-1]]
-    within = np.cumsum(weight[by_category])
-    before = np.r_[0.0, within[cat_first[1:] - 1]]  # cumulative weight of earlier categories
-    totals = np.bincount(category, weight, minlength=len(specs))
-    share = (within - before[cat_sorted]) / totals[cat_sorted]
-    share[cat_first + cat_size - 1] = 1.0
+    by_category, cum_flat, cat_first, cat_size = _category_lookup(category, weight, len(specs))
     launch_day[by_category[cat_first]] = -1.0  # each category's top item is on sale from day one
     return Catalog(
         category,
@@ -361,16 +354,34 @@ def _catalog(config: ShopConfig) -> Catalog:
         step_day,
         step_price,
         by_category,
-        cat_sorted + share,
+        cum_flat,
         cat_first,
         cat_size,
         specs,
     )
 
 
+def _category_lookup(
+    category: np.ndarray, weight: np.ndarray, n_cats: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Items sorted by category and popularity, ``category + cumulative share in the category``
+    (so one ``searchsorted`` draws items of many categories at once), first position, size."""
+    by_category = np.lexsort((-weight, category))
+    cat_sorted = category[by_category]
+    cat_size = np.bincount(category, minlength=n_cats)
+    cat_first = np.r_[0, np.cumsum(cat_size)[:-1]]
+    within = np.cumsum(weight[by_category])
+    before = np.r_[0.0, within[cat_first[1:] - 1]]  # cumulative weight of earlier categories
+    totals = np.bincount(category, weight, minlength=n_cats)
+    share = (within - before[cat_sorted]) / totals[cat_sorted]
+    share[cat_first + cat_size - 1] = 1.0
+    return by_category, cat_sorted + share, cat_first, cat_size
+
+
 def _stock_on_hand(catalog: Catalog, config: ShopConfig, rng: np.random.Generator) -> np.ndarray:
     """Units in stock: a few weeks of the item's expected demand, some items sold out."""
-    lines_per_week = config.n_customers * config.rate_shape * config.rate_scale * 7 * 2
+    daily_orders = config.n_customers * config.rate_shape * config.rate_scale
+    lines_per_week = daily_orders * 7 * EXPECTED_LINES_PER_ORDER
     demand = lines_per_week * catalog.weight / catalog.weight.sum()
     stock = np.round(demand * rng.uniform(0, MAX_WEEKS_OF_COVER, len(demand)))
     return np.where(rng.random(len(demand)) < OUT_OF_STOCK_SHARE, 0.0, stock)
