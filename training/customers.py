@@ -596,10 +596,3 @@ class ValueModel:
         model = cls()
         model.artifact_ = CustomerArtifact.load(folder)
         return model
-
-
-def value_at_risk(churn: pd.DataFrame, value: pd.DataFrame) -> pd.DataFrame:
-    """Join churn and value score tables: value_at_risk = P(churn) x expected value."""
-    out = churn.merge(value[[CUSTOMER_ID, "value"]], on=CUSTOMER_ID, how="left")
-    out["value_at_risk"] = out["churn_proba"] * out["value"].fillna(0.0)
-    return out

@@ -443,3 +443,10 @@ class CustomerArtifact:
             phrases=dict(meta.get("phrases", PHRASES)),
             notes=list(meta.get("notes", [])),
         )
+
+
+def value_at_risk(churn: pd.DataFrame, value: pd.DataFrame) -> pd.DataFrame:
+    """Join churn and value score tables: value_at_risk = P(churn) x expected value."""
+    out = churn.merge(value[["customer_id", "value"]], on="customer_id", how="left")
+    out["value_at_risk"] = out["churn_proba"] * out["value"].fillna(0.0)
+    return out
