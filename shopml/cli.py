@@ -51,7 +51,14 @@ class CliError(Exception):
 def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
-    """Configure logging for every command."""
+    """Configure logging and threading for every command."""
+    import os
+
+    # LightGBM/implicit use OpenMP: busy-waiting threads slow fits down badly on shared cores.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -155,6 +162,82 @@ def features(
     )
 
 
+@app.command()
+def train(
+    experiment: Annotated[
+        Path, typer.Option("--experiment", "-e", help="experiment YAML (experiments/*.yaml)")
+    ] = Path("experiments/demo.yaml"),
+    data: Annotated[
+        str | None, typer.Option("--data", "-d", help="override the experiment's data path")
+    ] = None,
+    models: Annotated[
+        list[str] | None,
+        typer.Option("--models", "-k", help="model kinds to train (repeatable); default: all"),
+    ] = None,
+    as_of: Annotated[
+        str | None, typer.Option("--as-of", help="training date; default: day after last order")
+    ] = None,
+    tracking_uri: Annotated[
+        str | None, typer.Option(help="MLflow tracking URI; default: ./.mlflow (SQLite)")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="threads for model fitting")] = None,
+) -> None:
+    """Validate, build features, backtest against baselines, log to MLflow, register, promote."""
+    from shopml.config import load_experiment
+    from training.tracking import Tracker
+    from training.train import train as run_training
+
+    exp = load_experiment(experiment, as_of=as_of)
+    if data is not None:
+        exp = exp.model_copy(update={"data": exp.data.model_copy(update={"path": data})})
+    kinds = _parse_kinds(models) if models else None
+    with console.status(f"reading and validating {exp.data.path} ..."):
+        from training.train import load_experiment_data
+
+        dataset = load_experiment_data(exp)
+    print_report(dataset)
+    tracker = Tracker(tracking_uri, experiment=exp.name)
+    with console.status("training ...") as status:
+        results = run_training(
+            exp, tracker, dataset=dataset, kinds=kinds, threads=threads, progress=status.update
+        )
+    table = Table(title=f"training of {exp.name} (MLflow: {tracker.uri})", title_justify="left")
+    for col in (
+        "model",
+        "version",
+        "backtest",
+        "metric",
+        "shopml",
+        "best baseline",
+        "champion",
+        "why",
+    ):
+        table.add_column(col)
+    for r in results:
+        best = r.backtest.best_baseline()
+        table.add_row(
+            r.kind,
+            r.version.version,
+            r.backtest.window,
+            r.backtest.gate_metric,
+            f"{r.backtest.value:.4f}",
+            f"{best[0]} {best[1]:.4f}" if best else "-",
+            "promoted" if r.decision.promote else "kept previous",
+            r.decision.reason,
+        )
+    console.print(table)
+
+
+def _parse_kinds(models: list[str]) -> tuple[str, ...]:
+    from shopml.config import MODEL_KINDS
+
+    kinds = tuple(k.strip() for m in models for k in m.split(",") if k.strip())
+    unknown = [k for k in kinds if k not in MODEL_KINDS]
+    if unknown:
+        raise CliError(f"--models: unknown kind(s) {unknown}; choose from {list(MODEL_KINDS)}")
+    return kinds
+
+
 @bench_app.command("features")
 def bench_features(
     lines: Annotated[int, typer.Option(min=10_000, help="order lines to generate")] = 5_000_000,
@@ -183,6 +266,6 @@ def run() -> None:
     """Entry point: show contract and usage errors as one line and exit non-zero."""
     try:
         app()
-    except (ContractError, CliError, ValueError, KeyError) as exc:
+    except (ContractError, CliError, ValueError, KeyError, FileNotFoundError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)

@@ -155,6 +155,7 @@ class Tracker:
         """
         import mlflow
         from mlflow.models import infer_signature
+
         from shopml.artifacts.registry import load_artifact
 
         output = load_artifact(folder).predict_frame(input_example)
@@ -205,6 +206,10 @@ class Tracker:
     def set_champion(self, info: VersionInfo) -> None:
         """Move the ``champion`` alias to ``info``."""
         self.client.set_registered_model_alias(registered_name(info.kind), CHAMPION, info.version)
+
+    def tag_version(self, info: VersionInfo, key: str, value: str) -> None:
+        """Set a tag on a registered model version (e.g. the gate's decision)."""
+        self.client.set_model_version_tag(registered_name(info.kind), info.version, key, value)
 
     def download(self, kind: str, dst: Path, alias: str = CHAMPION) -> Path:
         """Download the saved model folder of ``kind@alias``; returns its path."""

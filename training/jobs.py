@@ -1,0 +1,288 @@
+"""One training job per model kind: backtest against baselines, then fit for serving.
+
+A job's ``backtest`` refits the model as of ``as_of - window`` on the data before that date and
+scores it, and every baseline, on ``[as_of - window, as_of)``; ``fit`` trains on everything
+before ``as_of`` and saves the servable folder. The orchestration (:mod:`training.train`) logs
+both to MLflow and applies the promotion gate.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from features.io import Dataset
+from features.labels import churn_labels, repurchase_labels
+from features.users import user_features
+from shopml.artifacts.customers import value_at_risk
+from training import plots
+
+log = logging.getLogger(__name__)
+
+
+def default_threads() -> int:
+    """Threads for LightGBM/implicit: env SHOPML_THREADS, else the machine's cores (max 8)."""
+    return int(os.environ.get("SHOPML_THREADS", min(8, os.cpu_count() or 1)))
+
+
+@dataclass
+class Backtest:
+    """Metrics of the candidate (``shopml``) and each baseline on one backtest window."""
+
+    window: str
+    metrics: dict[str, dict[str, float]]
+    gate_metric: str
+    higher_is_better: bool
+    figures: dict[str, Figure] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def value(self) -> float:
+        """The candidate's gate metric."""
+        return float(self.metrics["shopml"][self.gate_metric])
+
+    def best_baseline(self) -> tuple[str, float] | None:
+        """The baseline with the best gate metric, if any."""
+        others = {k: v[self.gate_metric] for k, v in self.metrics.items() if k != "shopml"}
+        if not others:
+            return None
+        pick = max if self.higher_is_better else min
+        name = pick(others, key=lambda k: others[k])
+        return name, float(others[name])
+
+    def beats_baselines(self) -> bool:
+        """True when the candidate is at least as good as its best baseline."""
+        best = self.best_baseline()
+        if best is None:
+            return True
+        return self.value >= best[1] if self.higher_is_better else self.value <= best[1]
+
+
+@dataclass
+class Fitted:
+    """A saved, servable model folder and what the registry should know about it."""
+
+    folder: Path
+    input_example: pd.DataFrame
+    summary: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Job(Protocol):
+    """The two steps every model kind provides."""
+
+    kind: ClassVar[str]
+    window_days: ClassVar[int]
+
+    def backtest(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any]) -> Backtest: ...
+
+    def fit(
+        self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any], folder: Path
+    ) -> Fitted: ...
+
+
+# ------------------------------------------------------------------------ customers
+class _CustomerJob:
+    """Churn or repurchase propensity: LightGBM on stacked snapshots vs RFM/BTYD baselines."""
+
+    kind: ClassVar[str]
+    window_days: ClassVar[int]
+    label_name: ClassVar[str]
+
+    def __init__(self, horizon_days: int | None = None, threads: int | None = None) -> None:
+        self.horizon_days = horizon_days or self.window_days
+        self.threads = threads or default_threads()
+
+    def _model(self, params: dict[str, Any]) -> Any:
+        from training.customers import ChurnModel, RepurchaseModel
+
+        cls = ChurnModel if self.kind == "churn" else RepurchaseModel
+        return cls(horizon_days=self.horizon_days, num_threads=self.threads, **params)
+
+    def _labels(self, ds: Dataset, at: pd.Timestamp, population: pd.Index) -> np.ndarray:
+        fn = churn_labels if self.kind == "churn" else repurchase_labels
+        return np.asarray(fn(ds.orders, at, population, self.horizon_days).to_numpy())
+
+    def backtest(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any]) -> Backtest:
+        from training.customers import REFERENCE_NAMES, classification_metrics
+
+        at = as_of - pd.Timedelta(days=self.horizon_days)
+        past = ds.orders[ds.orders["ordered_at"] < as_of]
+        model = self._model(params).fit(past, at, items=ds.items, customers=ds.customers)
+        feats = user_features(past, at, items=ds.items, customers=ds.customers)
+        y = self._labels(ds, at, feats.index)
+        scores = {"shopml": model.predict_proba(feats)}
+        for name, art in model.candidates_.items():
+            if name != "lightgbm":
+                X = feats[art.feature_names].to_numpy(np.float64)
+                scores[REFERENCE_NAMES.get(name, name)] = art.predict_proba(X)
+        metrics = {name: classification_metrics(y, s) for name, s in scores.items()}
+        what = f"{self.kind} within {self.horizon_days} days"
+        window = f"{at.date()}..{as_of.date()}"
+        return Backtest(
+            window=window,
+            metrics=metrics,
+            gate_metric="roc_auc",
+            higher_is_better=True,
+            figures={
+                "roc.png": plots.roc(y, scores, f"ROC: {what} ({window})"),
+                "gains.png": plots.gains(y, scores, f"Cumulative gains: {what}"),
+                "calibration.png": plots.calibration(y, scores["shopml"], f"Reliability: {what}"),
+            },
+            notes=[f"served: {model.chosen_}"],
+        )
+
+    def fit(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any], folder: Path) -> Fitted:
+        model = self._model(params).fit(ds.orders, as_of, items=ds.items, customers=ds.customers)
+        artifact = model.artifact_
+        if self.kind == "churn":
+            from training.customers import ValueModel
+
+            value = ValueModel(num_threads=self.threads).fit(
+                ds.orders, as_of, items=ds.items, customers=ds.customers
+            )
+            artifact.scores = value_at_risk(artifact.scores, value.artifact_.scores)
+            artifact.notes.extend(f"value model: {n}" for n in value.artifact_.notes)
+        artifact.save(folder)
+        ids = artifact.scores["customer_id"].head(3).tolist()
+        return Fitted(
+            folder,
+            pd.DataFrame({"customer_id": ids}),
+            summary={"served": model.chosen_, "customers_scored": len(artifact.scores)},
+            notes=list(artifact.notes),
+        )
+
+
+class ChurnJob(_CustomerJob):
+    """P(no purchase in the next 90 days), with expected 365-day value and value at risk."""
+
+    kind = "churn"
+    window_days = 90
+
+
+class RepurchaseJob(_CustomerJob):
+    """P(at least one purchase in the next 30 days)."""
+
+    kind = "repurchase"
+    window_days = 30
+
+
+JOBS: dict[str, type[Any]] = {"churn": ChurnJob, "repurchase": RepurchaseJob}
+
+
+# --------------------------------------------------------------------------- demand
+class DemandJob:
+    """Weekly P10/P50/P90 per item vs naive, moving-average and empirical-quantile baselines."""
+
+    kind: ClassVar[str] = "demand"
+    window_days: ClassVar[int] = 84
+    horizon: ClassVar[int] = 12
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads or default_threads()
+
+    def _model(self, params: dict[str, Any]) -> Any:
+        from training.demand import DemandModel
+
+        return DemandModel(horizon=self.horizon, num_threads=self.threads, **params)
+
+    def backtest(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any]) -> Backtest:
+        from features.demand import active_items, last_full_week, weekly_demand
+        from features.schema import purchases
+        from training.benchmarks import demand as protocol
+
+        h = self.horizon
+        origin = last_full_week(as_of) - pd.Timedelta(weeks=h)
+        start = protocol.origin_as_of(origin)
+        buys = purchases(ds.orders[ds.orders["ordered_at"] < as_of])
+        model = self._model(params).fit(buys, start, ds.items)
+        wd = weekly_demand(buys, start)
+        rows = np.flatnonzero(active_items(wd.units))
+        items = wd.items[rows]
+        hist = wd.units[rows]
+        y = protocol.actuals(buys, items, str(origin.date()), h)
+        fc = model.artifact_.forecast_arrays(items, h)
+        quant = np.stack([fc["p10"], fc["p50"], fc["p90"]])
+        emp = protocol.ref_empirical(hist, h)
+        forecasts = {
+            "shopml": (fc["point"], quant),
+            "naive": (protocol.ref_naive(hist, h), None),
+            "mean-12": (protocol.ref_mean(hist, h, 12), None),
+            "mean-4": (protocol.ref_mean(hist, h, 4), None),
+            "empirical-quantiles-12": (emp[1], emp),
+        }
+        metrics: dict[str, dict[str, float]] = {}
+        for name, (point, q) in forecasts.items():
+            metrics[name] = protocol.point_metrics(hist, y, point)
+            if q is not None:
+                metrics[name] |= protocol.quantile_metrics(y, q)
+        metrics["shopml"]["series"] = float(len(rows))
+        window = f"{(origin + pd.Timedelta(days=1)).date()}..{as_of.date()}"
+        return Backtest(
+            window=window,
+            metrics=metrics,
+            gate_metric="mase",
+            higher_is_better=False,
+            figures=self._figures(items, hist, y, fc, forecasts, origin, window),
+        )
+
+    def _figures(
+        self,
+        items: pd.Index,
+        hist: np.ndarray,
+        y: np.ndarray,
+        fc: dict[str, np.ndarray],
+        forecasts: dict[str, Any],
+        origin: pd.Timestamp,
+        window: str,
+    ) -> dict[str, Figure]:
+        h = y.shape[1]
+        weeks = [str((origin + pd.Timedelta(weeks=i + 1)).date()) for i in range(h)]
+        top = np.argsort(-hist.sum(axis=1))[:9]
+        series = {str(items[i]): (y[i], fc["p10"][i], fc["p50"][i], fc["p90"][i]) for i in top}
+        total = np.maximum(y.sum(axis=0), 1e-9)
+        wape_by_h = {
+            name: (np.abs(point - y).sum(axis=0) / total).tolist()
+            for name, (point, _) in forecasts.items()
+        }
+        inside = (y >= fc["p10"]) & (y <= fc["p90"])
+        horizons = list(range(1, h + 1))
+        return {
+            "forecast_vs_actual.png": plots.forecast_vs_actual(
+                weeks, series, f"Top items by volume: forecast vs actual ({window})"
+            ),
+            "wape_by_horizon.png": plots.by_horizon(
+                horizons, wape_by_h, "WAPE", "Error by horizon (all series)"
+            ),
+            "coverage_by_horizon.png": plots.by_horizon(
+                horizons,
+                {"shopml [P10, P90]": inside.mean(axis=0).tolist(), "nominal": [0.8] * h},
+                "share of actuals inside",
+                "Interval coverage by horizon",
+            ),
+        }
+
+    def fit(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any], folder: Path) -> Fitted:
+        from features.schema import purchases
+
+        model = self._model(params).fit(purchases(ds.orders), as_of, ds.items)
+        model.save(folder)
+        items = [str(i) for i in model.artifact_.items[:3]]
+        return Fitted(
+            folder,
+            pd.DataFrame({"item_id": items, "horizon": [self.horizon] * len(items)}),
+            summary={
+                "items_forecast": len(model.artifact_.items),
+                "origin": str(model.artifact_.origin),
+            },
+        )
+
+
+JOBS["demand"] = DemandJob

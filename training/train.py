@@ -1,0 +1,174 @@
+"""``shopml train``: validate -> features -> backtest -> fit -> log -> register -> promote.
+
+One parent MLflow run per training, one nested run per model kind. A kind's champion alias moves
+only when the promotion gate (:func:`training.tracking.decide`) says so; the reason is logged,
+printed and stored as a tag of the version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from features.io import Dataset, load_dataset
+from features.pipeline import check_as_of, default_as_of
+from shopml.config import Experiment
+from training.jobs import JOBS, Backtest
+from training.tracking import Decision, Tracker, VersionInfo, decide, scratch_dir
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KindResult:
+    """What happened to one model kind in a training."""
+
+    kind: str
+    version: VersionInfo
+    backtest: Backtest
+    decision: Decision
+    seconds: float
+
+
+def backtest_key(ds: Dataset, kind: str, as_of: pd.Timestamp, bt: Backtest) -> str:
+    """Identifies a backtest: the data (source hashes), the model kind, window and metric."""
+    parts = [s.sha256 for s in ds.sources] + [kind, str(as_of.date()), bt.window, bt.gate_metric]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def load_experiment_data(exp: Experiment) -> Dataset:
+    """Read and validate the experiment's data."""
+    d = exp.data
+    return load_dataset(
+        d.path, fmt=d.format, mapping=d.mapping, sql_table=d.sql_table, sql_query=d.sql_query
+    )
+
+
+def train(
+    exp: Experiment,
+    tracker: Tracker,
+    *,
+    dataset: Dataset | None = None,
+    kinds: tuple[str, ...] | None = None,
+    threads: int | None = None,
+    progress: Any = None,
+) -> list[KindResult]:
+    """Train every requested model kind of ``exp`` and promote the ones that earn it."""
+    ds = dataset or load_experiment_data(exp)
+    as_of = pd.Timestamp(exp.as_of) if exp.as_of else default_as_of(ds.orders)
+    check_as_of(ds.orders, as_of)
+    kinds = kinds or exp.models
+    unknown = [k for k in kinds if k not in JOBS]
+    if unknown:
+        raise ValueError(f"unknown model kind(s) {unknown}; available: {sorted(JOBS)}")
+    results = []
+    with tracker.run(f"train {exp.name} as of {as_of.date()}"):
+        tracker.log_params(
+            {"experiment": exp.name, "as_of": str(as_of.date()), "models": ",".join(kinds)}
+        )
+        tracker.log_dict(exp.model_dump(mode="json"), "experiment.json")
+        tracker.log_dict(ds.summary(), "data_manifest.json")
+        for kind in kinds:
+            if progress is not None:
+                progress(f"{kind}: backtest, fit, register")
+            results.append(_train_kind(kind, exp, ds, as_of, tracker, threads))
+    return results
+
+
+def _train_kind(
+    kind: str,
+    exp: Experiment,
+    ds: Dataset,
+    as_of: pd.Timestamp,
+    tracker: Tracker,
+    threads: int | None,
+) -> KindResult:
+    start = time.perf_counter()
+    params = dict(exp.params.get(kind, {}))
+    job = JOBS[kind](threads=threads)
+    with tracker.run(kind, nested=True, tags={"model_kind": kind}):
+        tracker.log_params({"kind": kind, "as_of": str(as_of.date()), **params})
+        log.info("%s: backtest on the %d days before %s", kind, job.window_days, as_of.date())
+        bt = job.backtest(ds, as_of, params)
+        tracker.log_params({"backtest_window": bt.window, "gate_metric": bt.gate_metric})
+        for name, metrics in bt.metrics.items():
+            tracker.log_metrics(metrics, prefix=f"{_slug(name)}.")
+        for path, figure in bt.figures.items():
+            tracker.log_figure(figure, f"plots/{path}")
+        tracker.log_dict(bt.metrics, "backtest_metrics.json")
+        best = bt.best_baseline()
+        if best is not None and not bt.beats_baselines():
+            log.warning(
+                "%s: the model (%s %.4f) does NOT beat its best baseline %s (%.4f) on the backtest",
+                kind,
+                bt.gate_metric,
+                bt.value,
+                *best,
+            )
+        key = backtest_key(ds, kind, as_of, bt)
+        log.info("%s: fit on all data before %s", kind, as_of.date())
+        with scratch_dir() as tmp:
+            fitted = job.fit(ds, as_of, params, Path(tmp) / kind)
+            tracker.log_dict({**fitted.summary, "notes": fitted.notes}, "fit_summary.json")
+            version = tracker.log_model(
+                kind,
+                fitted.folder,
+                fitted.input_example,
+                gate_metric=bt.gate_metric,
+                gate_value=bt.value,
+                higher_is_better=bt.higher_is_better,
+                backtest_key=key,
+                params=params,
+                as_of=str(as_of.date()),
+            )
+        decision = _gate(kind, job, ds, as_of, params, bt, key, tracker)
+        if decision.promote:
+            tracker.set_champion(version)
+        tracker.tag_version(version, "gate_decision", decision.reason)
+        verdict = "promoted to champion" if decision.promote else "NOT promoted"
+        log.info("%s: version %s %s: %s", kind, version.version, verdict, decision.reason)
+        seconds = time.perf_counter() - start
+        tracker.log_metrics({"train_seconds": seconds})
+    return KindResult(kind, version, bt, decision, seconds)
+
+
+def _gate(
+    kind: str,
+    job: Any,
+    ds: Dataset,
+    as_of: pd.Timestamp,
+    params: dict[str, Any],
+    bt: Backtest,
+    key: str,
+    tracker: Tracker,
+) -> Decision:
+    champion = tracker.champion(kind)
+    champion_value = None
+    if champion is not None and champion.backtest_key != key:
+        if json.dumps(champion.params, sort_keys=True) == json.dumps(params, sort_keys=True):
+            champion_value = bt.value  # same configuration, same backtest: same score
+        else:
+            log.info(
+                "%s: refitting champion v%s's configuration on this backtest",
+                kind,
+                champion.version,
+            )
+            champion_value = job.backtest(ds, as_of, champion.params).value
+    return decide(
+        bt.value,
+        champion,
+        backtest_key=key,
+        higher_is_better=bt.higher_is_better,
+        champion_value_on_candidate_backtest=champion_value,
+    )
+
+
+def _slug(name: str) -> str:
+    return name.replace("/", "").replace(" ", "_")
