@@ -32,26 +32,19 @@ class RequestError(Exception):
 
 
 def load_artifact(kind: str, folder: Path) -> Any:
-    """Load one artifact folder: the registry when present, else by serving kind."""
-    try:
-        from shopml.artifacts.registry import load_artifact as registry_load
-    except ImportError:
-        registry_load = None
-    if registry_load is not None:
-        return registry_load(folder)
-    if kind in ("churn", "repurchase", "value"):
-        from shopml.artifacts.customers import CustomerArtifact
+    """The native runtime object of one artifact folder (via :mod:`shopml.artifacts.registry`).
 
-        return CustomerArtifact.load(folder)
-    if kind == "demand":
-        from shopml.artifacts.demand import DemandArtifact
+    The registry's tabular wrappers (for MLflow pyfunc) are unwrapped: serving calls the runtimes'
+    native methods. A folder holding another kind than ``kind`` is an error.
+    """
+    from shopml.artifacts.registry import artifact_kind
+    from shopml.artifacts.registry import load_artifact as registry_load
 
-        return DemandArtifact.load(folder)
-    if kind == "recommender":
-        from shopml.artifacts.recommender import RecommenderArtifact
-
-        return RecommenderArtifact.load(folder)
-    raise ValueError(f"unknown model kind {kind!r}")
+    found = artifact_kind(folder)
+    if found != kind:
+        raise ValueError(f"{folder} holds a {found!r} model, expected {kind!r}")
+    loaded = registry_load(folder)
+    return getattr(loaded, "artifact", loaded)
 
 
 def _split_reasons(value: Any) -> list[str]:
@@ -267,24 +260,15 @@ class CustomerView:
 
 
 # ---------------------------------------------------------------- demand
-_Z90 = 1.2815515655446004
-
-
-def _norm_ppf(p: float) -> float:
-    """Inverse standard normal CDF (Acklam's approximation, |error| < 1.2e-9)."""
-    from statistics import NormalDist
-
-    return NormalDist().inv_cdf(p)
-
-
 @dataclass
 class DemandView:
-    """Weekly quantile forecasts by item id plus reorder advice."""
+    """Weekly quantile forecasts by item id plus reorder advice (:func:`inventory.plan`)."""
 
     artifact: Any
     version: str
     default_lead_time_weeks: float = 2.0
     default_service_level: float = 0.95
+    review_period_weeks: float = 1.0
 
     def __post_init__(self) -> None:
         a = self.artifact
@@ -295,12 +279,8 @@ class DemandView:
         self.horizon = int(self.q.shape[2])
         meta = getattr(a, "meta", {}) or {}
         self.as_of = str(meta.get("as_of") or a.origin)[:10]
-        self.stock = self._stock_table(meta)
-
-    @staticmethod
-    def _stock_table(meta: dict[str, Any]) -> dict[str, float]:
         stock = meta.get("stock_on_hand") or {}
-        return {str(k): float(v) for k, v in stock.items()} if isinstance(stock, dict) else {}
+        self.stock = {str(k): float(v) for k, v in stock.items()} if isinstance(stock, dict) else {}
 
     def forecast(
         self,
@@ -311,6 +291,8 @@ class DemandView:
         stock_on_hand: dict[str, float] | None,
     ) -> dict[str, Any]:
         """Forecast rows for the known ids; unknown ids listed apart (never raises KeyError)."""
+        from shopml.artifacts.inventory import plan
+
         lead = float(lead_time_weeks or self.default_lead_time_weeks)
         level = float(service_level or self.default_service_level)
         if horizon > self.horizon:
@@ -326,15 +308,25 @@ class DemandView:
             seen.add(i)
             (ids if i in self.index else unknown).append(i)
         pos = np.fromiter((self.index[i] for i in ids), dtype=np.int64, count=len(ids))
-        q = self.q[:, pos, :horizon]
-        advice = self.reorder(pos, lead, level)
+        q = self.q[:, pos, :]
         stock = {**self.stock, **(stock_on_hand or {})}
+        soh = [stock.get(i) for i in ids]
+        on_hand = np.array([0.0 if s is None else s for s in soh], dtype=np.float64)
+        p = plan(
+            q[0],
+            q[1],
+            q[2],
+            lead_time=lead,
+            review_period=self.review_period_weeks,
+            service_level=level,
+            on_hand=on_hand,
+        )
+        cols = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in p.items()}
         weeks = self.week_labels[:horizon]
+        p10, p50, p90 = (q[k, :, :horizon].tolist() for k in range(3))
         items = []
-        p10, p50, p90 = q[0].tolist(), q[1].tolist(), q[2].tolist()
         for n, item in enumerate(ids):
-            rop, ss, mean_l, sd_l = (float(x) for x in advice[n])
-            soh = stock.get(item)
+            known = soh[n] is not None
             items.append(
                 {
                     "item_id": item,
@@ -342,10 +334,14 @@ class DemandView:
                         {"week_ending": w, "p10": a, "p50": b, "p90": c}
                         for w, a, b, c in zip(weeks, p10[n], p50[n], p90[n], strict=True)
                     ],
-                    "reorder_point": rop,
-                    "safety_stock": ss,
-                    "stock_on_hand": soh,
-                    "stockout_probability": (None if soh is None else _stockout(soh, mean_l, sd_l)),
+                    "expected_lead_time_demand": cols["expected_lead_time_demand"][n],
+                    "reorder_point": cols["reorder_point"][n],
+                    "safety_stock": cols["safety_stock"][n],
+                    "order_up_to": cols["order_up_to"][n],
+                    "stock_on_hand": soh[n],
+                    "stockout_probability": cols["p_stockout"][n] if known else None,
+                    "order_quantity": cols["order_quantity"][n] if known else None,
+                    "weeks_of_cover": _finite(cols["weeks_of_cover"][n]) if known else None,
                 }
             )
         return {
@@ -353,30 +349,11 @@ class DemandView:
             "unknown_ids": unknown,
             "lead_time_weeks": lead,
             "service_level": level,
+            "review_period_weeks": self.review_period_weeks,
             "model_version": self.version,
             "as_of": self.as_of,
         }
 
-    def reorder(self, pos: np.ndarray, lead: float, level: float) -> np.ndarray:
-        """(n, 4): reorder point, safety stock, mean and sd of lead-time demand.
 
-        Lead-time demand sums the weekly P50s over ``lead`` weeks (a fractional last week counts
-        in part); weekly sd = (P90 - P10) / (2 z0.9), weeks independent. Beyond the table's
-        horizon the last week repeats.
-        """
-        weeks = np.arange(self.horizon)
-        weight = np.clip(lead - weeks, 0.0, 1.0)
-        extra = max(0.0, lead - self.horizon)
-        weight[-1] += extra
-        q = self.q[:, pos, :]
-        mean = q[1] @ weight
-        sd_week = np.maximum(q[2] - q[0], 0.0) / (2 * _Z90)
-        sd = np.sqrt((sd_week**2) @ weight)
-        ss = _norm_ppf(level) * sd
-        return np.column_stack([mean + ss, ss, mean, sd])
-
-
-def _stockout(stock: float, mean: float, sd: float) -> float:
-    if sd <= 0:
-        return 1.0 if mean > stock else 0.0
-    return float(0.5 * math.erfc((stock - mean) / (sd * math.sqrt(2))))
+def _finite(x: float) -> float | None:
+    return x if math.isfinite(x) else None

@@ -196,12 +196,16 @@ class WeekForecast(_Response):
 class ItemForecast(_Response):
     item_id: str
     weeks: list[WeekForecast]
-    reorder_point: float | None
-    safety_stock: float | None
+    expected_lead_time_demand: float
+    reorder_point: float = Field(description="service-level quantile of lead-time demand")
+    safety_stock: float
+    order_up_to: float
     stock_on_hand: float | None
     stockout_probability: float | None = Field(
         description="P(demand over the lead time exceeds stock on hand); null without stock"
     )
+    order_quantity: float | None = Field(description="units to order now; null without stock")
+    weeks_of_cover: float | None = Field(description="null without stock or when unbounded")
 
 
 class ForecastResponse(_Response):
@@ -209,6 +213,7 @@ class ForecastResponse(_Response):
     unknown_ids: list[str] = Field(description="item ids the model has no series for")
     lead_time_weeks: float
     service_level: float
+    review_period_weeks: float
     model_version: str
     as_of: str | None
 

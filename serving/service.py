@@ -105,7 +105,7 @@ class Shopml:
                 self.errors[kind] = f"failed to load {src.tag}: {type(exc).__name__}: {exc}"
         self.customers = self._customer_view()
         self.demand = self._demand_view()
-        self.recommender = self.artifacts.get("recommender")
+        self.recommender = self._checked_recommender()
         loaded = {k: self.sources[k].tag or k for k in self.artifacts if k not in self.errors}
         missing = {
             k: self.errors.get(k) or self.sources[k].message or "not loaded"
@@ -157,6 +157,21 @@ class Shopml:
             log.exception("demand model unusable")
             self.errors["demand"] = f"demand table unusable: {exc}"
             return None
+
+    def _checked_recommender(self) -> Any:
+        """The recommender after a smoke call (cold user, first item), else ``None``."""
+        rec = self.artifacts.get("recommender")
+        if rec is None:
+            return None
+        try:
+            rec.recommend("__shopml_smoke__", k=1)
+            if rec.n_items:
+                rec.similar_items(str(rec.item_ids[0]), k=1)
+        except Exception as exc:
+            log.exception("recommender unusable")
+            self.errors["recommender"] = f"smoke test failed: {type(exc).__name__}: {exc}"
+            return None
+        return rec
 
     def _missing(self, kind: str) -> JSONResponse:
         return _unavailable(kind, self.sources.get(kind), self.errors.get(kind))
