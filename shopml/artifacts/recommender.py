@@ -1,0 +1,603 @@
+"""The fitted recommender runtime: arrays in, ranked items with a reason and a strategy out.
+
+:class:`RecommenderArtifact` is self-contained: id maps, each user's purchase history (CSR),
+item repeat-purchase rates and typical repurchase intervals, popularity (recent, overall, per
+country, filterable by category), ALS factors, item-item neighbours and, when validation chose
+it, a LightGBM re-ranker (native text model). Training (``training/recommender.py``) builds
+and saves it; serving loads it with :meth:`RecommenderArtifact.load` and never fits anything.
+
+Strategies (``params["strategy_all"]`` for ``exclude="auto"|"never"``, ``params["strategy_new"]``
+for ``exclude="always"``) are chosen on a validation window at fit time:
+
+- ``ranker``: candidates from the user's history, ALS, item-kNN and recent popularity, scored by
+  the re-ranker on :data:`FEATURES`;
+- ``buy-again``: own items by ``n_orders * (1 + item repeat rate) + w * recent popularity``;
+- ``als`` / ``knn``: collaborative scores; ``popular``: recent popularity.
+
+Unknown users get popularity (overall or recent, mixed with their country's when given).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import scipy.sparse as sp
+
+from shopml.artifacts.meta import read_meta, write_meta
+
+log = logging.getLogger(__name__)
+
+KIND = "recommender"
+ARRAYS_FILE = "arrays.npz"
+RANKER_FILE = "ranker.txt"
+MAX_K = 100
+EXCLUDE_POLICIES = ("auto", "always", "never")
+STRATEGIES = ("ranker", "buy-again", "als", "knn", "popular")
+NOT_BOUGHT_DAYS = 999.0
+
+FEATURES = (
+    "n",
+    "share",
+    "days_last",
+    "days_first",
+    "u_days_last",
+    "u_orders",
+    "u_items",
+    "rate",
+    "buyers",
+    "interval",
+    "last_over_interval",
+    "pop30",
+    "pop90",
+    "popall",
+    "trend",
+    "als",
+    "als_rel",
+    "knn",
+    "knn_rel",
+    "u_repeat",
+    "n30",
+    "n90",
+    "u_rate",
+    "expected",
+    "tenure",
+    "u_items90",
+)
+
+DEFAULT_PARAMS: dict[str, Any] = {
+    "strategy_all": "buy-again",
+    "strategy_new": "als",
+    "ba_pop_weight": 0.3,
+    "cold_window": "all",
+    "cold_country_weight": 0.0,
+    "n_als": 50,
+    "n_knn": 50,
+    "n_pop": 30,
+}
+
+
+class Recommendation(NamedTuple):
+    """One recommended item: id, score (higher is better), a plain reason, the strategy."""
+
+    item_id: str
+    score: float
+    reason: str
+    strategy: str  # "personalized" | "buy-again" | "popular"
+
+
+def check_k(k: int) -> int:
+    """Validate ``k`` (1..100)."""
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= MAX_K:
+        raise ValueError(f"k must be an integer between 1 and {MAX_K}, got {k!r}")
+    return int(k)
+
+
+def check_exclude(exclude: str) -> str:
+    """Validate an exclusion policy."""
+    if exclude not in EXCLUDE_POLICIES:
+        raise ValueError(
+            f"unknown exclude policy {exclude!r}; use one of {', '.join(EXCLUDE_POLICIES)}"
+        )
+    return exclude
+
+
+def _str_array(values: Iterable[Any]) -> np.ndarray:
+    arr = np.array(["" if v is None else str(v) for v in values], dtype=str)
+    return arr if arr.size else np.array([], dtype="<U1")
+
+
+@dataclass(eq=False)
+class RecommenderArtifact:
+    """Arrays and parameters of a fitted recommender (see the module docstring).
+
+    History arrays are a CSR over (user row, item column): ``hist_n`` = orders containing the
+    item, ``hist_last``/``hist_first`` = days from the last/first such order to ``as_of``,
+    ``hist_n30``/``hist_n90`` = orders in the last 30/90 days.
+    """
+
+    as_of: str
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    item_names: np.ndarray
+    item_categories: np.ndarray
+    countries: np.ndarray
+    user_country: np.ndarray
+    hist_indptr: np.ndarray
+    hist_indices: np.ndarray
+    hist_n: np.ndarray
+    hist_last: np.ndarray
+    hist_first: np.ndarray
+    hist_n30: np.ndarray
+    hist_n90: np.ndarray
+    u_orders: np.ndarray
+    u_days_last: np.ndarray
+    u_tenure: np.ndarray
+    item_buyers: np.ndarray
+    item_repeaters: np.ndarray
+    item_interval: np.ndarray
+    pop30: np.ndarray
+    pop90: np.ndarray
+    popall: np.ndarray
+    country_pop: np.ndarray
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    nn_idx: np.ndarray
+    nn_sim: np.ndarray
+    params: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
+    ranker: Any = None  # lightgbm.Booster or None
+
+    def __post_init__(self) -> None:
+        self.params = {**DEFAULT_PARAMS, **self.params}
+        self._user_index = {u: i for i, u in enumerate(self.user_ids.tolist())}
+        self._item_index = {t: j for j, t in enumerate(self.item_ids.tolist())}
+        cats = self.item_categories
+        self._categories = {c: np.flatnonzero(cats == c) for c in np.unique(cats) if c}
+        self._country_index = {c: j for j, c in enumerate(self.countries.tolist())}
+        lengths = np.diff(self.hist_indptr)
+        rows = np.repeat(np.arange(len(self.user_ids)), lengths)
+        self.u_items = lengths.astype(np.float32)
+        self.u_items90 = np.bincount(
+            rows, weights=(self.hist_n90 > 0), minlength=len(self.user_ids)
+        ).astype(np.float32)
+        repeat = np.bincount(rows, weights=(self.hist_n >= 2), minlength=len(self.user_ids))
+        self.u_repeat = (repeat / np.maximum(lengths, 1)).astype(np.float32)
+        self.item_rate = (self.item_repeaters / (self.item_buyers + 2.0)).astype(np.float32)
+        self._pop90_order = np.argsort(-self.pop90, kind="stable")
+        self._nn_matrix: sp.csr_matrix | None = None
+
+    # ------------------------------------------------------------------ basics
+    @property
+    def n_users(self) -> int:
+        return len(self.user_ids)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+    def knows_user(self, user_id: str) -> bool:
+        """True when the user has purchase history in the artifact."""
+        return str(user_id) in self._user_index
+
+    def categories(self) -> list[str]:
+        """Known item categories (for the category filter)."""
+        return sorted(self._categories)
+
+    # ------------------------------------------------------------------ public API
+    def recommend(
+        self,
+        user_id: str,
+        k: int = 10,
+        *,
+        category: str | None = None,
+        exclude: str = "auto",
+        exclude_items: Sequence[str] = (),
+        country: str | None = None,
+    ) -> list[Recommendation]:
+        """Top-``k`` items for one user, each with a score, a reason and the strategy.
+
+        ``exclude``: ``auto`` hides the user's past items unless they are re-bought items (some
+        customer bought them in two or more orders); ``always`` hides every past item (only new
+        items); ``never`` hides nothing. ``exclude_items`` are always hidden (e.g. the basket).
+        ``category`` keeps only items of that category (ValueError if unknown). Unknown users
+        get popular items (mixed with ``country``'s favourites when the fit chose to).
+        """
+        k = check_k(k)
+        exclude = check_exclude(exclude)
+        cat_items = self._category_items(category)
+        row = self._user_index.get(str(user_id))
+        if row is None:
+            return self._cold(k, cat_items, exclude_items, country)
+        rows = np.array([row])
+        allowed = self._allowed(rows, exclude, cat_items, exclude_items)
+        top, scores, parts = self._rank(rows, k, exclude, allowed)
+        items, vals = top[0], scores[0]
+        keep = items >= 0
+        return self._explain(row, items[keep], vals[keep], parts)
+
+    def recommend_batch(
+        self,
+        user_ids: Sequence[str],
+        k: int = 10,
+        *,
+        category: str | None = None,
+        exclude: str = "auto",
+        countries: Sequence[str | None] | None = None,
+        chunk: int = 512,
+    ) -> list[list[str]]:
+        """Top-``k`` item ids for many users at once (vectorised; for evaluation and batch jobs).
+
+        Same policies as :meth:`recommend`; ``countries`` (one per user, optional) is used for
+        unknown users only.
+        """
+        k = check_k(k)
+        exclude = check_exclude(exclude)
+        cat_items = self._category_items(category)
+        ids = [str(u) for u in user_ids]
+        rows = np.array([self._user_index.get(u, -1) for u in ids], dtype=np.int64)
+        out: list[list[str]] = [[] for _ in ids]
+        known = np.flatnonzero(rows >= 0)
+        for start in range(0, len(known), chunk):
+            pos = known[start : start + chunk]
+            allowed = self._allowed(rows[pos], exclude, cat_items, ())
+            top, _, _ = self._rank(rows[pos], k, exclude, allowed)
+            for p, t in zip(pos, top, strict=True):
+                out[p] = self.item_ids[t[t >= 0]].tolist()
+        cold_cache: dict[str | None, list[str]] = {}
+        for p in np.flatnonzero(rows < 0):
+            c = countries[int(p)] if countries is not None else None
+            if c not in cold_cache:
+                cold_cache[c] = [r.item_id for r in self._cold(k, cat_items, (), c)]
+            out[p] = cold_cache[c]
+        return out
+
+    def similar_items(self, item_id: str, k: int = 10) -> list[tuple[str, float]]:
+        """Items most often bought by the same customers (cosine); KeyError for an unknown item."""
+        k = check_k(k)
+        j = self._item_index.get(str(item_id))
+        if j is None:
+            raise KeyError(f"unknown item {item_id!r}")
+        idx, sim = self.nn_idx[j], self.nn_sim[j]
+        keep = (idx >= 0) & (sim > 0)
+        return [
+            (str(self.item_ids[i]), float(s))
+            for i, s in zip(idx[keep][:k], sim[keep][:k], strict=True)
+        ]
+
+    # ------------------------------------------------------------------ scoring internals
+    def _category_items(self, category: str | None) -> np.ndarray | None:
+        if category is None:
+            return None
+        if category not in self._categories:
+            raise ValueError(f"unknown category {category!r}")
+        return self._categories[category]
+
+    def _hist_dense(self, rows: np.ndarray) -> dict[str, np.ndarray]:
+        """Dense (len(rows), n_items) history arrays for some users."""
+        starts, ends = self.hist_indptr[rows], self.hist_indptr[rows + 1]
+        lengths = ends - starts
+        local = np.repeat(np.arange(len(rows)), lengths)
+        pos = (
+            np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
+            if len(rows)
+            else np.array([], dtype=np.int64)
+        )
+        pos = pos.astype(np.int64)
+        cols = self.hist_indices[pos]
+        out = {}
+        for name, values, fill in (
+            ("n", self.hist_n, 0.0),
+            ("last", self.hist_last, NOT_BOUGHT_DAYS),
+            ("first", self.hist_first, NOT_BOUGHT_DAYS),
+            ("n30", self.hist_n30, 0.0),
+            ("n90", self.hist_n90, 0.0),
+        ):
+            dense = np.full((len(rows), self.n_items), fill, dtype=np.float32)
+            dense[local, cols] = values[pos]
+            out[name] = dense
+        return out
+
+    def _knn_scores(self, rows: np.ndarray, bought: np.ndarray) -> np.ndarray:
+        """Sum of neighbour similarities from each user's past items (binary history)."""
+        if len(rows) == 1:
+            hist = np.flatnonzero(bought[0])
+            idx, sim = self.nn_idx[hist].ravel(), self.nn_sim[hist].ravel()
+            ok = idx >= 0
+            return np.bincount(idx[ok], weights=sim[ok], minlength=self.n_items)[None].astype(
+                np.float32
+            )
+        if self._nn_matrix is None:
+            n, kk = self.nn_idx.shape
+            ok = self.nn_idx.ravel() >= 0
+            r = np.repeat(np.arange(n), kk)[ok]
+            self._nn_matrix = sp.csr_matrix(
+                (self.nn_sim.ravel()[ok], (r, self.nn_idx.ravel()[ok])), shape=(n, n)
+            )
+        return np.asarray((sp.csr_matrix(bought.astype(np.float32)) @ self._nn_matrix).todense())
+
+    def _allowed(
+        self,
+        rows: np.ndarray,
+        exclude: str,
+        cat_items: np.ndarray | None,
+        exclude_items: Sequence[str],
+    ) -> np.ndarray:
+        """Boolean (len(rows), n_items): items that may be recommended."""
+        allowed = np.ones((len(rows), self.n_items), dtype=bool)
+        if cat_items is not None:
+            allowed[:] = False
+            allowed[:, cat_items] = True
+        if exclude != "never":
+            starts, ends = self.hist_indptr[rows], self.hist_indptr[rows + 1]
+            for i, (s, e) in enumerate(zip(starts, ends, strict=True)):
+                cols = self.hist_indices[s:e]
+                if exclude == "auto":
+                    cols = cols[self.item_repeaters[cols] <= 0]
+                allowed[i, cols] = False
+        bad = [self._item_index[t] for t in map(str, exclude_items) if t in self._item_index]
+        if bad:
+            allowed[:, bad] = False
+        return allowed
+
+    def features(
+        self, rows: np.ndarray, cand_r: np.ndarray, cand_c: np.ndarray, parts: dict[str, Any]
+    ) -> np.ndarray:
+        """Feature matrix (:data:`FEATURES` order) for candidates (local row, item column)."""
+        h = {k: v[cand_r, cand_c] for k, v in parts["hist"].items()}
+        uu = rows[cand_r]
+        n = h["n"]
+        bought = n > 0
+        u_orders = self.u_orders[uu]
+        tenure = self.u_tenure[uu]
+        share = n / np.maximum(u_orders, 1)
+        u_rate = u_orders / np.maximum(tenure, 30)
+        interval = self.item_interval[cand_c]
+        als, knn = parts["als"][cand_r, cand_c], parts["knn"][cand_r, cand_c]
+        als_max = np.maximum(parts["als"].max(axis=1), 1e-6)[cand_r]
+        knn_max = np.maximum(parts["knn"].max(axis=1), 1e-6)[cand_r]
+        cols = {
+            "n": n,
+            "share": share,
+            "days_last": h["last"],
+            "days_first": h["first"],
+            "u_days_last": self.u_days_last[uu],
+            "u_orders": u_orders,
+            "u_items": self.u_items[uu],
+            "rate": self.item_rate[cand_c],
+            "buyers": self.item_buyers[cand_c],
+            "interval": interval,
+            "last_over_interval": np.where(bought, h["last"] / np.maximum(interval, 1), 99.0),
+            "pop30": self.pop30[cand_c],
+            "pop90": self.pop90[cand_c],
+            "popall": self.popall[cand_c],
+            "trend": (self.pop30[cand_c] + 1) / (self.pop90[cand_c] / 3 + 1),
+            "als": als,
+            "als_rel": als / als_max,
+            "knn": knn,
+            "knn_rel": knn / knn_max,
+            "u_repeat": self.u_repeat[uu],
+            "n30": h["n30"],
+            "n90": h["n90"],
+            "u_rate": u_rate,
+            "expected": share * u_rate * 90,
+            "tenure": tenure,
+            "u_items90": self.u_items90[uu],
+        }
+        return np.column_stack([cols[f] for f in FEATURES]).astype(np.float64)
+
+    def _parts(self, rows: np.ndarray) -> dict[str, Any]:
+        hist = self._hist_dense(rows)
+        bought = hist["n"] > 0
+        als = self.user_factors[rows] @ self.item_factors.T
+        knn = self._knn_scores(rows, bought)
+        return {"hist": hist, "bought": bought, "als": als, "knn": knn}
+
+    def candidates(
+        self, rows: np.ndarray, parts: dict[str, Any], allowed: np.ndarray | None = None
+    ) -> np.ndarray:
+        """Boolean (len(rows), n_items): the re-ranker's candidates (history + ALS + kNN + popular)."""
+        bought = parts["bought"]
+        mask = bought.copy()
+        for name, n in (("als", self.params["n_als"]), ("knn", self.params["n_knn"])):
+            s = np.where(bought, -np.inf, parts[name])
+            if allowed is not None:
+                s = np.where(allowed, s, -np.inf)
+            n = min(int(n), self.n_items - 1)
+            if n > 0:
+                top = np.argpartition(-s, n, axis=1)[:, :n]
+                np.put_along_axis(mask, top, True, axis=1)
+        mask[:, self._pop90_order[: int(self.params["n_pop"])]] = True
+        return mask
+
+    def scores(self, rows: np.ndarray, strategy: str, parts: dict[str, Any]) -> np.ndarray:
+        """Dense (len(rows), n_items) scores of a non-ranker strategy (higher is better)."""
+        pop = self.pop90 / max(float(self.pop90.max()), 1.0)
+        if strategy == "buy-again":
+            h = parts["hist"]
+            return (
+                h["n"] * (1 + self.item_rate)[None]
+                + self.params["ba_pop_weight"] * pop[None]
+                - 1e-5 * np.minimum(h["last"], NOT_BOUGHT_DAYS)
+            )
+        if strategy == "als":
+            return np.asarray(parts["als"], dtype=np.float64)
+        if strategy == "knn":
+            return np.asarray(parts["knn"], dtype=np.float64) + 1e-6 * pop[None]
+        if strategy == "popular":
+            return np.tile(pop, (len(rows), 1))
+        raise ValueError(f"unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}")
+
+    def _rank(
+        self,
+        rows: np.ndarray,
+        k: int,
+        exclude: str,
+        allowed: np.ndarray,
+        *,
+        strategy: str | None = None,
+        parts: dict[str, Any] | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        """Top-k item columns (-1 padded) and scores for known users (rows of the artifact)."""
+        if strategy is None:
+            strategy = self.params["strategy_new" if exclude == "always" else "strategy_all"]
+        if strategy == "ranker" and self.ranker is None:
+            strategy = "buy-again" if exclude != "always" else "als"
+        if parts is None:
+            parts = self._parts(rows)
+        parts = dict(parts)
+        if strategy == "ranker":
+            cand = self.candidates(rows, parts, allowed) & allowed
+            r, c = np.nonzero(cand)
+            s = np.full((len(rows), self.n_items), -np.inf)
+            if len(r):
+                s[r, c] = self.ranker.predict(self.features(rows, r, c, parts), num_threads=1)
+            # pad with popular items below every ranked candidate
+            pop = self.pop90 / max(float(self.pop90.max()), 1.0)
+            s = np.where(np.isfinite(s), s, pop[None] - 1e6)
+        else:
+            s = self.scores(rows, strategy, parts)
+        s = np.where(allowed, s, -np.inf)
+        top, vals = _topk(s, k)
+        parts["strategy"] = strategy
+        return top, vals, parts
+
+    def _cold_scores(self, country: str | None) -> np.ndarray:
+        base = self.popall if self.params["cold_window"] == "all" else self.pop90
+        score = base / max(float(base.max()), 1.0)
+        w = float(self.params["cold_country_weight"])
+        j = self._country_index.get(country) if country is not None else None
+        if w > 0 and j is not None:
+            cp = self.country_pop[j]
+            score = score + w * cp / max(float(cp.max()), 1.0)
+        return np.asarray(score, dtype=np.float64)
+
+    def _cold(
+        self,
+        k: int,
+        cat_items: np.ndarray | None,
+        exclude_items: Sequence[str],
+        country: str | None,
+    ) -> list[Recommendation]:
+        s = self._cold_scores(country)
+        mask = np.ones(self.n_items, dtype=bool)
+        if cat_items is not None:
+            mask[:] = False
+            mask[cat_items] = True
+        bad = [self._item_index[t] for t in map(str, exclude_items) if t in self._item_index]
+        mask[bad] = False
+        top, vals = _topk(np.where(mask, s, -np.inf)[None], k)
+        return [
+            Recommendation(str(self.item_ids[j]), float(v), self._popular_reason(j), "popular")
+            for j, v in zip(top[0], vals[0], strict=True)
+            if j >= 0
+        ]
+
+    def _popular_reason(self, j: int) -> str:
+        cat = self.item_categories[j]
+        return f"popular in {cat.lower()}" if cat else "popular right now"
+
+    def _explain(
+        self, row: int, items: np.ndarray, vals: np.ndarray, parts: dict[str, Any]
+    ) -> list[Recommendation]:
+        h = parts["hist"]
+        bought = parts["bought"][0]
+        hist_items = np.flatnonzero(bought)
+        strategy = parts["strategy"]
+        personal = np.zeros(self.n_items, dtype=bool)
+        if strategy in ("ranker", "als", "knn"):
+            for name in ("als", "knn"):
+                s = np.where(bought, -np.inf, parts[name][0])
+                n = min(int(self.params[f"n_{name}"]), self.n_items - 1)
+                personal[np.argpartition(-s, n)[:n]] = True
+        out = []
+        for j, v in zip(items.tolist(), vals.tolist(), strict=True):
+            if bought[j]:
+                times = float(h["n"][0, j])
+                if times >= 2:
+                    days = (h["first"][0, j] - h["last"][0, j]) / (times - 1)
+                    reason = f"you buy this every ~{max(round(days), 1)} days"
+                else:
+                    reason = "you bought this before"
+                out.append(Recommendation(str(self.item_ids[j]), v, reason, "buy-again"))
+            elif personal[j]:
+                reason = "customers with baskets like yours bought this"
+                if len(hist_items):
+                    nb = self.nn_idx[hist_items]
+                    hit = nb == j
+                    if hit.any():
+                        sims = np.where(hit, self.nn_sim[hist_items], 0).max(axis=1)
+                        best = hist_items[int(np.argmax(sims))]
+                        name = str(self.item_names[best] or self.item_ids[best]).strip()
+                        reason = f"bought together with {name}"
+                out.append(Recommendation(str(self.item_ids[j]), v, reason, "personalized"))
+            else:
+                out.append(
+                    Recommendation(str(self.item_ids[j]), v, self._popular_reason(j), "popular")
+                )
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, folder: Path | str) -> None:
+        """Write ``arrays.npz`` (no pickle), ``meta.json`` and ``ranker.txt`` (if any)."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        arrays = {
+            f.name: getattr(self, f.name)
+            for f in fields(self)
+            if f.name not in ("as_of", "params", "ranker")
+        }
+        np.savez(folder / ARRAYS_FILE, **arrays)  # type: ignore[arg-type]
+        if self.ranker is not None:
+            (folder / RANKER_FILE).write_text(self.ranker.model_to_string())
+        write_meta(
+            folder,
+            KIND,
+            as_of=self.as_of,
+            params=self.params,
+            features=list(FEATURES),
+            n_users=self.n_users,
+            n_items=self.n_items,
+            ranker=self.ranker is not None,
+        )
+
+    @classmethod
+    def load(cls, folder: Path | str) -> RecommenderArtifact:
+        """Read a folder written by :meth:`save` (no training code, no pickle)."""
+        folder = Path(folder)
+        meta = read_meta(folder)
+        if meta.get("kind") != KIND:
+            raise ValueError(f"{folder}: not a recommender artifact (kind={meta.get('kind')!r})")
+        if list(meta.get("features", FEATURES)) != list(FEATURES):
+            raise ValueError(f"{folder}: saved with other ranker features; retrain the model")
+        with np.load(folder / ARRAYS_FILE, allow_pickle=False) as npz:
+            arrays = {name: npz[name] for name in npz.files}
+        ranker = None
+        if meta.get("ranker"):
+            import lightgbm as lgb
+
+            ranker = lgb.Booster(model_file=str(folder / RANKER_FILE))
+        return cls(as_of=str(meta["as_of"]), params=dict(meta["params"]), ranker=ranker, **arrays)
+
+
+def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row top-k columns (ties broken by lower column) and values; -1 where -inf."""
+    n = scores.shape[1]
+    k_eff = min(k, n)
+    if k_eff < n:
+        idx = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+    else:
+        idx = np.tile(np.arange(n), (scores.shape[0], 1))
+    part = np.take_along_axis(scores, idx, axis=1)
+    order = np.lexsort((idx, -part), axis=1) if part.size else idx
+    idx = np.take_along_axis(idx, order, axis=1)
+    part = np.take_along_axis(part, order, axis=1)
+    idx = np.where(np.isfinite(part), idx, -1)
+    out_idx = -np.ones((scores.shape[0], k), dtype=np.int64)
+    out_val = np.full((scores.shape[0], k), -np.inf)
+    out_idx[:, :k_eff] = idx
+    out_val[:, :k_eff] = part
+    return out_idx, out_val

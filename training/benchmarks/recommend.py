@@ -1,0 +1,312 @@
+"""Protocol R of ``../shared/BENCHMARKS.md``: recommendations on Online Retail.
+
+``as_of`` = 2011-09-01, test = purchases in ``[as_of, as_of + 90 d)``. R-all: truth = distinct
+test items, past items may be recommended (shopml uses ``exclude="auto"``); R-new: truth = test
+items never bought before, past items excluded; R-cold: users with no train purchase. Metrics at
+10; users without recommendations score 0. Run as ``python -m training.benchmarks.recommend``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from features.interactions import build_interactions, purchases_before
+from features.schema import COUNTRY, CUSTOMER_ID, ITEM_ID, ORDERED_AT
+from training.benchmarks import write_results
+from training.recommender import RecommenderModel
+
+log = logging.getLogger(__name__)
+
+AS_OF = pd.Timestamp("2011-09-01")
+TEST_DAYS = 90
+K = 10
+THREADS = 2
+
+
+def ranking_metrics(
+    recs: list[list[str]], truth: list[set[str]], n_train_items: int, k: int = K
+) -> dict[str, float]:
+    """NDCG, recall, precision, hit rate, MAP at k and catalog coverage (protocol R)."""
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    tot = dict.fromkeys(("ndcg", "recall", "precision", "hitrate", "map"), 0.0)
+    seen: set[str] = set()
+    for r, rel in zip(recs, truth, strict=True):
+        r = r[:k]
+        seen.update(r)
+        hits = np.array([x in rel for x in r], dtype=float)
+        if not len(hits) or not rel:
+            continue
+        h = hits.sum()
+        tot["ndcg"] += (hits * disc[: len(hits)]).sum() / disc[: min(len(rel), k)].sum()
+        tot["recall"] += h / len(rel)
+        tot["precision"] += h / k
+        tot["hitrate"] += float(h > 0)
+        if h:
+            prec = np.cumsum(hits) / np.arange(1, len(hits) + 1)
+            tot["map"] += (prec * hits).sum() / min(len(rel), k)
+    n = max(len(truth), 1)
+    out = {f"{m}@{k}": round(float(v) / n, 4) for m, v in tot.items()}
+    out["coverage"] = round(len(seen) / max(n_train_items, 1), 4)
+    return out
+
+
+@dataclass
+class Protocol:
+    """Train matrix, evaluated users and ground truth of protocol R."""
+
+    orders: pd.DataFrame
+    customers: pd.DataFrame | None
+    X: sp.csr_matrix  # train users x train items, number of orders
+    user_ids: np.ndarray
+    item_ids: np.ndarray
+    warm: np.ndarray  # train rows of R-all users
+    truth_all: list[set[str]]
+    new_rows: np.ndarray  # positions in warm of R-new users
+    truth_new: list[set[str]]
+    cold_ids: list[str]
+    truth_cold: list[set[str]]
+
+
+def protocol(orders: pd.DataFrame, customers: pd.DataFrame | None = None) -> Protocol:
+    """Build protocol R's populations and truth from the contract's orders."""
+    orders = purchases_before(orders, None).astype({CUSTOMER_ID: str, ITEM_ID: str})
+    inter = build_interactions(orders, AS_OF, weight="orders")
+    test = purchases_before(orders, AS_OF + pd.Timedelta(days=TEST_DAYS), AS_OF)
+    test_items = test.groupby(CUSTOMER_ID)[ITEM_ID].agg(set)
+    train = purchases_before(orders, AS_OF)
+    bought = train.groupby(CUSTOMER_ID)[ITEM_ID].agg(set)
+    uidx = inter.user_index()
+    warm_ids = [u for u in test_items.index if u in uidx]
+    cold_ids = [u for u in test_items.index if u not in uidx]
+    truth_all = [test_items[u] for u in warm_ids]
+    truth_new_all = [test_items[u] - bought[u] for u in warm_ids]
+    new_rows = np.array([i for i, t in enumerate(truth_new_all) if t], dtype=np.int64)
+    return Protocol(
+        orders=orders,
+        customers=customers,
+        X=inter.matrix,
+        user_ids=inter.user_ids,
+        item_ids=inter.item_ids,
+        warm=np.array([uidx[u] for u in warm_ids], dtype=np.int64),
+        truth_all=truth_all,
+        new_rows=new_rows,
+        truth_new=[truth_new_all[i] for i in new_rows],
+        cold_ids=cold_ids,
+        truth_cold=[test_items[u] for u in cold_ids],
+    )
+
+
+def _topk_ids(
+    p: Protocol, scores: np.ndarray, exclude: np.ndarray | None = None
+) -> list[list[str]]:
+    s = np.array(scores, dtype=np.float64)
+    if exclude is not None:
+        s[exclude] = -np.inf
+    idx = np.argsort(-s, axis=1, kind="stable")[:, :K]
+    vals = np.take_along_axis(s, idx, axis=1)
+    return [p.item_ids[i[np.isfinite(v)]].tolist() for i, v in zip(idx, vals, strict=True)]
+
+
+def _rows(
+    p: Protocol,
+    name: str,
+    fit_s: float,
+    all_recs: list[list[str]] | None,
+    new_recs: list[list[str]] | None,
+    cold_recs: list[list[str]] | None,
+) -> list[dict[str, Any]]:
+    n_items = len(p.item_ids)
+    out = []
+    for task, recs, truth in (
+        ("R-all", all_recs, p.truth_all),
+        ("R-new", new_recs, p.truth_new),
+        ("R-cold", cold_recs, p.truth_cold),
+    ):
+        if recs is None:
+            continue
+        row = {"method": name, "task": task, "users": len(truth)}
+        row.update(ranking_metrics(recs, truth, n_items))
+        row["fit_s"] = round(fit_s, 2)
+        out.append(row)
+    return out
+
+
+def _popularity(p: Protocol, days: int | None) -> np.ndarray:
+    since = None if days is None else AS_OF - pd.Timedelta(days=days)
+    m = build_interactions(p.orders, AS_OF, since=since, weight="binary", item_ids=p.item_ids)
+    return np.asarray(m.matrix.sum(axis=0)).ravel().astype(np.float64)
+
+
+def references(p: Protocol) -> list[dict[str, Any]]:
+    """Every reference row of the R table (BENCHMARKS.md)."""
+    from implicit.als import AlternatingLeastSquares
+    from implicit.bpr import BayesianPersonalizedRanking
+    from implicit.nearest_neighbours import CosineRecommender, bm25_weight
+    from threadpoolctl import threadpool_limits
+
+    rows: list[dict[str, Any]] = []
+    Xw = p.X[p.warm].toarray()
+    bought = Xw > 0
+    bought_new = bought[p.new_rows]
+    n_warm = len(p.warm)
+
+    def both(scores: np.ndarray) -> tuple[list[list[str]], list[list[str]]]:
+        return _topk_ids(p, scores), _topk_ids(p, scores[p.new_rows], bought_new)
+
+    t = time.perf_counter()
+    pop90 = _popularity(p, 90)
+    fit = time.perf_counter() - t
+    a, n = both(np.tile(pop90, (n_warm, 1)))
+    cold90 = [_topk_ids(p, pop90[None])[0]] * len(p.cold_ids)
+    rows += _rows(p, "popularity, last 90 days", fit, a, n, cold90)
+
+    # buy-again: own items by number of orders, ties by most recent, padded with popularity
+    t = time.perf_counter()
+    train = purchases_before(p.orders, AS_OF)
+    u = pd.Index(p.user_ids).get_indexer(train[CUSTOMER_ID].to_numpy())
+    i = pd.Index(p.item_ids).get_indexer(train[ITEM_ID].to_numpy())
+    when = (train[ORDERED_AT] - AS_OF).dt.total_seconds().to_numpy() / 86400.0
+    last = np.full(p.X.shape, -1e4)
+    np.maximum.at(last, (u, i), when)
+    recency = last[p.warm]
+    pop_n = pop90 / pop90.max()
+    buy_again = Xw * 1e3 + np.where(bought, recency / 1e3 + 10, 0) + pop_n * 1e-3
+    fit = time.perf_counter() - t
+    rows += _rows(p, "buy-again", fit, _topk_ids(p, buy_again), None, None)
+
+    t = time.perf_counter()
+    knn = CosineRecommender(K=100, num_threads=THREADS)
+    knn.fit(p.X, show_progress=False)
+    fit = time.perf_counter() - t
+    a, n = both((p.X[p.warm] @ knn.similarity).toarray())
+    rows += _rows(p, "item-kNN cosine, K = 100", fit, a, n, None)
+
+    def als(factors: int) -> tuple[np.ndarray, float]:
+        t = time.perf_counter()
+        with threadpool_limits(1, "blas"):
+            m = AlternatingLeastSquares(
+                factors=factors,
+                regularization=0.05,
+                iterations=15,
+                random_state=0,
+                num_threads=THREADS,
+            )
+            m.fit(bm25_weight(p.X, K1=100, B=0.8).tocsr().astype(np.float32), show_progress=False)
+        return np.asarray(m.user_factors[p.warm] @ m.item_factors.T), time.perf_counter() - t
+
+    s64, fit = als(64)
+    a, n = both(s64)
+    rows += _rows(p, "implicit ALS, bm25, 64 factors, reg 0.05, 15 it.", fit, a, n, None)
+    s128, fit128 = als(128)
+    a, n = both(s128)
+    rows += _rows(p, "ALS tuned on validation (128 factors)", fit128, a, n, None)
+
+    t = time.perf_counter()
+    bpr = BayesianPersonalizedRanking(random_state=0, num_threads=THREADS)
+    bpr.fit(p.X, show_progress=False)
+    fit = time.perf_counter() - t
+    a, n = both(np.asarray(bpr.user_factors[p.warm] @ bpr.item_factors.T))
+    rows += _rows(p, "implicit BPR, defaults", fit, a, n, None)
+
+    # blend: the first 8 slots from buy-again, the rest from tuned ALS (not already listed)
+    ba_ids = _topk_ids(p, np.where(bought, buy_again, -np.inf))
+    blend = []
+    for b, r in zip(ba_ids, _topk_ids_n(p, s128, 30), strict=True):
+        head = b[:8]
+        blend.append((head + [x for x in r if x not in head])[:K])
+    rows += _rows(p, "blend: 8 buy-again slots + tuned ALS", fit128, blend, None, None)
+
+    t = time.perf_counter()
+    bought_all = (p.X > 0).sum(axis=0).A1
+    repeat = (p.X >= 2).sum(axis=0).A1 / np.maximum(bought_all, 1)
+    scored = Xw * (1 + repeat)[None] + 0.3 * pop_n[None] + np.where(bought, recency / 1e5, 0)
+    fit = time.perf_counter() - t
+    rows += _rows(
+        p,
+        "buy-again scored (count x (1 + repurchase rate) + 0.3 pop)",
+        fit,
+        _topk_ids(p, scored),
+        None,
+        None,
+    )
+
+    t = time.perf_counter()
+    pop_all = _popularity(p, None)
+    fit = time.perf_counter() - t
+    cold = [_topk_ids(p, pop_all[None])[0]] * len(p.cold_ids)
+    rows += _rows(p, "cold users: popularity (all train)", fit, None, None, cold)
+    return rows
+
+
+def _topk_ids_n(p: Protocol, scores: np.ndarray, n: int) -> list[list[str]]:
+    idx = np.argsort(-scores, axis=1, kind="stable")[:, :n]
+    return [p.item_ids[i].tolist() for i in idx]
+
+
+def shopml_rows(
+    p: Protocol, items: pd.DataFrame | None, model_factory: Callable[[], RecommenderModel]
+) -> tuple[list[dict[str, Any]], RecommenderModel]:
+    """Fit shopml's recommender before ``as_of`` and score it on R-all, R-new and R-cold."""
+    t = time.perf_counter()
+    model = model_factory().fit(p.orders, AS_OF, items=items, customers=p.customers)
+    fit = time.perf_counter() - t
+    art = model.artifact
+    warm_ids = p.user_ids[p.warm].tolist()
+    all_recs = art.recommend_batch(warm_ids, K, exclude="auto")
+    new_recs = art.recommend_batch([warm_ids[i] for i in p.new_rows], K, exclude="always")
+    countries: list[str | None] = [None] * len(p.cold_ids)
+    if p.customers is not None and COUNTRY in p.customers.columns:
+        cmap = dict(
+            zip(p.customers[CUSTOMER_ID].astype(str), p.customers[COUNTRY].astype(str), strict=True)
+        )
+        countries = [cmap.get(u) for u in p.cold_ids]
+    cold_recs = art.recommend_batch(p.cold_ids, K, countries=countries)
+    return _rows(p, "shopml", fit, all_recs, new_recs, cold_recs), model
+
+
+def run(dataset: Any, *, write: bool = True) -> list[dict[str, Any]]:
+    """Protocol R on a loaded Online Retail :class:`~features.io.Dataset`; writes the results."""
+    p = protocol(dataset.orders, dataset.customers)
+    log.info(
+        "protocol R: %d R-all, %d R-new, %d cold users",
+        len(p.truth_all),
+        len(p.truth_new),
+        len(p.truth_cold),
+    )
+    rows, model = shopml_rows(p, dataset.items, lambda: RecommenderModel(num_threads=THREADS))
+    rows += references(p)
+    if write:
+        write_results(
+            "online-retail",
+            "R",
+            rows,
+            as_of=str(AS_OF.date()),
+            shopml_params={k: v for k, v in model.artifact.params.items()},
+        )
+    return rows
+
+
+def main() -> None:
+    """Load ``../shared/data/online_retail`` and run protocol R."""
+    from features.io import load_dataset
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    dataset = load_dataset("../shared/data/online_retail/online_retail.parquet")
+    for row in run(dataset):
+        log.info("%s", row)
+
+
+if __name__ == "__main__":
+    main()
