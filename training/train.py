@@ -115,7 +115,7 @@ def _train_kind(
         key = backtest_key(ds, kind, as_of, bt)
         log.info("%s: fit on all data before %s", kind, as_of.date())
         with scratch_dir() as tmp:
-            fitted = job.fit(ds, as_of, params, Path(tmp) / kind)
+            fitted = job.fit(ds, as_of, params, Path(tmp) / "model")
             tracker.log_dict({**fitted.summary, "notes": fitted.notes}, "fit_summary.json")
             version = tracker.log_model(
                 kind,

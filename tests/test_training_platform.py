@@ -1,0 +1,127 @@
+"""The MLflow platform: full training into a temporary store, registry, champion alias, gate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from features.io import Dataset, load_dataset
+from features.synthetic import ShopConfig, write_shop
+from shopml.artifacts.registry import load_artifact
+from shopml.config import DataConfig, Experiment
+from training.tracking import Tracker, VersionInfo, decide
+from training.train import train
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("shop") / "demo"
+    write_shop(ShopConfig(n_customers=600, n_items=80, seed=5), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dataset(shop: Path) -> Dataset:
+    return load_dataset(shop)
+
+
+def experiment(shop: Path, **params: dict) -> Experiment:
+    return Experiment(name="test", data=DataConfig(path=str(shop)), params=params)
+
+
+def test_full_training_registers_and_promotes(shop: Path, dataset: Dataset, tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="test")
+    results = train(
+        experiment(shop), tracker, dataset=dataset, kinds=("churn", "demand"), threads=1
+    )
+    assert [r.kind for r in results] == ["churn", "demand"]
+    for r in results:
+        assert r.decision.promote and r.decision.reason == "no champion yet"
+        champion = tracker.champion(r.kind)
+        assert champion is not None and champion.version == r.version.version
+        folder = tracker.download(r.kind, tmp_path / f"dl-{r.kind}")
+        assert (folder / "meta.json").exists()
+        load_artifact(folder)  # servable without training code
+    # the parent run has nested runs with metrics and plots
+    runs = mlflow.search_runs(experiment_ids=[tracker.experiment_id], output_format="pandas")
+    assert len(runs) == 3
+    churn_run = runs[runs["tags.model_kind"] == "churn"].iloc[0]
+    assert 0.5 < churn_run["metrics.shopml.roc_auc"] <= 1.0
+    assert "metrics.recency.roc_auc" in runs.columns
+    plots = [a.path for a in tracker.client.list_artifacts(churn_run["run_id"], "plots")]
+    assert sorted(plots) == ["plots/calibration.png", "plots/gains.png", "plots/roc.png"]
+    # batch users load the registered pyfunc
+    model = mlflow.pyfunc.load_model("models:/shopml-churn@champion")
+    ids = load_artifact(folder_of(tracker, "churn", tmp_path)).artifact.scores["customer_id"][:5]
+    out = model.predict(pd.DataFrame({"customer_id": ids}))
+    assert len(out) == 5 and out["churn_proba"].between(0, 1).all()
+    assert {"value", "value_at_risk", "segment", "reasons"} <= set(out.columns)
+
+
+def folder_of(tracker: Tracker, kind: str, tmp_path: Path) -> Path:
+    return tracker.download(kind, tmp_path / f"again-{kind}")
+
+
+def test_retrain_on_same_data_keeps_champion_and_worse_config_is_refused(
+    shop: Path, dataset: Dataset, tmp_path: Path
+) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="test")
+    (first,) = train(experiment(shop), tracker, dataset=dataset, kinds=("churn",), threads=1)
+    (same,) = train(experiment(shop), tracker, dataset=dataset, kinds=("churn",), threads=1)
+    assert not same.decision.promote
+    assert "does not beat" in same.decision.reason
+    weak = experiment(shop, churn={"features": ["tenure_days"], "baselines": ()})
+    (worse,) = train(weak, tracker, dataset=dataset, kinds=("churn",), threads=1)
+    assert worse.backtest.value < first.backtest.value
+    assert not worse.decision.promote
+    champion = tracker.champion("churn")
+    assert champion is not None and champion.version == first.version.version
+    tags = tracker.client.get_model_version("shopml-churn", worse.version.version).tags
+    assert "does not beat" in tags["gate_decision"]
+
+
+def info(value: float, key: str = "k", params: dict | None = None) -> VersionInfo:
+    return VersionInfo("churn", "1", "run", "roc_auc", value, True, key, params or {}, "2024-01-01")
+
+
+@pytest.mark.parametrize(
+    ("candidate", "champion", "key", "refit", "promote"),
+    [
+        (0.7, None, "k", None, True),  # no champion
+        (0.8, info(0.7), "k", None, True),  # same backtest, better
+        (0.7, info(0.7), "k", None, False),  # same backtest, equal: not better
+        (0.6, info(0.7), "k", None, False),  # same backtest, worse
+        (0.7, info(0.9), "new", 0.7, True),  # new data: as good as the refitted champion config
+        (0.6, info(0.5), "new", 0.7, False),  # new data: worse than the refitted champion config
+        (0.9, info(0.5), "new", None, False),  # new data, champion not re-evaluated: keep
+    ],
+)
+def test_gate(
+    candidate: float, champion: VersionInfo | None, key: str, refit: float | None, promote: bool
+) -> None:
+    decision = decide(
+        candidate,
+        champion,
+        backtest_key=key,
+        higher_is_better=True,
+        champion_value_on_candidate_backtest=refit,
+    )
+    assert decision.promote is promote
+    assert decision.reason
+
+
+def test_gate_lower_is_better() -> None:
+    champ = VersionInfo("demand", "3", "r", "mase", 1.2, False, "k", {}, None)
+    assert decide(1.1, champ, backtest_key="k", higher_is_better=False).promote
+    assert not decide(1.3, champ, backtest_key="k", higher_is_better=False).promote
+
+
+def test_unknown_kind_is_refused(shop: Path, dataset: Dataset, tmp_path: Path) -> None:
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="test")
+    with pytest.raises(ValueError, match="unknown model kind"):
+        train(experiment(shop), tracker, dataset=dataset, kinds=("telepathy",))
