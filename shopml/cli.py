@@ -201,31 +201,16 @@ def train(
         results = run_training(
             exp, tracker, dataset=dataset, kinds=kinds, threads=threads, progress=status.update
         )
-    table = Table(title=f"training of {exp.name} (MLflow: {tracker.uri})", title_justify="left")
-    for col in (
-        "model",
-        "version",
-        "backtest",
-        "metric",
-        "shopml",
-        "best baseline",
-        "champion",
-        "why",
-    ):
-        table.add_column(col)
+    console.print(f"MLflow: {tracker.uri} (experiment {exp.name!r})")
     for r in results:
         best = r.backtest.best_baseline()
-        table.add_row(
-            r.kind,
-            r.version.version,
-            r.backtest.window,
-            r.backtest.gate_metric,
-            f"{r.backtest.value:.4f}",
-            f"{best[0]} {best[1]:.4f}" if best else "-",
-            "promoted" if r.decision.promote else "kept previous",
-            r.decision.reason,
+        versus = f"; best baseline {best[0]} {best[1]:.4f}" if best else ""
+        verdict = "[green]promoted[/]" if r.decision.promote else "[yellow]not promoted[/]"
+        console.print(
+            f"[bold]{r.kind}[/] v{r.version.version}: {r.backtest.gate_metric} "
+            f"{r.backtest.value:.4f} on {r.backtest.window}{versus} -> {verdict}: "
+            f"{r.decision.reason} ({r.seconds:.0f} s)"
         )
-    console.print(table)
 
 
 def _parse_kinds(models: list[str]) -> tuple[str, ...]:
@@ -249,6 +234,53 @@ def bench_features(
     from training.benchmarks.features import run
 
     run(lines, workdir)
+
+
+QUALITY_PROTOCOLS = {"online-retail": ("C", "R", "D"), "cdnow": ("C",)}
+
+
+@bench_app.command("quality")
+def bench_quality(
+    dataset: Annotated[str, typer.Option(help="online-retail | cdnow")] = "online-retail",
+    protocols: Annotated[
+        list[str] | None, typer.Option("--protocol", "-p", help="C, R, D (repeatable); default all")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="threads for model fitting")] = 2,
+) -> None:
+    """Protocols of ../shared/BENCHMARKS.md on the real data; writes experiments/results/."""
+    import time
+
+    from features.io import load_dataset
+
+    if dataset not in QUALITY_PROTOCOLS:
+        raise CliError(f"--dataset: unknown {dataset!r}; choose from {list(QUALITY_PROTOCOLS)}")
+    chosen = tuple(p.upper() for p in protocols) if protocols else QUALITY_PROTOCOLS[dataset]
+    bad = [p for p in chosen if p not in QUALITY_PROTOCOLS[dataset]]
+    if bad:
+        raise CliError(
+            f"--protocol: {bad} not defined for {dataset}; use {QUALITY_PROTOCOLS[dataset]}"
+        )
+    for protocol in chosen:
+        start = time.perf_counter()
+        console.rule(f"{dataset}: protocol {protocol}")
+        if protocol == "C":
+            from training.benchmarks import customers
+
+            customers.run(dataset, dataset, num_threads=threads)
+        else:
+            from training.benchmarks import DATA_PATHS
+            from training.benchmarks import demand as demand_bench
+            from training.benchmarks import recommend as recommend_bench
+
+            path = DATA_PATHS[dataset]
+            if not path.exists():
+                raise CliError(f"{path}: the real data set is not here (see ../shared/data)")
+            module = recommend_bench if protocol == "R" else demand_bench
+            module.run(load_dataset(path))
+        console.print(
+            f"protocol {protocol}: experiments/results/{dataset}-{protocol}.json "
+            f"({time.perf_counter() - start:.0f} s)"
+        )
 
 
 def _date(text: str | None):  # type: ignore[no-untyped-def]

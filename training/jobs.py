@@ -286,3 +286,95 @@ class DemandJob:
 
 
 JOBS["demand"] = DemandJob
+
+
+# ---------------------------------------------------------------------- recommender
+class RecommenderJob:
+    """Top-10 recommendations vs popularity and buy-again on the last 90 days (NDCG@10)."""
+
+    kind: ClassVar[str] = "recommender"
+    window_days: ClassVar[int] = 90
+    ks: ClassVar[tuple[int, ...]] = (1, 3, 5, 10, 20)
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads or default_threads()
+
+    def _model(self, params: dict[str, Any]) -> Any:
+        from training.recommender import RecommenderModel
+
+        return RecommenderModel(num_threads=self.threads, **params)
+
+    def backtest(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any]) -> Backtest:
+        from features.interactions import build_interactions, purchases_before
+        from features.schema import CUSTOMER_ID, ITEM_ID
+        from training.benchmarks.recommend import ranking_metrics
+
+        at = as_of - pd.Timedelta(days=self.window_days)
+        buys = purchases_before(ds.orders, as_of)
+        model = self._model(params).fit(buys, at, items=ds.items, customers=ds.customers)
+        train = build_interactions(buys, at, weight="orders")
+        recent = build_interactions(
+            buys, at, since=at - pd.Timedelta(days=90), weight="binary", item_ids=train.item_ids
+        )
+        test = purchases_before(buys, as_of, at)
+        truth_by_user = test.groupby(test[CUSTOMER_ID].astype(str))[ITEM_ID].agg(
+            lambda s: set(s.astype(str))
+        )
+        index = train.user_index()
+        users = [u for u in truth_by_user.index if u in index]
+        truth = [truth_by_user[u] for u in users]
+        rows = np.array([index[u] for u in users], dtype=np.int64)
+        top = max(self.ks)
+        popularity = np.asarray(recent.matrix.sum(axis=0)).ravel()
+        pop_order = np.argsort(-popularity, kind="stable")[:top]
+        X = train.matrix[rows].toarray() if len(rows) else np.zeros((0, len(train.item_ids)))
+        own = X + 1e-6 * popularity / max(popularity.max(), 1.0)
+        recs = {
+            "shopml": model.artifact.recommend_batch(users, top, exclude="auto"),
+            "popularity-90d": [train.item_ids[pop_order].tolist()] * len(users),
+            "buy-again": [
+                train.item_ids[np.argsort(-r, kind="stable")[:top]].tolist() for r in own
+            ],
+        }
+        n_items = len(train.item_ids)
+        metrics = {name: ranking_metrics(r, truth, n_items, k=10) for name, r in recs.items()}
+        curves = {
+            name: [ranking_metrics(r, truth, n_items, k=k)[f"ndcg@{k}"] for k in self.ks]
+            for name, r in recs.items()
+        }
+        metrics["shopml"]["users"] = float(len(users))
+        window = f"{at.date()}..{as_of.date()}"
+        return Backtest(
+            window=window,
+            metrics=metrics,
+            gate_metric="ndcg@10",
+            higher_is_better=True,
+            figures={
+                "ndcg_vs_k.png": plots.metric_vs_k(
+                    self.ks, curves, "NDCG@k", f"Recommendations, users active {window}"
+                ),
+                "coverage.png": plots.bars(
+                    {n: m["coverage"] for n, m in metrics.items()},
+                    "catalogue coverage of the top 10",
+                    "Share of the catalogue recommended",
+                ),
+            },
+        )
+
+    def fit(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any], folder: Path) -> Fitted:
+        from features.interactions import purchases_before
+
+        model = self._model(params).fit(
+            purchases_before(ds.orders, as_of), as_of, items=ds.items, customers=ds.customers
+        )
+        model.save(folder)
+        art = model.artifact
+        users = [str(u) for u in art.user_ids[:2]]
+        return Fitted(
+            folder,
+            pd.DataFrame({"user_id": [*users, "unknown-user"], "k": [10, 5, 3]}),
+            summary={"users": art.n_users, "items": art.n_items},
+        )
+
+
+JOBS["recommender"] = RecommenderJob

@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import tempfile
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -72,6 +73,7 @@ class Tracker:
         self.uri = uri or tracking_uri()
         self.experiment = experiment
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         if self.uri.startswith("sqlite:///"):
             Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         mlflow.set_tracking_uri(self.uri)
@@ -159,14 +161,9 @@ class Tracker:
         from shopml.artifacts.registry import load_artifact
 
         output = load_artifact(folder).predict_frame(input_example)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=str(PYFUNC_ENTRY),
-            artifacts={"model": str(folder)},
-            signature=infer_signature(input_example, output),
-            input_example=input_example,
-            pip_requirements=PIP_REQUIREMENTS,
-        )
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+            info = self._log_pyfunc(folder, input_example, infer_signature(input_example, output))
         tags = {
             "gate_metric": gate_metric,
             "gate_value": repr(float(gate_value)),
@@ -177,6 +174,19 @@ class Tracker:
         }
         version = mlflow.register_model(info.model_uri, registered_name(kind), tags=tags)
         return self._info(kind, version)
+
+    @staticmethod
+    def _log_pyfunc(folder: Path, input_example: pd.DataFrame, signature: Any) -> Any:
+        import mlflow
+
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(PYFUNC_ENTRY),
+            artifacts={"model": str(folder)},
+            signature=signature,
+            input_example=input_example,
+            pip_requirements=PIP_REQUIREMENTS,
+        )
 
     def _info(self, kind: str, version: Any) -> VersionInfo:
         tags = version.tags or {}

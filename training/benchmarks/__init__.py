@@ -8,6 +8,12 @@ from pathlib import Path
 from typing import Any
 
 RESULTS_DIR = Path("experiments/results")
+#: The real data sets of ../shared/data (not part of the repository).
+SHARED_DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
+DATA_PATHS = {
+    "online-retail": SHARED_DATA / "online_retail" / "online_retail.parquet",
+    "cdnow": SHARED_DATA / "cdnow" / "cdnow_master.parquet",
+}
 
 
 def git_commit() -> str:
