@@ -191,6 +191,7 @@ def test_save_load_round_trip(model: RecommenderModel, tmp_path: Path) -> None:
     assert art.recommend_batch(users, 7) == loaded.recommend_batch(users, 7)
     assert art.similar_items("i3", 4) == loaded.similar_items("i3", 4)
     assert loaded.params == art.params
+    assert loaded.has_precomputed and np.array_equal(loaded.pre_scores, art.pre_scores)
     with np.load(tmp_path / "rec" / "arrays.npz", allow_pickle=False) as npz:
         assert "user_factors" in npz.files
 
@@ -268,3 +269,48 @@ def test_protocol_r_user_counts(online_retail) -> None:  # type: ignore[no-untyp
     p = protocol(online_retail.orders, online_retail.customers)
     assert len(p.user_ids) == 3314
     assert (len(p.truth_all), len(p.truth_new), len(p.truth_cold)) == (1859, 1795, 974)
+
+
+def test_precomputed_lists_match_live_ranking(model: RecommenderModel) -> None:
+    art = model.artifact
+    assert art.has_precomputed
+    for user in art.user_ids.tolist():
+        for policy in ("auto", "always", "never"):
+            for k in (1, 10, 40):
+                fast = art.recommend(user, k, exclude=policy)
+                assert fast == art.recommend_live(user, k, exclude=policy), (user, policy, k)
+
+
+def test_precomputed_lists_respect_filters(model: RecommenderModel) -> None:
+    art = model.artifact
+    for user in ("u0", "u3", "u11"):
+        row = art._user_index[user]
+        hist = set(art.item_ids[art.hist_indices[art.hist_indptr[row] : art.hist_indptr[row + 1]]])
+        top = ids(art.recommend(user, 5))
+        recs = art.recommend(user, 8, category="toys", exclude_items=top[:2])
+        assert len(recs) == 8
+        assert all(art.item_categories[art._item_index[r.item_id]] == "toys" for r in recs)
+        assert not set(top[:2]) & set(ids(recs))
+        assert not hist & set(ids(art.recommend(user, 20, exclude="always", category="home")))
+        assert [r.score for r in recs] == sorted((r.score for r in recs), reverse=True)
+
+
+def test_short_precomputed_lists_fall_back_to_live(orders: pd.DataFrame) -> None:
+    short = small_model(precompute_width=6).fit(
+        orders, AS_OF, items=make_items(), customers=make_customers()
+    )
+    art = short.artifact
+    assert art.params["precomputed_width"] == 6
+    for user in ("u0", "u7"):
+        for policy in ("auto", "always"):
+            for k in (3, 25):
+                assert art.recommend(user, k, exclude=policy) == art.recommend_live(
+                    user, k, exclude=policy
+                )
+    none = small_model(precompute_width=0).fit(
+        orders, AS_OF, items=make_items(), customers=make_customers()
+    )
+    assert not none.artifact.has_precomputed
+    assert none.recommend("u0", 10) == art.recommend_live("u0", 10)
+    with pytest.raises(KeyError):
+        art.recommend_live("nobody", 5)

@@ -14,7 +14,8 @@ serving loads). Everything it learns comes from purchases strictly before ``as_o
    beat popularity is never chosen. Cold-user popularity (window, country weight) is chosen on
    the users who first bought in the validation window.
 3. The components are refitted on everything before ``as_of``; the validated re-ranker (trained
-   without the held-out users, so what was validated is what ships) is attached to the artifact.
+   without the held-out users, so what was validated is what ships) is attached to the artifact,
+   and every known user's ranked list is precomputed for serving.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from features.interactions import build_interactions, purchases_before
 from features.schema import CATEGORY, COUNTRY, CUSTOMER_ID, ITEM_ID, ITEM_NAME, ORDER_ID, ORDERED_AT
 from shopml.artifacts.recommender import (
     DEFAULT_PARAMS,
+    PRECOMPUTE_WIDTH,
     RecommenderArtifact,
 )
 from training.base import check_fitted
@@ -329,6 +331,7 @@ class RecommenderModel:
         cold_country_weights: tuple[float, ...] = (0.0, 0.5, 1.0, 2.0),
         random_state: int = 0,
         num_threads: int = 1,
+        precompute_width: int = PRECOMPUTE_WIDTH,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -348,6 +351,7 @@ class RecommenderModel:
         self.cold_country_weights = cold_country_weights
         self.random_state = random_state
         self.num_threads = num_threads
+        self.precompute_width = precompute_width
 
     # ------------------------------------------------------------------ fit
     def _state(
@@ -434,6 +438,8 @@ class RecommenderModel:
         self.state_ = self._state(orders, as_of, item_ids, items, customers, params)
         self.state_.ranker = ranker
         self.state_.params["validation"] = validation
+        if self.precompute_width > 0:
+            self.state_.precompute(self.precompute_width)
         self.fit_seconds_ = time.perf_counter() - t0
         self.state_.params["fit_seconds"] = round(self.fit_seconds_, 2)
         log.info(

@@ -15,6 +15,13 @@ for ``exclude="always"``) are chosen on a validation window at fit time:
 - ``als`` / ``knn``: collaborative scores; ``popular``: recent popularity.
 
 Unknown users get popularity (overall or recent, mixed with their country's when given).
+
+Serving speed: :meth:`RecommenderArtifact.precompute` (called at fit time) stores every known
+user's ranked list twice (``exclude="never"`` with the all-items strategy, ``exclude="always"``
+with the new-items strategy; ``auto`` filters the first), with scores, the answering strategy
+and the item behind a "bought together" reason, as ragged arrays in the npz.
+:meth:`RecommenderArtifact.recommend` then only filters and slices that list; it ranks live
+only when filters leave fewer than ``k`` items of a truncated list.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ MAX_K = 100
 EXCLUDE_POLICIES = ("auto", "always", "never")
 STRATEGIES = ("ranker", "buy-again", "als", "knn", "popular")
 NOT_BOUGHT_DAYS = 999.0
+PRECOMPUTE_WIDTH = 120
+#: strategy codes of precomputed entries (``pre_kind``)
+KIND_STRATEGY = ("popular", "personalized", "buy-again")
 
 FEATURES = (
     "n",
@@ -150,6 +160,11 @@ class RecommenderArtifact:
     nn_sim: np.ndarray
     params: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
     ranker: Any = None  # lightgbm.Booster or None
+    pre_indptr: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pre_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    pre_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
+    pre_kind: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    pre_via: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
 
     def __post_init__(self) -> None:
         self.params = {**DEFAULT_PARAMS, **self.params}
@@ -169,6 +184,14 @@ class RecommenderArtifact:
         self.item_rate = (self.item_repeaters / (self.item_buyers + 2.0)).astype(np.float32)
         self._pop90_order = np.argsort(-self.pop90, kind="stable")
         self._nn_matrix: sp.csr_matrix | None = None
+        names = sorted(self._categories)
+        self._category_code = {c: i for i, c in enumerate(names)}
+        code = np.full(self.n_items, -1, dtype=np.int32)
+        for c, cols in self._categories.items():
+            code[cols] = self._category_code[c]
+        self._item_category_code = code
+        self._rebought = self.item_repeaters > 0
+        self._item_factors64 = np.ascontiguousarray(self.item_factors, dtype=np.float64)
 
     # ------------------------------------------------------------------ basics
     @property
@@ -212,6 +235,30 @@ class RecommenderArtifact:
         row = self._user_index.get(str(user_id))
         if row is None:
             return self._cold(k, cat_items, exclude_items, country)
+        fast = self._from_precomputed(row, k, exclude, category, exclude_items)
+        if fast is not None:
+            return fast
+        return self.recommend_live(
+            user_id, k, category=category, exclude=exclude, exclude_items=exclude_items
+        )
+
+    def recommend_live(
+        self,
+        user_id: str,
+        k: int = 10,
+        *,
+        category: str | None = None,
+        exclude: str = "auto",
+        exclude_items: Sequence[str] = (),
+    ) -> list[Recommendation]:
+        """:meth:`recommend` for a known user, ranked live (no precomputed list); KeyError if
+        the user is unknown. Reference for the precomputed path and its fallback."""
+        k = check_k(k)
+        exclude = check_exclude(exclude)
+        cat_items = self._category_items(category)
+        row = self._user_index.get(str(user_id))
+        if row is None:
+            raise KeyError(f"unknown user {user_id!r}")
         rows = np.array([row])
         allowed = self._allowed(rows, exclude, cat_items, exclude_items)
         top, scores, parts = self._rank(rows, k, exclude, allowed)
@@ -241,6 +288,15 @@ class RecommenderArtifact:
         rows = np.array([self._user_index.get(u, -1) for u in ids], dtype=np.int64)
         out: list[list[str]] = [[] for _ in ids]
         known = np.flatnonzero(rows >= 0)
+        if self.has_precomputed:
+            live = []
+            for q in known.tolist():
+                fast = self._from_precomputed(int(rows[q]), k, exclude, category, ())
+                if fast is None:
+                    live.append(q)
+                else:
+                    out[q] = [r.item_id for r in fast]
+            known = np.array(live, dtype=np.int64)
         for start in range(0, len(known), chunk):
             pos = known[start : start + chunk]
             allowed = self._allowed(rows[pos], exclude, cat_items, ())
@@ -267,6 +323,144 @@ class RecommenderArtifact:
             (str(self.item_ids[i]), float(s))
             for i, s in zip(idx[keep][:k], sim[keep][:k], strict=True)
         ]
+
+    # ------------------------------------------------------------------ precomputed lists
+    @property
+    def has_precomputed(self) -> bool:
+        """True when :meth:`precompute` ran (or its lists were loaded)."""
+        return len(self.pre_indptr) == 2 * self.n_users + 1
+
+    def precompute(self, width: int = PRECOMPUTE_WIDTH, chunk: int = 256) -> None:
+        """Rank every known user once (top ``width``) for both list kinds; see the module doc."""
+        width = max(1, min(int(width), self.n_items))
+        n = self.n_users
+        lists: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [[], []]
+        for start in range(0, n, chunk):
+            rows = np.arange(start, min(start + chunk, n))
+            parts = self._parts(rows)
+            per_mode = []
+            for exclude in ("never", "always"):
+                allowed = self._allowed(rows, exclude, None, ())
+                top, vals, ranked = self._rank(rows, width, exclude, allowed, parts=parts)
+                per_mode.append((top, vals, self._personal(parts, ranked["strategy"])))
+            bought = parts["bought"]
+            for i, row in enumerate(rows.tolist()):
+                targets = np.unique(
+                    np.concatenate(
+                        [t[i][(t[i] >= 0) & p[i][np.maximum(t[i], 0)]] for t, _, p in per_mode]
+                    )
+                )
+                via = self._via(row, targets)
+                for mode, (top, vals, personal) in enumerate(per_mode):
+                    items = top[i][top[i] >= 0]
+                    kind = np.where(bought[i, items], 2, np.where(personal[i, items], 1, 0))
+                    v = np.array(
+                        [
+                            via.get(j, -1) if c == 1 else -1
+                            for j, c in zip(items.tolist(), kind.tolist(), strict=True)
+                        ],
+                        dtype=np.int32,
+                    )
+                    lists[mode].append((items, vals[i][: len(items)], kind, v))
+        flat = lists[0] + lists[1]
+        lengths = np.array([len(x[0]) for x in flat], dtype=np.int64)
+        self.pre_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+
+        def cat(j: int, dt: type) -> np.ndarray:
+            parts = [x[j] for x in flat]
+            return np.concatenate(parts).astype(dt) if parts else np.zeros(0, dtype=dt)
+
+        self.pre_items = cat(0, np.int32)
+        self.pre_scores = cat(1, np.float64)
+        self.pre_kind = cat(2, np.int8)
+        self.pre_via = cat(3, np.int32)
+        self.params["precomputed_width"] = width
+
+    def _personal(self, parts: dict[str, Any], strategy: str) -> np.ndarray:
+        """Boolean (rows, n_items): items in the user's ALS or kNN top (for the reason)."""
+        bought = parts["bought"]
+        personal = np.zeros(bought.shape, dtype=bool)
+        if strategy in ("ranker", "als", "knn"):
+            for name in ("als", "knn"):
+                s = np.where(bought, -np.inf, parts[name])
+                n = min(int(self.params[f"n_{name}"]), self.n_items - 1)
+                if n > 0:
+                    top = np.argpartition(-s, n, axis=1)[:, :n]
+                    np.put_along_axis(personal, top, True, axis=1)
+        return personal
+
+    def _via(self, row: int, targets: np.ndarray) -> dict[int, int]:
+        """For each target item, the user's past item that has it as its closest neighbour."""
+        hist = self.hist_indices[self.hist_indptr[row] : self.hist_indptr[row + 1]]
+        if not len(hist) or not len(targets):
+            return {}
+        nb = self.nn_idx[hist]
+        r, c = np.nonzero(np.isin(nb, targets))
+        t, s = nb[r, c], self.nn_sim[hist][r, c]
+        order = np.lexsort((r, -s, t))
+        t, r = t[order], r[order]
+        first = np.r_[True, t[1:] != t[:-1]]
+        return dict(zip(t[first].tolist(), hist[r[first]].tolist(), strict=True))
+
+    def _from_precomputed(
+        self,
+        row: int,
+        k: int,
+        exclude: str,
+        category: str | None,
+        exclude_items: Sequence[str],
+    ) -> list[Recommendation] | None:
+        """Top-``k`` from the user's precomputed list, or None when it cannot answer exactly."""
+        if not self.has_precomputed:
+            return None
+        p = row + (self.n_users if exclude == "always" else 0)
+        s, e = int(self.pre_indptr[p]), int(self.pre_indptr[p + 1])
+        items = self.pre_items[s:e]
+        kind = self.pre_kind[s:e]
+        keep = None
+        if exclude == "auto":
+            keep = (kind != 2) | self._rebought[items]
+        if category is not None:
+            code = self._category_code[category]
+            in_cat = self._item_category_code[items] == code
+            keep = in_cat if keep is None else keep & in_cat
+        if exclude_items:
+            bad = [self._item_index[t] for t in map(str, exclude_items) if t in self._item_index]
+            if bad:
+                ok = ~np.isin(items, bad)
+                keep = ok if keep is None else keep & ok
+        pos = np.arange(len(items)) if keep is None else np.flatnonzero(keep)
+        if len(pos) < k and e - s >= int(self.params.get("precomputed_width", 0)):
+            return None  # a truncated list ran out: rank live
+        pos = pos[:k]
+        hs, he = int(self.hist_indptr[row]), int(self.hist_indptr[row + 1])
+        hist = self.hist_indices[hs:he]
+        out = []
+        for j, v, c, via in zip(
+            items[pos].tolist(),
+            self.pre_scores[s:e][pos].tolist(),
+            kind[pos].tolist(),
+            self.pre_via[s:e][pos].tolist(),
+            strict=True,
+        ):
+            if c == 2:
+                h = hs + int(np.searchsorted(hist, j))
+                times = self.hist_n[h]
+                if times >= 2:
+                    days = (self.hist_first[h] - self.hist_last[h]) / (times - 1)
+                    reason = f"you buy this every ~{max(round(days), 1)} days"
+                else:
+                    reason = "you bought this before"
+            elif c == 1:
+                if via >= 0:
+                    name = str(self.item_names[via] or self.item_ids[via]).strip()
+                    reason = f"bought together with {name}"
+                else:
+                    reason = "customers with baskets like yours bought this"
+            else:
+                reason = self._popular_reason(j)
+            out.append(Recommendation(str(self.item_ids[j]), v, reason, KIND_STRATEGY[c]))
+        return out
 
     # ------------------------------------------------------------------ scoring internals
     def _category_items(self, category: str | None) -> np.ndarray | None:
@@ -310,14 +504,17 @@ class RecommenderArtifact:
             return np.bincount(idx[ok], weights=sim[ok], minlength=self.n_items)[None].astype(
                 np.float32
             )
+        # float64 sums rounded to float32: the same values as the one-user path above
         if self._nn_matrix is None:
             n, kk = self.nn_idx.shape
             ok = self.nn_idx.ravel() >= 0
             r = np.repeat(np.arange(n), kk)[ok]
             self._nn_matrix = sp.csr_matrix(
-                (self.nn_sim.ravel()[ok], (r, self.nn_idx.ravel()[ok])), shape=(n, n)
+                (self.nn_sim.ravel()[ok].astype(np.float64), (r, self.nn_idx.ravel()[ok])),
+                shape=(n, n),
             )
-        return np.asarray((sp.csr_matrix(bought.astype(np.float32)) @ self._nn_matrix).todense())
+        dense = (sp.csr_matrix(bought.astype(np.float64)) @ self._nn_matrix).todense()
+        return np.asarray(dense, dtype=np.float32)
 
     def _allowed(
         self,
@@ -392,7 +589,9 @@ class RecommenderArtifact:
     def _parts(self, rows: np.ndarray) -> dict[str, Any]:
         hist = self._hist_dense(rows)
         bought = hist["n"] > 0
-        als = self.user_factors[rows] @ self.item_factors.T
+        # float64 product rounded to float32: one user and a batch get the same scores
+        uf = self.user_factors[rows].astype(np.float64)
+        als = (uf @ self._item_factors64.T).astype(np.float32)
         knn = self._knn_scores(rows, bought)
         return {"hist": hist, "bought": bought, "als": als, "knn": knn}
 
@@ -506,13 +705,7 @@ class RecommenderArtifact:
         h = parts["hist"]
         bought = parts["bought"][0]
         hist_items = np.flatnonzero(bought)
-        strategy = parts["strategy"]
-        personal = np.zeros(self.n_items, dtype=bool)
-        if strategy in ("ranker", "als", "knn"):
-            for name in ("als", "knn"):
-                s = np.where(bought, -np.inf, parts[name][0])
-                n = min(int(self.params[f"n_{name}"]), self.n_items - 1)
-                personal[np.argpartition(-s, n)[:n]] = True
+        personal = self._personal(parts, parts["strategy"])[0]
         out = []
         for j, v in zip(items.tolist(), vals.tolist(), strict=True):
             if bought[j]:
@@ -584,20 +777,24 @@ class RecommenderArtifact:
 
 
 def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-row top-k columns (ties broken by lower column) and values; -1 where -inf."""
-    n = scores.shape[1]
+    """Per-row top-k columns and values, ties broken by the lower column; -1 where -inf."""
+    n_rows, n = scores.shape
     k_eff = min(k, n)
+    out_idx = -np.ones((n_rows, k), dtype=np.int64)
+    out_val = np.full((n_rows, k), -np.inf)
+    if n_rows == 0 or k_eff == 0:
+        return out_idx, out_val
     if k_eff < n:
-        idx = np.argpartition(-scores, k_eff - 1, axis=1)[:, :k_eff]
+        kth = -np.partition(-scores, k_eff - 1, axis=1)[:, k_eff - 1]
+        r, c = np.nonzero(scores >= kth[:, None])
     else:
-        idx = np.tile(np.arange(n), (scores.shape[0], 1))
-    part = np.take_along_axis(scores, idx, axis=1)
-    order = np.lexsort((idx, -part), axis=1) if part.size else idx
-    idx = np.take_along_axis(idx, order, axis=1)
-    part = np.take_along_axis(part, order, axis=1)
-    idx = np.where(np.isfinite(part), idx, -1)
-    out_idx = -np.ones((scores.shape[0], k), dtype=np.int64)
-    out_val = np.full((scores.shape[0], k), -np.inf)
-    out_idx[:, :k_eff] = idx
-    out_val[:, :k_eff] = part
+        r, c = np.nonzero(np.ones(scores.shape, dtype=bool))
+    v = scores[r, c]
+    order = np.lexsort((c, -v, r))
+    r, c, v = r[order], c[order], v[order]
+    rank = np.arange(len(r)) - np.searchsorted(r, np.arange(n_rows))[r]
+    sel = rank < k_eff
+    r, c, v, rank = r[sel], c[sel], v[sel], rank[sel]
+    out_idx[r, rank] = np.where(np.isfinite(v), c, -1)
+    out_val[r, rank] = v
     return out_idx, out_val
