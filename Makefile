@@ -53,7 +53,9 @@ format: install-test
 	$(BIN)/ruff check --fix .
 
 bench: install
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/shopml bench features
+	$(BIN)/shopml bench serve
 	$(BIN)/shopml bench quality --dataset online-retail
 	$(BIN)/shopml bench quality --dataset cdnow
 

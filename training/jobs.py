@@ -148,8 +148,10 @@ class _CustomerJob:
             value = ValueModel(num_threads=self.threads).fit(
                 ds.orders, as_of, items=ds.items, customers=ds.customers
             )
+            assert value.artifact_ is not None and artifact.scores is not None
             artifact.scores = value_at_risk(artifact.scores, value.artifact_.scores)
             artifact.notes.extend(f"value model: {n}" for n in value.artifact_.notes)
+            value.artifact_.save(folder / VALUE_SUBFOLDER)
         artifact.save(folder)
         ids = artifact.scores["customer_id"].head(3).tolist()
         return Fitted(
@@ -158,6 +160,10 @@ class _CustomerJob:
             summary={"served": model.chosen_, "customers_scored": len(artifact.scores)},
             notes=list(artifact.notes),
         )
+
+
+#: The churn model folder carries the customer-value model here (value at risk needs both).
+VALUE_SUBFOLDER = "value"
 
 
 class ChurnJob(_CustomerJob):

@@ -226,8 +226,11 @@ class Tracker:
         import mlflow
 
         uri = f"models:/{registered_name(kind)}@{alias}"
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst))
-        return Path(local) / "artifacts" / "model"
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+        folders = [p for p in (local / "artifacts").iterdir() if p.is_dir()]
+        if len(folders) != 1:
+            raise FileNotFoundError(f"{uri}: expected one model folder in its artifacts")
+        return folders[0]
 
 
 def decide(
