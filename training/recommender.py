@@ -25,9 +25,13 @@ import time
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
+import lightgbm as lgb
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from implicit.als import AlternatingLeastSquares
+from implicit.nearest_neighbours import CosineRecommender, bm25_weight
+from threadpoolctl import threadpool_limits
 
 from features.interactions import build_interactions, purchases_before
 from features.schema import CATEGORY, COUNTRY, CUSTOMER_ID, ITEM_ID, ITEM_NAME, ORDER_ID, ORDERED_AT
@@ -40,18 +44,21 @@ from training.base import check_fitted
 
 log = logging.getLogger(__name__)
 
+#: chosen on validation for fit time (<= 10 s on Online Retail): 60 trees x 15 leaves, 63 bins
+#: scored NDCG@10 0.433 (all) / 0.164 (new) there, against 0.437 / 0.163 for 300 x 31 x 255.
 DEFAULT_RANKER_PARAMS: dict[str, Any] = {
     "objective": "binary",
-    "n_estimators": 300,
-    "learning_rate": 0.05,
-    "num_leaves": 31,
+    "n_estimators": 60,
+    "learning_rate": 0.15,
+    "num_leaves": 15,
+    "max_bin": 63,
     "min_child_samples": 50,
     "subsample": 0.8,
     "subsample_freq": 1,
     "colsample_bytree": 0.8,
     "verbose": -1,
 }
-NEGATIVE_RATE = 0.3  # share of negative candidates kept to train the re-ranker
+NEGATIVE_RATE = 0.15  # share of negative candidates kept to train the re-ranker
 
 
 def ndcg_at_k(recs: list[list[Any]], truth: list[set[Any]], k: int = 10) -> float:
@@ -90,10 +97,6 @@ def build_state(
     params: dict[str, Any] | None = None,
 ) -> RecommenderArtifact:
     """Fit every component on purchases before ``cutoff`` (items fixed to ``item_ids``)."""
-    from implicit.als import AlternatingLeastSquares
-    from implicit.nearest_neighbours import bm25_weight
-    from threadpoolctl import threadpool_limits
-
     inter = build_interactions(orders, cutoff, weight="orders", item_ids=item_ids)
     user_ids, n_items = inter.user_ids, len(item_ids)
     n_users = len(user_ids)
@@ -225,8 +228,6 @@ def build_state(
 
 def cosine_neighbours(X: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` cosine neighbours of every item (binary user x item), self excluded."""
-    from implicit.nearest_neighbours import CosineRecommender
-
     n = X.shape[1]
     B = X.copy().astype(np.float32)
     B.data[:] = 1.0
@@ -315,7 +316,7 @@ class RecommenderModel:
         self,
         factors: int = 64,
         regularization: float = 0.05,
-        iterations: int = 15,
+        iterations: int = 8,
         bm25_k1: float = 100.0,
         bm25_b: float = 0.8,
         knn_k: int = 100,
@@ -439,7 +440,7 @@ class RecommenderModel:
         self.state_.ranker = ranker
         self.state_.params["validation"] = validation
         if self.precompute_width > 0:
-            self.state_.precompute(self.precompute_width)
+            self.state_.precompute(self.precompute_width, threads=self.num_threads)
         self.fit_seconds_ = time.perf_counter() - t0
         self.state_.params["fit_seconds"] = round(self.fit_seconds_, 2)
         log.info(
@@ -463,8 +464,6 @@ class RecommenderModel:
         customers: pd.DataFrame | None,
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """Score every strategy on held-out users of the validation window; refit the ranker."""
-        import lightgbm as lgb
-
         cutoff = as_of - pd.Timedelta(days=days)
         item_ids = state.item_ids
         truth = window_truth(orders, cutoff, days, state.user_ids, item_ids)

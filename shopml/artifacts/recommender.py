@@ -330,7 +330,7 @@ class RecommenderArtifact:
         """True when :meth:`precompute` ran (or its lists were loaded)."""
         return len(self.pre_indptr) == 2 * self.n_users + 1
 
-    def precompute(self, width: int = PRECOMPUTE_WIDTH, chunk: int = 256) -> None:
+    def precompute(self, width: int = PRECOMPUTE_WIDTH, chunk: int = 512, threads: int = 1) -> None:
         """Rank every known user once (top ``width``) for both list kinds; see the module doc."""
         width = max(1, min(int(width), self.n_items))
         n = self.n_users
@@ -338,30 +338,35 @@ class RecommenderArtifact:
         for start in range(0, n, chunk):
             rows = np.arange(start, min(start + chunk, n))
             parts = self._parts(rows)
+            bought = parts["bought"]
+            dense: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             per_mode = []
             for exclude in ("never", "always"):
-                allowed = self._allowed(rows, exclude, None, ())
-                top, vals, ranked = self._rank(rows, width, exclude, allowed, parts=parts)
-                per_mode.append((top, vals, self._personal(parts, ranked["strategy"])))
-            bought = parts["bought"]
+                strategy = self._strategy(exclude)
+                if strategy not in dense:
+                    s = self._dense_scores(rows, strategy, parts, None, threads)
+                    dense[strategy] = (s, self._personal(parts, strategy))
+                s, personal = dense[strategy]
+                if exclude == "always":
+                    s = np.where(bought, -np.inf, s)
+                top, vals = _topk(s, width)
+                per_mode.append((top, vals, personal))
+            via = np.full(self.n_items, -1, dtype=np.int32)  # scratch: item -> reason item
             for i, row in enumerate(rows.tolist()):
-                targets = np.unique(
-                    np.concatenate(
-                        [t[i][(t[i] >= 0) & p[i][np.maximum(t[i], 0)]] for t, _, p in per_mode]
-                    )
+                found = [(top[i][top[i] >= 0], vals[i], p[i]) for top, vals, p in per_mode]
+                kinds = [
+                    np.where(bought[i, it], 2, np.where(p[it], 1, 0)).astype(np.int8)
+                    for it, _, p in found
+                ]
+                targets = np.concatenate(
+                    [it[k == 1] for (it, _, _), k in zip(found, kinds, strict=True)]
                 )
-                via = self._via(row, targets)
-                for mode, (top, vals, personal) in enumerate(per_mode):
-                    items = top[i][top[i] >= 0]
-                    kind = np.where(bought[i, items], 2, np.where(personal[i, items], 1, 0))
-                    v = np.array(
-                        [
-                            via.get(j, -1) if c == 1 else -1
-                            for j, c in zip(items.tolist(), kind.tolist(), strict=True)
-                        ],
-                        dtype=np.int32,
-                    )
-                    lists[mode].append((items, vals[i][: len(items)], kind, v))
+                t, h = self._via(row, targets)
+                via[t] = h
+                for mode, ((items, v, _), kind) in enumerate(zip(found, kinds, strict=True)):
+                    reason = np.where(kind == 1, via[items], -1)
+                    lists[mode].append((items, v[: len(items)], kind, reason))
+                via[t] = -1
         flat = lists[0] + lists[1]
         lengths = np.array([len(x[0]) for x in flat], dtype=np.int64)
         self.pre_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
@@ -378,29 +383,22 @@ class RecommenderArtifact:
 
     def _personal(self, parts: dict[str, Any], strategy: str) -> np.ndarray:
         """Boolean (rows, n_items): items in the user's ALS or kNN top (for the reason)."""
-        bought = parts["bought"]
-        personal = np.zeros(bought.shape, dtype=bool)
         if strategy in ("ranker", "als", "knn"):
-            for name in ("als", "knn"):
-                s = np.where(bought, -np.inf, parts[name])
-                n = min(int(self.params[f"n_{name}"]), self.n_items - 1)
-                if n > 0:
-                    top = np.argpartition(-s, n, axis=1)[:, :n]
-                    np.put_along_axis(personal, top, True, axis=1)
-        return personal
+            return self._collab(parts)
+        return np.zeros(parts["bought"].shape, dtype=bool)
 
-    def _via(self, row: int, targets: np.ndarray) -> dict[int, int]:
-        """For each target item, the user's past item that has it as its closest neighbour."""
+    def _via(self, row: int, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Target items with a neighbour among the user's past items, and the closest one."""
         hist = self.hist_indices[self.hist_indptr[row] : self.hist_indptr[row + 1]]
         if not len(hist) or not len(targets):
-            return {}
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
         nb = self.nn_idx[hist]
         r, c = np.nonzero(np.isin(nb, targets))
         t, s = nb[r, c], self.nn_sim[hist][r, c]
         order = np.lexsort((r, -s, t))
         t, r = t[order], r[order]
         first = np.r_[True, t[1:] != t[:-1]]
-        return dict(zip(t[first].tolist(), hist[r[first]].tolist(), strict=True))
+        return t[first], hist[r[first]]
 
     def _from_precomputed(
         self,
@@ -599,17 +597,26 @@ class RecommenderArtifact:
         self, rows: np.ndarray, parts: dict[str, Any], allowed: np.ndarray | None = None
     ) -> np.ndarray:
         """Boolean (len(rows), n_items): the re-ranker's candidates (history + ALS + kNN + popular)."""
+        mask = self._collab(parts, allowed) | parts["bought"]
+        mask[:, self._pop90_order[: int(self.params["n_pop"])]] = True
+        return mask
+
+    def _collab(self, parts: dict[str, Any], allowed: np.ndarray | None = None) -> np.ndarray:
+        """Boolean (rows, n_items): each user's top unbought (allowed) ALS and kNN items."""
+        if allowed is None and "collab" in parts:
+            return np.asarray(parts["collab"])
         bought = parts["bought"]
-        mask = bought.copy()
-        for name, n in (("als", self.params["n_als"]), ("knn", self.params["n_knn"])):
+        mask = np.zeros(bought.shape, dtype=bool)
+        for name in ("als", "knn"):
             s = np.where(bought, -np.inf, parts[name])
             if allowed is not None:
                 s = np.where(allowed, s, -np.inf)
-            n = min(int(n), self.n_items - 1)
+            n = min(int(self.params[f"n_{name}"]), self.n_items - 1)
             if n > 0:
                 top = np.argpartition(-s, n, axis=1)[:, :n]
                 np.put_along_axis(mask, top, True, axis=1)
-        mask[:, self._pop90_order[: int(self.params["n_pop"])]] = True
+        if allowed is None:
+            parts["collab"] = mask
         return mask
 
     def scores(self, rows: np.ndarray, strategy: str, parts: dict[str, Any]) -> np.ndarray:
@@ -641,28 +648,49 @@ class RecommenderArtifact:
         parts: dict[str, Any] | None = None,
     ) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
         """Top-k item columns (-1 padded) and scores for known users (rows of the artifact)."""
+        strategy = self._strategy(exclude, strategy)
+        if parts is None:
+            parts = self._parts(rows)
+        parts = dict(parts)
+        s = self._dense_scores(rows, strategy, parts, allowed)
+        top, vals = _topk(np.where(allowed, s, -np.inf), k)
+        parts["strategy"] = strategy
+        return top, vals, parts
+
+    def _strategy(self, exclude: str, strategy: str | None = None) -> str:
+        """The strategy answering ``exclude`` (the ranker's fallback when there is none)."""
         if strategy is None:
             strategy = self.params["strategy_new" if exclude == "always" else "strategy_all"]
         if strategy == "ranker" and self.ranker is None:
             strategy = "buy-again" if exclude != "always" else "als"
-        if parts is None:
-            parts = self._parts(rows)
-        parts = dict(parts)
-        if strategy == "ranker":
-            cand = self.candidates(rows, parts, allowed) & allowed
-            r, c = np.nonzero(cand)
-            s = np.full((len(rows), self.n_items), -np.inf)
-            if len(r):
-                s[r, c] = self.ranker.predict(self.features(rows, r, c, parts), num_threads=1)
-            # pad with popular items below every ranked candidate
-            pop = self.pop90 / max(float(self.pop90.max()), 1.0)
-            s = np.where(np.isfinite(s), s, pop[None] - 1e6)
-        else:
-            s = self.scores(rows, strategy, parts)
-        s = np.where(allowed, s, -np.inf)
-        top, vals = _topk(s, k)
-        parts["strategy"] = strategy
-        return top, vals, parts
+        return str(strategy)
+
+    def _dense_scores(
+        self,
+        rows: np.ndarray,
+        strategy: str,
+        parts: dict[str, Any],
+        allowed: np.ndarray | None,
+        threads: int = 1,
+    ) -> np.ndarray:
+        """Dense (len(rows), n_items) scores before the ``allowed`` mask.
+
+        For the ranker, candidates outside ``allowed`` are not scored; ALS/kNN candidates are
+        picked among unbought allowed items, so "never" and "always" share one score matrix.
+        """
+        if strategy != "ranker":
+            return self.scores(rows, strategy, parts)
+        cand = self.candidates(rows, parts, allowed)
+        if allowed is not None:
+            cand &= allowed
+        r, c = np.nonzero(cand)
+        s = np.full((len(rows), self.n_items), -np.inf)
+        if len(r):
+            feats = self.features(rows, r, c, parts)
+            s[r, c] = self.ranker.predict(feats, num_threads=threads)
+        # pad with popular items below every ranked candidate
+        pop = self.pop90 / max(float(self.pop90.max()), 1.0)
+        return np.where(np.isfinite(s), s, pop[None] - 1e6)
 
     def _cold_scores(self, country: str | None) -> np.ndarray:
         base = self.popall if self.params["cold_window"] == "all" else self.pop90
