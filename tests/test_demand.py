@@ -23,7 +23,7 @@ from features.schema import (
 )
 from shopml.artifacts.demand import DemandArtifact
 from shopml.artifacts.inventory import plan
-from training.demand import DemandModel
+from training.demand import CLASSES, DemandModel, _interval_scale, demand_class
 
 START = pd.Timestamp("2010-12-01")
 AS_OF = pd.Timestamp("2011-09-05")  # last complete week ends 2011-09-04
@@ -140,7 +140,7 @@ def test_save_load_round_trip(fitted: DemandModel, tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(loaded.forecast(ids, 12), fitted.forecast(ids, 12))
     art = DemandArtifact.load(tmp_path / "m")
     assert art.origin == pd.Timestamp("2011-09-04")
-    assert len(art.boosters) == 3
+    assert list(art.boosters) == ["lgb"] and len(art.boosters["lgb"]) == 3
 
 
 def test_deterministic(shop: tuple[pd.DataFrame, pd.DataFrame], fitted: DemandModel) -> None:
@@ -160,11 +160,10 @@ def test_no_leakage(shop: tuple[pd.DataFrame, pd.DataFrame], fitted: DemandModel
     np.testing.assert_array_equal(cut.artifact_.point, fitted.artifact_.point)
 
 
-def test_recovers_known_seasonal_ramp(
-    shop: tuple[pd.DataFrame, pd.DataFrame], fitted: DemandModel
-) -> None:
-    orders, _ = shop
-    art = fitted.artifact_
+def test_recovers_known_seasonal_ramp(shop: tuple[pd.DataFrame, pd.DataFrame]) -> None:
+    """This shop ramps all year, so its validation windows see the ramp: strength learnt there."""
+    orders, items = shop
+    art = small_model(ramp_strength=None).fit(orders, AS_OF, items).artifact_
     season = np.array([int(i) % 2 == 0 for i in art.items])
     mean = art.point
     ramp_xmas = mean[season, 8:].sum() / mean[season, :4].sum()
@@ -179,6 +178,35 @@ def test_recovers_known_seasonal_ramp(
     assert np.abs(truth[season] - art.quantiles[1][season]).mean() < naive_err
 
 
+def test_unit_model_round_trip(shop: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path) -> None:
+    model = small_model(models=("lgb", "lgb_raw")).fit(shop[0], AS_OF, shop[1])
+    assert model.combination_.quant_names == ["lgb", "lgb_raw", "emp"]
+    model.save(tmp_path / "m")
+    loaded = DemandModel.load(tmp_path / "m")
+    assert loaded.models == ("lgb", "lgb_raw")
+    assert sorted(loaded.artifact_.boosters) == ["lgb", "lgb_raw"]
+    q = loaded.artifact_.quantiles
+    assert (q >= 0).all() and (q[0] <= q[1]).all() and (q[1] <= q[2]).all()
+
+
+def test_demand_classes() -> None:
+    weekly = np.ones(26) * 5
+    erratic = np.tile([1.0, 20.0], 13)
+    intermittent = np.where(np.arange(26) % 3 == 0, 4.0, 0.0)
+    lumpy = np.where(np.arange(26) % 3 == 0, np.tile([1.0, 30.0], 13), 0.0)
+    hist = np.stack([weekly, erratic, intermittent, lumpy, np.zeros(26)])
+    names = [CLASSES[c] for c in demand_class(hist)]
+    assert names == ["smooth", "erratic", "intermittent", "lumpy", "intermittent"]
+
+
+def test_interval_scale_reaches_80_percent() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.normal(10, 2, 20_000)
+    q = np.stack([np.full_like(y, 9.0), np.full_like(y, 10.0), np.full_like(y, 11.0)])
+    lo, hi = _interval_scale(y, q)  # P10/P90 of N(10, 2) are 10 -/+ 2.56
+    assert lo == pytest.approx(2.6, abs=0.06) and hi == pytest.approx(2.6, abs=0.06)
+
+
 def test_bad_parameters(fitted: DemandModel, shop: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     ids = list(fitted.artifact_.items[:2])
     with pytest.raises(ValueError, match="horizon"):
@@ -189,6 +217,10 @@ def test_bad_parameters(fitted: DemandModel, shop: tuple[pd.DataFrame, pd.DataFr
         fitted.forecast(["no-such-item"], 4)
     with pytest.raises(ValueError, match="horizon"):
         small_model(horizon=13).fit(shop[0], AS_OF, shop[1])
+    with pytest.raises(ValueError, match="models"):
+        small_model(models=("prophet",)).fit(shop[0], AS_OF, shop[1])
+    with pytest.raises(ValueError, match="ramp_strength"):
+        small_model(ramp_strength=-1.0).fit(shop[0], AS_OF, shop[1])
     with pytest.raises(ValueError, match="no purchases"):
         small_model().fit(shop[0], "2009-01-01", shop[1])
 

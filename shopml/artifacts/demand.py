@@ -6,7 +6,8 @@ Built by :class:`training.demand.DemandModel` at fit time; serving loads it and 
 - ``forecast.npz`` (``allow_pickle=False``): ``quantiles`` (3, n, H) P10/P50/P90, ``point`` (n, H),
   ``history`` (n, W) the last W weekly units, ``price`` (n,) the last unit price;
 - ``items.parquet``: item_id, name, category (row order of the arrays);
-- ``booster_<q>.txt``: the LightGBM quantile boosters (text format), for audit and refits;
+- ``booster_<q>.txt`` / ``booster_<model>_<q>.txt``: the LightGBM quantile boosters (text format)
+  of the level-scaled (``lgb``) and unit (``lgb_raw``) models, for audit and refits;
 - ``meta.json``: origin week, weeks, combination weights, parameters, library versions.
 """
 
@@ -39,6 +40,11 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def booster_file(model: str, q: float) -> str:
+    """File name of a booster: ``booster_<q>.txt`` for ``lgb``, ``booster_<model>_<q>.txt`` else."""
+    return f"booster_{q}.txt" if model == "lgb" else f"booster_{model}_{q}.txt"
+
+
 def check_horizon(horizon: int, available: int = MAX_HORIZON) -> int:
     """``horizon`` as an int in 1..available, else ValueError."""
     if isinstance(horizon, bool) or not isinstance(horizon, int | np.integer):
@@ -66,7 +72,7 @@ class DemandArtifact:
     price: np.ndarray
     category: np.ndarray
     names: np.ndarray
-    boosters: list[str] = field(default_factory=list)
+    boosters: dict[str, list[str]] = field(default_factory=dict)  # model -> text per quantile
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -156,14 +162,16 @@ class DemandArtifact:
                 "category": self.category.astype(str),
             }
         ).to_parquet(folder / ITEMS_FILE, index=False)
-        for q, text in zip(QUANTILE_LEVELS, self.boosters, strict=False):
-            (folder / f"booster_{q}.txt").write_text(text)
+        for name, texts in self.boosters.items():
+            for q, text in zip(QUANTILE_LEVELS, texts, strict=False):
+                (folder / booster_file(name, q)).write_text(text)
         meta = {
             **self.meta,
             "kind": "demand",
             "origin": str(self.origin.date()),
             "history_weeks": [str(w.date()) for w in self.history_weeks],
             "quantile_levels": list(QUANTILE_LEVELS),
+            "booster_models": list(self.boosters),
             "versions": _versions(),
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
@@ -176,11 +184,11 @@ class DemandArtifact:
         with np.load(folder / FORECAST_FILE, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
         items = pd.read_parquet(folder / ITEMS_FILE)
-        boosters = [
-            (folder / f"booster_{q}.txt").read_text()
-            for q in QUANTILE_LEVELS
-            if (folder / f"booster_{q}.txt").exists()
-        ]
+        boosters: dict[str, list[str]] = {}
+        for name in meta.get("booster_models", ["lgb"]):
+            files = [folder / booster_file(name, q) for q in QUANTILE_LEVELS]
+            if all(f.exists() for f in files):
+                boosters[name] = [f.read_text() for f in files]
         return cls(
             items=pd.Index(items["item_id"].astype(str)),
             origin=pd.Timestamp(meta["origin"]),
