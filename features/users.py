@@ -28,6 +28,7 @@ from features.schema import (
 )
 
 WINDOWS = (30, 90, 180)
+DECAYS = (7, 30, 90, 180)
 RETENTION_DAYS = 30.0
 DAY = np.timedelta64(1, "D")
 
@@ -82,8 +83,11 @@ def user_features(
     - windows w in 30/90/180: ``orders_{w}d``, ``spend_{w}d``; trend: ``orders_prev90d``,
       ``spend_prev90d`` (90-180 days ago), ``spend_change_90d`` (relative change, NaN when the
       previous quarter had no spend), ``orders_trend`` (orders_90d - orders_prev90d).
-    - decayed activity: ``orders_decay30``, ``orders_decay90`` (orders weighted by
+    - decayed activity: ``orders_decay{7,30,90,180}`` (orders weighted by
       exp(-age/half-life*ln2)).
+    - early engagement and slowing down: ``first_gap`` (first to second purchase day),
+      ``repeat_first90d`` (purchase days within 90 days after the first), ``gap_trend``
+      (last gap / mean gap).
     - basket: ``basket_lines``, ``basket_units``, ``unit_price_mean``, ``units_per_line``.
     - breadth: ``distinct_items``, ``items_per_order``, ``distinct_categories`` (with ``items``).
     - returns: ``return_orders``, ``return_rate`` (returned value / purchased value).
@@ -94,7 +98,8 @@ def user_features(
       the calendar months of the next 90 days), ``q4_share`` (share of orders in Oct-Dec),
       ``weekend_share``, ``hour_mean``.
     - what they buy: ``item_popularity`` (mean log number of buyers of their items),
-      ``item_repeat_rate`` (mean share of each item's buyers who bought it on >= 2 days).
+      ``item_repeat_rate`` (mean share of each item's buyers who bought it on >= 2 days),
+      ``item_retention``, ``last_order_retention`` (see :func:`_item_retention`).
     - where: ``country_share`` (share of customers in the same country; with ``customers``).
     """
     as_of = _as_timestamp(as_of)
@@ -184,6 +189,17 @@ def user_features(
     last_gap[d_c[sel]] = np.diff(d_day, prepend=np.nan)[sel]
     feats["gap_last"] = last_gap
     feats["tenure_per_order"] = _safe_div(first_age, n_orders)
+    feats["gap_trend"] = _safe_div(last_gap, gap_mean)
+    # early engagement: the first gap and repeat days within 90 days of the first purchase day
+    is_first = np.r_[True, ~same]
+    first_of = np.repeat(d_day[is_first], np.diff(np.r_[np.flatnonzero(is_first), len(d_day)]))
+    since_first = d_day - first_of
+    first_gap = np.full(n, np.nan)
+    second = has_prev & np.r_[False, is_first[:-1]]
+    first_gap[d_c[second]] = since_first[second]
+    feats["first_gap"] = first_gap
+    early = (since_first > 0) & (since_first <= 90)
+    feats["repeat_first90d"] = _bincount(d_c[early], None, n)
 
     # ---- windows and trend
     for w in WINDOWS:
@@ -195,7 +211,7 @@ def user_features(
     feats["spend_prev90d"] = _bincount(o_c[m], o_rev[m], n)
     feats["spend_change_90d"] = _safe_div(feats["spend_90d"], feats["spend_prev90d"]) - 1
     feats["orders_trend"] = feats["orders_90d"] - feats["orders_prev90d"]
-    for hl in (30, 90):
+    for hl in DECAYS:
         feats[f"orders_decay{hl}"] = _bincount(o_c, np.exp(-o_age * np.log(2) / hl), n)
 
     # ---- basket
@@ -306,13 +322,15 @@ def feature_names(with_items: bool = False, with_customers: bool = False) -> lis
         "gap_ratio",
         "gap_last",
         "tenure_per_order",
+        "gap_trend",
+        "first_gap",
+        "repeat_first90d",
         *[f"{k}_{w}d" for w in WINDOWS for k in ("orders", "spend")],
         "orders_prev90d",
         "spend_prev90d",
         "spend_change_90d",
         "orders_trend",
-        "orders_decay30",
-        "orders_decay90",
+        *[f"orders_decay{hl}" for hl in DECAYS],
         "basket_lines",
         "basket_units",
         "unit_price_mean",

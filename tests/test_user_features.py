@@ -67,6 +67,28 @@ def test_gaps(feats: pd.DataFrame) -> None:
     assert all(pd.isna(b[c]) for c in ("gap_mean", "gap_std", "gap_ratio", "gap_last"))
 
 
+def test_early_engagement_and_gap_trend() -> None:
+    rows = [
+        ("A", "o1", "x", "2023-10-01", 1.0, 1.0, False),
+        ("A", "o2", "x", "2023-10-11", 1.0, 1.0, False),  # first gap 10 days
+        ("A", "o3", "x", "2023-10-11 15:00", 1.0, 1.0, False),  # same day: not a new day
+        ("A", "o4", "x", "2023-12-30", 1.0, 1.0, False),  # 90 days after the first: early
+        ("A", "o5", "x", "2024-02-10", 1.0, 1.0, False),  # gaps 10, 80, 42
+        ("B", "o6", "y", "2024-01-01", 1.0, 1.0, False),
+    ]
+    f = user_features(frame(rows), AS_OF)
+    a, b = f.loc["A"], f.loc["B"]
+    assert a["first_gap"] == 10 and a["repeat_first90d"] == 2
+    assert a["gap_trend"] == pytest.approx(42 / (132 / 3))
+    assert pd.isna(b["first_gap"]) and pd.isna(b["gap_trend"]) and b["repeat_first90d"] == 0
+    assert a["orders_decay7"] == pytest.approx(
+        sum(np.exp(-d * np.log(2) / 7) for d in (20, 62, 141.375, 142, 152))
+    )
+    assert a["orders_decay180"] == pytest.approx(
+        sum(np.exp(-d * np.log(2) / 180) for d in (20, 62, 141.375, 142, 152))
+    )
+
+
 def test_windows_and_trend(feats: pd.DataFrame) -> None:
     a = feats.loc["A"]
     assert a["orders_30d"] == 1 and a["spend_30d"] == 5
