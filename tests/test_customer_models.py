@@ -84,6 +84,21 @@ def test_fit_predict_shapes(orders: pd.DataFrame, churn: ChurnModel) -> None:
     assert set(churn.validation_) >= {"lightgbm", "baseline-recency", "baseline-bgnbd"}
 
 
+def test_label_horizon_chosen_on_validation(orders: pd.DataFrame, churn: ChurnModel) -> None:
+    # churn90 tries LightGBMs trained on 90- and 30-day labels and keeps the better on validation
+    assert {"lightgbm@90d", "lightgbm@30d"} <= set(churn.validation_)
+    best = max((90, 30), key=lambda h: churn.validation_[f"lightgbm@{h}d"]["roc_auc"])
+    assert churn.label_horizon_ == best
+    # no training label window reaches past as_of (validation windows end by the validation cutoff)
+    for c in churn.training_cutoffs_:
+        assert c + pd.Timedelta(days=churn.label_horizon_) <= AS_OF
+    only = ChurnModel(**FAST, train_horizons=(90,), baselines=()).fit(orders, AS_OF)
+    assert only.label_horizon_ == 90 and "lightgbm@30d" not in only.validation_
+    meta = churn.artifact_.metrics  # type: ignore[union-attr]
+    if churn.chosen_ == "lightgbm":
+        assert meta["label_horizon_days"] == churn.label_horizon_
+
+
 def test_repurchase_and_value(orders: pd.DataFrame) -> None:
     rep = RepurchaseModel(**FAST).fit(orders, AS_OF)
     feats = user_features(orders, AS_OF)

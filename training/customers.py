@@ -48,6 +48,7 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "lambda_l2": 5.0,
     "verbose": -1,
 }
+SHORT_HORIZON = 30  # days; the short label horizon tried for longer tasks (see _train_horizons)
 BASELINES = ("baseline-recency", "baseline-frequency", "baseline-bgnbd", "lightgbm-rfm")
 REFERENCE_NAMES = {
     "baseline-recency": "recency",
@@ -159,8 +160,10 @@ class _CustomerModel:
         baselines: tuple[str, ...] = BASELINES,
         num_threads: int = 1,
         seed: int = 0,
+        train_horizons: tuple[int, ...] | None = None,
     ) -> None:
         self.horizon_days = horizon_days
+        self.train_horizons = train_horizons
         self.n_snapshots = n_snapshots
         self.min_history_days = min_history_days
         self.num_boost_round = num_boost_round
@@ -177,10 +180,23 @@ class _CustomerModel:
     def _horizon(self) -> int:
         return int(self.horizon_days or self.default_horizon)
 
-    def _labels(self, orders: pd.DataFrame, cutoff: pd.Timestamp, pop: pd.Index) -> np.ndarray:
+    @property
+    def _train_horizons(self) -> tuple[int, ...]:
+        """Label horizons the LightGBM may be trained on (the one scoring best on validation is
+        kept). By default the task's horizon and, when longer, also 30 days: a short-window label
+        reaches cutoffs closer to ``as_of`` and can rank long-window outcomes as well or better."""
+        if self.train_horizons:
+            return tuple(int(h) for h in self.train_horizons)
+        H = self._horizon
+        return (H, SHORT_HORIZON) if H > SHORT_HORIZON else (H,)
+
+    def _labels(
+        self, orders: pd.DataFrame, cutoff: pd.Timestamp, pop: pd.Index, horizon: int | None = None
+    ) -> np.ndarray:
+        h = int(horizon or self._horizon)
         if self.task == "churn":
-            return churn_labels(orders, cutoff, pop, self._horizon).to_numpy()
-        return repurchase_labels(orders, cutoff, pop, self._horizon).to_numpy()
+            return churn_labels(orders, cutoff, pop, h).to_numpy()
+        return repurchase_labels(orders, cutoff, pop, h).to_numpy()
 
     def _lgb_params(self) -> dict[str, Any]:
         p = {**DEFAULT_PARAMS, **(self.params or {})}
@@ -213,6 +229,17 @@ class _CustomerModel:
         X = pd.concat([snaps[c][0] for c in cutoffs], ignore_index=True)
         y = np.concatenate([snaps[c][1] for c in cutoffs])
         return X, y
+
+    @staticmethod
+    def _stack_h(
+        feats_at: dict[pd.Timestamp, pd.DataFrame],
+        labels: dict[tuple[pd.Timestamp, int], np.ndarray],
+        cutoffs: list[pd.Timestamp],
+        horizon: int,
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Features of ``cutoffs`` stacked, with their labels over ``horizon`` days."""
+        X = pd.concat([feats_at[c] for c in cutoffs], ignore_index=True)
+        return X, np.concatenate([labels[(c, horizon)] for c in cutoffs])
 
     # ---- fit
     def fit(
@@ -262,13 +289,37 @@ class _CustomerModel:
         missing = [n for n in names if n not in X_val.columns]
         if missing:
             raise ValueError(f"unknown feature(s) {missing}; available: {list(X_val.columns)}")
-        X_tr, y_tr = self._stack(snaps, train_cuts)
+        # the LightGBM, trained on each label horizon, scored on the validation cutoff (label H)
+        feats_at = {c: snaps[c][0] for c in cutoffs}
+        labels = {(c, H): snaps[c][1] for c in cutoffs}
+        horizon_cuts: dict[int, tuple[list[pd.Timestamp], list[pd.Timestamp]]] = {}
+        for h in self._train_horizons:
+            cuts_h = monthly_cutoffs(
+                first, as_of, h, self.min_history_days, self.n_snapshots + (H + h) // 28 + 3
+            )
+            val_tr = [c for c in cuts_h if c + pd.Timedelta(days=h) <= val_cut][: self.n_snapshots]
+            if val_tr:
+                horizon_cuts[h] = (val_tr, cuts_h[: self.n_snapshots])
+        for h, (val_tr, all_h) in horizon_cuts.items():
+            for c in {*val_tr, *all_h}:
+                if c not in feats_at:
+                    feats_at[c] = user_features(hist, c, **tables)
+                if (c, h) not in labels:
+                    labels[(c, h)] = self._labels(hist, c, feats_at[c].index, h)
+        self.validation_: dict[str, dict[str, Any]] = {}
+        boosters: dict[int, lgb.Booster] = {}
+        for h, (val_tr, _) in horizon_cuts.items():
+            X_tr, y_tr = self._stack_h(feats_at, labels, val_tr, h)
+            boosters[h] = self._train(X_tr[names], y_tr, self.num_boost_round)
+            raw = np.asarray(boosters[h].predict(X_val[names].to_numpy(np.float64), raw_score=True))
+            cal = fit_calibration(raw, y_val, self.calibration)
+            self.validation_[f"lightgbm@{h}d"] = classification_metrics(y_val, cal(raw))
+        label_h = max(boosters, key=lambda h: self.validation_[f"lightgbm@{h}d"]["roc_auc"])
 
         # candidates scored on the validation cutoff
         cands: dict[str, CustomerArtifact] = {}
         val_raw: dict[str, np.ndarray] = {}
-        booster = self._train(X_tr[names], y_tr, self.num_boost_round)
-        cands["lightgbm"] = self._artifact("lightgbm", names, booster, as_of)
+        cands["lightgbm"] = self._artifact("lightgbm", names, boosters[label_h], as_of)
         rfm_cut = train_cuts[0]
         if "lightgbm-rfm" in self.baselines:
             rfm_b = self._train(snaps[rfm_cut][0][RFM_FEATURES], snaps[rfm_cut][1], 200)
@@ -282,7 +333,6 @@ class _CustomerModel:
             cands["baseline-bgnbd"] = self._artifact(
                 "baseline-bgnbd", list(X_val.columns), None, as_of, btyd=bg_val.params
             )
-        self.validation_: dict[str, dict[str, Any]] = {}
         for name, art in cands.items():
             raw = art.raw_score(X_val[art.feature_names].to_numpy(np.float64))
             val_raw[name] = raw
@@ -294,9 +344,9 @@ class _CustomerModel:
             self.validation_["baseline-bgnbd"]["converged"] = bg_val.converged
 
         # refit on all usable cutoffs at as_of
-        all_cuts = cutoffs[: self.n_snapshots]
+        all_cuts = horizon_cuts[label_h][1]
         if self.refit:
-            X_all, y_all = self._stack(snaps, all_cuts)
+            X_all, y_all = self._stack_h(feats_at, labels, all_cuts, label_h)
             cands["lightgbm"].booster = self._train(X_all[names], y_all, self.num_boost_round)
         if "lightgbm-rfm" in cands:
             cands["lightgbm-rfm"].booster = self._train(
@@ -317,7 +367,8 @@ class _CustomerModel:
         eligible = {
             k: v["roc_auc"]
             for k, v in self.validation_.items()
-            if k != "lightgbm" and v.get("converged", True)
+            if not k.startswith("lightgbm") or k == "lightgbm-rfm"
+            if v.get("converged", True)
         }
         best_base = max(eligible, key=lambda k: eligible[k]) if eligible else None
         chosen = "lightgbm"
@@ -338,12 +389,15 @@ class _CustomerModel:
                 "validation": self.validation_[name],
                 "validation_cutoff": str(val_cut.date()),
                 "training_cutoffs": [str(c.date()) for c in all_cuts],
+                "label_horizon_days": label_h if name == "lightgbm" else H,
             }
         self.candidates_ = cands
         self.chosen_ = chosen
         self.artifact_: CustomerArtifact | None = cands[chosen]
         self.artifact_.notes.append(f"chosen on validation at {val_cut.date()}: {chosen}")
         self.cutoffs_ = cutoffs
+        self.training_cutoffs_ = all_cuts
+        self.label_horizon_ = label_h
         self.validation_cutoff_ = val_cut
         self.feature_names_ = names
         self.as_of_ = as_of

@@ -86,7 +86,8 @@ def evaluate(
         "base_rate": float(y.mean()),
         "chosen": model.chosen_,
         "validation_cutoff": str(model.validation_cutoff_.date()),
-        "training_cutoffs": [str(c.date()) for c in model.cutoffs_[: model.n_snapshots]],
+        "training_cutoffs": [str(c.date()) for c in model.training_cutoffs_],
+        "label_horizon_days": model.label_horizon_,
         "validation": model.validation_,
         "bgnbd": None
         if model.bgnbd_fit_ is None
@@ -114,7 +115,12 @@ def evaluate(
 
 
 def run(
-    dataset: str, name: str | None = None, *, num_threads: int = 2, write: bool = True
+    dataset: str,
+    name: str | None = None,
+    *,
+    num_threads: int = 2,
+    write: bool = True,
+    **extra: Any,
 ) -> list[dict[str, Any]]:
     """Protocol C on ``dataset`` (a path or a Dataset-like object) named ``name``; writes results."""
     from features.io import load_dataset
@@ -138,7 +144,7 @@ def run(
             )
         log.info("%s %s: %s", key, task, r[0])
     if write:
-        write_results(key, "C", rows, as_of=as_of, details=details)
+        write_results(key, "C", rows, as_of=as_of, details=details, **extra)
     return rows
 
 
@@ -146,10 +152,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(SPECS), required=True)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--test-looks", type=int, default=None, help="recorded in the JSON")
+    parser.add_argument("--note", default=None, help="one-line note recorded in the JSON")
     args = parser.parse_args()
+    extra: dict[str, Any] = {}
+    if args.test_looks is not None:
+        extra["test_looks"] = args.test_looks
+    if args.note:
+        extra["note"] = args.note
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(args.dataset, args.dataset, num_threads=args.threads)
+    run(args.dataset, args.dataset, num_threads=args.threads, **extra)
 
 
 if __name__ == "__main__":
