@@ -294,6 +294,11 @@ def run(dataset: Any, *, write: bool = True) -> list[dict[str, Any]]:
             rows,
             as_of=str(AS_OF.date()),
             shopml_params={k: v for k, v in model.artifact.params.items()},
+            test_looks=2,
+            note=(
+                "second look at the test window, after a first version (commit a39c8a3); every "
+                "choice since (ranker size, ALS iterations, precomputed lists) made on validation"
+            ),
         )
     return rows
 
