@@ -15,8 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from features.adapters import ADAPTERS, Adapted, apply_mapping, detect_format, load_mapping
 from features.schema import CUSTOMERS, ITEM_ID, ITEMS, ContractError
@@ -81,7 +84,7 @@ def read_file(path: Path) -> pd.DataFrame:
     name = path.name.lower()
     try:
         if path.is_dir() or name.endswith(".parquet"):
-            return pd.read_parquet(path)
+            return read_parquet(path)
         if name.endswith(".csv.gz") or name.endswith(".csv"):
             if name.endswith(".gz"):
                 with gzip.open(path, "rb") as fh:  # fail early and clearly on a fake .gz
@@ -94,6 +97,41 @@ def read_file(path: Path) -> pd.DataFrame:
             raise ContractError(f"{path}: the file is empty") from exc
         raise ContractError(f"{path}: cannot read the file: {exc}") from exc
     raise ContractError(f"{path}: unsupported file type; use .csv, .csv.gz or .parquet")
+
+
+def read_parquet(path: Path) -> pd.DataFrame:
+    """Read Parquet (a file or a folder of parts); dictionary columns become one categorical.
+
+    pyarrow gives every row group its own dictionary; unifying them through pandas is slow for
+    high-cardinality ids (millions of order ids), so each id column is decoded and re-encoded once
+    by Arrow and handed to pandas as codes + categories.
+    """
+    table = pq.read_table(path)
+    columns = {}
+    for name in table.column_names:
+        column = table.column(name)
+        columns[name] = (
+            _categorical(column) if pa.types.is_dictionary(column.type) else column.to_pandas()
+        )
+    return pd.DataFrame(columns)
+
+
+def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
+    if column.num_chunks == 1:
+        encoded = column.chunk(0)
+    else:
+        plain = pa.chunked_array([c.dictionary.take(c.indices) for c in column.chunks])
+        encoded = pc.dictionary_encode(plain.combine_chunks())
+    codes = encoded.indices.to_numpy(zero_copy_only=False)
+    if encoded.null_count:
+        missing = encoded.is_null().to_numpy(zero_copy_only=False)
+        codes = np.where(missing, -1, np.nan_to_num(codes))
+    categories = pd.Index(encoded.dictionary.to_pandas())
+    if not pd.api.types.is_string_dtype(categories.dtype) and categories.dtype != object:
+        return pd.Categorical.from_codes(codes.astype(np.int64), categories=categories)
+    return pd.Categorical.from_codes(
+        codes.astype(np.int64), categories=categories.astype("str"), validate=False
+    )
 
 
 def read_sql(url: str, table: str | None = None, query: str | None = None) -> pd.DataFrame:

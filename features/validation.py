@@ -164,6 +164,21 @@ def coerce(
     return out, bad
 
 
+def duplicated_rows(df: pd.DataFrame) -> np.ndarray:
+    """Rows equal to an earlier row in every column (``DataFrame.duplicated``, but fast).
+
+    A 64-bit hash per row finds the candidates; the exact comparison runs on those only.
+    """
+    if len(df) == 0:
+        return np.zeros(0, dtype=bool)
+    hashes = pd.util.hash_pandas_object(df, index=False, categorize=False).to_numpy()
+    candidates = pd.Series(hashes).duplicated(keep=False).to_numpy()
+    out = np.zeros(len(df), dtype=bool)
+    if candidates.any():
+        out[candidates] = df[candidates].duplicated(keep="first").to_numpy()
+    return out
+
+
 def validate_orders(
     raw: pd.DataFrame,
     source: str = "orders",
@@ -187,12 +202,15 @@ def validate_orders(
     report = ValidationReport(source=source, table="orders", rows_in=len(raw))
     df, bad = coerce(raw, ORDERS, source, date_format)
     n = len(df)
-    reason = np.full(n, None, dtype=object)
+    reason = np.zeros(n, dtype=np.int16)  # 0: kept, i: quarantined by names[i]
+    names = [""]
     index = df.index
 
     def rule(name: str, mask: np.ndarray, detail: str) -> None:
-        mask = mask & (reason == None)  # noqa: E711  (elementwise on an object array)
-        reason[mask] = name
+        mask = mask & (reason == 0)
+        if mask.any():
+            names.append(name)
+            reason[mask] = len(names) - 1
         report.add(name, mask, QUARANTINED, detail, index)
 
     rule("missing_customer", df[CUSTOMER_ID].isna().to_numpy(), "no customer id")
@@ -210,7 +228,7 @@ def validate_orders(
     rule("zero_quantity", qty == 0, "quantity is 0")
     if zero_price_ok:
         rule("negative_price", price < 0, "unit_price < 0")
-        report.add("free_item", (price == 0) & (reason == None), KEPT, "unit_price 0: kept", index)  # noqa: E711
+        report.add("free_item", (price == 0) & (reason == 0), KEPT, "unit_price 0: kept", index)
     else:
         rule("non_positive_price", price <= 0, "unit_price <= 0 (adjustments, free items)")
     if item_pattern:
@@ -222,17 +240,17 @@ def validate_orders(
             df.loc[mask, name] = pd.NA
             report.add(f"bad_{name}", mask, REPAIRED, f"unparseable {name} set to missing", index)
 
-    ok = reason == None  # noqa: E711
+    ok = reason == 0
     flagged = df[IS_RETURN].fillna(False).to_numpy(dtype=bool) if IS_RETURN in df else False
     is_return = (qty < 0) | flagged
     report.add(
         "return", ok & is_return, KEPT, "negative quantity or cancellation: kept as a return", index
     )
     df[IS_RETURN] = is_return
-    dup = df.duplicated(keep="first").to_numpy() & ok
+    dup = duplicated_rows(df) & ok
     if drop_duplicates:
         rule("duplicate_line", dup, "exact duplicate of an earlier line")
-        ok = reason == None  # noqa: E711
+        ok = reason == 0
     else:
         report.add("duplicate_line", dup, KEPT, "exact duplicate of an earlier line: kept", index)
     if known_items is not None:
@@ -241,10 +259,13 @@ def validate_orders(
 
     quarantine = raw.reset_index(drop=True)[~ok].copy()
     quarantine.insert(0, SOURCE_ROW, np.flatnonzero(~ok))
-    quarantine.insert(1, REASON, reason[~ok].astype(str))
-    clean = df[ok].reset_index(drop=True)
-    for col in (CUSTOMER_ID, ORDER_ID, ITEM_ID):
-        clean[col] = clean[col].cat.remove_unused_categories()
+    quarantine.insert(1, REASON, np.asarray(names, dtype=object)[reason[~ok]])
+    if ok.all():
+        clean = df
+    else:
+        clean = df[ok].reset_index(drop=True)
+        for col in (CUSTOMER_ID, ORDER_ID, ITEM_ID):
+            clean[col] = clean[col].cat.remove_unused_categories()
     report.rows_kept, report.rows_quarantined = len(clean), int((~ok).sum())
     return Validated(clean, quarantine, report)
 
