@@ -5,6 +5,8 @@ Pure function of (orders, as_of): only order lines strictly before ``as_of`` are
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
@@ -65,19 +67,17 @@ def item_features(
     cust = bought[CUSTOMER_ID].cat.codes.to_numpy().astype(np.int64)
     order = bought[ORDER_ID].cat.codes.to_numpy().astype(np.int64)
 
+    pairs = _ItemPairs.build(codes, cust, order, age)
     out: dict[str, np.ndarray] = {}
     for w in WINDOWS_DAYS:
         m = age < w
         out[f"units_{w}d"] = np.bincount(codes[m], qty[m], minlength=n)
-        out[f"orders_{w}d"] = _distinct_count(codes[m], order[m], n)
-        out[f"buyers_{w}d"] = _distinct_count(codes[m], cust[m], n)
+        out[f"orders_{w}d"] = np.bincount(pairs.order_item[pairs.order_age < w], minlength=n)
+        out[f"buyers_{w}d"] = np.bincount(pairs.buyer_item[pairs.buyer_last < w], minlength=n)
     out["units_total"] = np.bincount(codes, qty, minlength=n)
-    out["buyers_total"] = _distinct_count(codes, cust, n)
-    first = np.full(n, -np.inf)
-    np.maximum.at(first, codes, age)
-    last = np.full(n, np.inf)
-    np.minimum.at(last, codes, age)
-    out["first_sold_days"], out["last_sold_days"] = first, last
+    out["buyers_total"] = np.bincount(pairs.buyer_item, minlength=n)
+    out["first_sold_days"] = _reduce(np.maximum, codes, age, n, -np.inf)
+    out["last_sold_days"] = _reduce(np.minimum, codes, age, n, np.inf)
 
     price_mean = np.bincount(codes, price * qty, minlength=n) / np.maximum(out["units_total"], 1e-9)
     recent = age < PRICE_RECENT_DAYS
@@ -92,8 +92,7 @@ def item_features(
     out["popularity_rank"] = (
         pd.Series(buyers_90 + out["buyers_total"] * 1e-9).rank(ascending=False, method="first")
     ).to_numpy()
-    rate, interval = _repeat_stats(codes, cust, order, age, n)
-    out["repeat_rate"], out["repeat_interval_days"] = rate, interval
+    out["repeat_rate"], out["repeat_interval_days"] = pairs.repeat_stats(n)
 
     returns = past[past[IS_RETURN].to_numpy()]
     returned = returns.groupby(ITEM_ID, observed=True)[QUANTITY].sum().abs()
@@ -107,12 +106,75 @@ def item_features(
     return frame
 
 
-def _distinct_count(group: np.ndarray, value: np.ndarray, n: int) -> np.ndarray:
-    """Number of distinct ``value`` per ``group`` code (0..n-1)."""
-    if len(group) == 0:
-        return np.zeros(n, dtype=np.int64)
-    pairs = np.unique(group.astype(np.int64) * (int(value.max()) + 1) + value)
-    return np.bincount(pairs // (int(value.max()) + 1), minlength=n)
+def _reduce(
+    ufunc: np.ufunc, group: np.ndarray, value: np.ndarray, n: int, empty: float
+) -> np.ndarray:
+    """``ufunc``-reduction (max/min) of ``value`` per ``group`` code; ``empty`` for no rows."""
+    out = np.full(n, empty)
+    if len(group):
+        order = np.argsort(group, kind="stable")
+        g = group[order]
+        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+        out[g[starts]] = ufunc.reduceat(value[order], starts)
+    return out
+
+
+@dataclass(frozen=True)
+class _ItemPairs:
+    """Distinct (item, order) pairs and distinct (item, buyer) pairs, computed once by sorting.
+
+    ``order_*``: one entry per item in an order (its age in days); ``buyer_*``: one entry per item
+    and customer (the age of their latest order of it); ``chain_*``: the (item, order) pairs
+    sorted by item, customer and time, for repeat statistics.
+    """
+
+    order_item: np.ndarray
+    order_age: np.ndarray
+    buyer_item: np.ndarray
+    buyer_last: np.ndarray
+    buyer_orders: np.ndarray
+    chain_item: np.ndarray
+    chain_gap: np.ndarray
+
+    @classmethod
+    def build(
+        cls, item: np.ndarray, cust: np.ndarray, order: np.ndarray, age: np.ndarray
+    ) -> _ItemPairs:
+        key = item.astype(np.int64) * (int(order.max(initial=0)) + 1) + order
+        idx = np.argsort(key, kind="stable")
+        k = key[idx]
+        first = idx[np.r_[True, k[1:] != k[:-1]]] if len(k) else idx
+        p_item, p_cust, p_age = item[first], cust[first], age[first]
+        # sort the pairs by (item, customer), oldest order first
+        chain = np.lexsort((-p_age, p_cust, p_item))
+        c_item, c_cust, c_age = p_item[chain], p_cust[chain], p_age[chain]
+        new = np.r_[True, (c_item[1:] != c_item[:-1]) | (c_cust[1:] != c_cust[:-1])]
+        if not len(c_item):
+            new = np.zeros(0, dtype=bool)
+        starts = np.flatnonzero(new)
+        ends = np.r_[starts[1:], len(c_item)] - 1
+        same = ~new[1:]
+        return cls(
+            order_item=p_item,
+            order_age=p_age,
+            buyer_item=c_item[starts],
+            buyer_last=c_age[ends],
+            buyer_orders=ends - starts + 1,
+            chain_item=c_item[1:][same],
+            chain_gap=(c_age[:-1] - c_age[1:])[same],
+        )
+
+    def repeat_stats(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """Per item: share of buyers with >= 2 orders of it; median days between re-buys."""
+        buyers = np.bincount(self.buyer_item, minlength=n)
+        repeaters = np.bincount(self.buyer_item, self.buyer_orders >= 2, minlength=n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            rate = np.where(buyers > 0, repeaters / np.maximum(buyers, 1), 0.0)
+        interval = np.full(n, np.nan)
+        if len(self.chain_gap):
+            med = pd.Series(self.chain_gap).groupby(self.chain_item).median()
+            interval[med.index.to_numpy()] = med.to_numpy()
+        return rate, interval
 
 
 def _last_value(group: np.ndarray, age: np.ndarray, value: np.ndarray, n: int) -> np.ndarray:
@@ -121,26 +183,3 @@ def _last_value(group: np.ndarray, age: np.ndarray, value: np.ndarray, n: int) -
     order = np.lexsort((-age, group))  # within each group, oldest first; last row = newest
     out[group[order]] = value[order]
     return out
-
-
-def _repeat_stats(
-    item: np.ndarray, cust: np.ndarray, order: np.ndarray, age: np.ndarray, n: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per item: share of buyers with >= 2 distinct orders of it; median re-buy interval (days)."""
-    frame = pd.DataFrame({"i": item, "c": cust, "o": order, "age": age})
-    per_order = frame.groupby(["i", "c", "o"], sort=True)["age"].max().reset_index()
-    orders_per_buyer = per_order.groupby(["i", "c"], sort=False).size()
-    buyers = np.bincount(orders_per_buyer.index.get_level_values(0), minlength=n)
-    repeaters = np.bincount(
-        orders_per_buyer.index.get_level_values(0), (orders_per_buyer >= 2).to_numpy(), minlength=n
-    )
-    per_order = per_order.sort_values(["i", "c", "age"], ascending=[True, True, False])
-    same = (per_order["i"].diff() == 0) & (per_order["c"].diff() == 0)
-    gaps = (-per_order["age"].diff())[same.to_numpy()]
-    interval = np.full(n, np.nan)
-    if len(gaps):
-        med = gaps.groupby(per_order["i"][same.to_numpy()]).median()
-        interval[med.index.to_numpy()] = med.to_numpy()
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rate = np.where(buyers > 0, repeaters / np.maximum(buyers, 1), 0.0)
-    return rate, interval
