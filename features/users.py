@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.arrays import unique
 from features.schema import (
     CATEGORY,
     COUNTRY,
@@ -160,7 +161,7 @@ def user_features(
 
     # ---- distinct purchase days and the gaps between them
     day = when[buy].astype("datetime64[D]").astype(np.int64)
-    key = np.unique(cust * np.int64(1 << 32) + (day - day.min()))
+    key = unique(cust * np.int64(1 << 32) + (day - day.min()))
     d_c = key >> 32
     d_day = (key & ((1 << 32) - 1)).astype(np.float64)
     n_days = _bincount(d_c, None, n)
@@ -224,7 +225,7 @@ def user_features(
     # ---- breadth: distinct items and categories
     item_codes, item_cats = _codes(orders[ITEM_ID])
     icode = item_codes[buy]
-    ci = np.unique(cust * np.int64(len(item_cats) + 1) + icode)
+    ci = unique(cust * np.int64(len(item_cats) + 1) + icode)
     ci_c = ci // (len(item_cats) + 1)
     ci_i = ci % (len(item_cats) + 1)
     distinct_items = _bincount(ci_c, None, n)
@@ -233,11 +234,11 @@ def user_features(
     # item popularity and repeat rate, from history before as_of only
     item_buyers = np.bincount(ci_i, minlength=len(item_cats)).astype(np.float64)
     # distinct (customer, item, day) -> per (customer, item) number of days
-    cid_key = np.unique(
+    cid_key = unique(
         (cust * np.int64(len(item_cats) + 1) + icode) * np.int64(1 << 20) + (day - day.min())
     )
     ci_of_day = cid_key >> 20
-    ci_days = np.unique(ci_of_day, return_counts=True)
+    ci_days = unique(ci_of_day, return_counts=True)
     rep_pairs = ci_days[0][ci_days[1] >= 2]
     item_repeaters = np.bincount(rep_pairs % (len(item_cats) + 1), minlength=len(item_cats))
     item_repeat_rate = _safe_div(item_repeaters.astype(np.float64), item_buyers)
@@ -258,7 +259,7 @@ def user_features(
             orders[QUANTITY].to_numpy(dtype=np.float64)[ret]
             * orders[UNIT_PRICE].to_numpy(dtype=np.float64)[ret]
         )
-        r_orders = np.unique(rc * np.int64(len(order_codes) + 1) + order_codes[ret])
+        r_orders = unique(rc * np.int64(len(order_codes) + 1) + order_codes[ret])
         feats["return_orders"] = _bincount(r_orders // (len(order_codes) + 1), None, n)
         feats["return_rate"] = _safe_div(_bincount(rc, r_rev, n), monetary)
     else:
@@ -274,13 +275,13 @@ def user_features(
 
     # ---- regularity and seasonality
     o_month = o_when.astype("datetime64[M]").astype(np.int64)
-    cm = np.unique(o_c * np.int64(1 << 20) + (o_month - o_month.min()))
+    cm = unique(o_c * np.int64(1 << 20) + (o_month - o_month.min()))
     active_months = _bincount(cm >> 20, None, n)
     feats["active_months"] = active_months
     feats["active_month_share"] = _safe_div(active_months, np.floor(first_age / 30.44) + 1)
     m180 = o_age <= 180
     o_week = np.floor(o_age / 7).astype(np.int64)
-    cw = np.unique(o_c[m180] * np.int64(1 << 20) + o_week[m180])
+    cw = unique(o_c[m180] * np.int64(1 << 20) + o_week[m180])
     feats["active_weeks_180d"] = _bincount(cw >> 20, None, n)
     for h in (90, 30):
         m = (o_age <= 365) & (o_age > 365 - h)
@@ -420,7 +421,7 @@ def _distinct_categories(
     cat_codes, _ = pd.factorize(mapped)  # -1 for items missing from the catalogue
     k = int(cat_codes.max()) + 2
     cc = cat_codes[ci_i] + 1  # 0 = unknown category
-    pairs = np.unique(ci_c * np.int64(k) + cc)
+    pairs = unique(ci_c * np.int64(k) + cc)
     pairs = pairs[pairs % k != 0]
     return _bincount(pairs // k, None, n)
 
