@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import overload
 
 import numpy as np
+import pandas as pd
 
 
 @overload
@@ -32,3 +33,24 @@ def unique(
         return values
     starts = np.flatnonzero(first)
     return values, np.diff(np.r_[starts, len(s)])
+
+
+def id_codes(values: pd.Series, index: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of ``values`` against ``index`` (built sorted when None); -1 if absent.
+
+    Categorical ids (what validation produces) are mapped through their categories, so only the
+    distinct ids are ever turned into strings.
+    """
+    if isinstance(values.dtype, pd.CategoricalDtype):
+        cats = values.cat.categories.astype(str).to_numpy().astype(str)
+        codes = values.cat.codes.to_numpy().astype(np.int64)
+        if index is None:
+            index = np.sort(cats[unique(codes[codes >= 0])])
+        lookup = np.asarray(pd.Index(index).get_indexer(cats), dtype=np.int64)
+        mapped = np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1)
+        return mapped, np.asarray(index, dtype=str)
+    as_str = values.astype(str)
+    if index is None:
+        index = np.sort(pd.unique(as_str.to_numpy()).astype(str))
+    codes = pd.Index(index).get_indexer(as_str.to_numpy())
+    return np.asarray(codes, dtype=np.int64), np.asarray(index, dtype=str)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from features.arrays import id_codes
 from features.schema import IS_RETURN, ITEM_ID, ORDERED_AT, QUANTITY, UNIT_PRICE
 
 WEEK = pd.Timedelta(days=7)
@@ -89,16 +90,15 @@ def weekly_demand(
     wk = week_ending(df[time_col]).to_numpy()
     keep = (wk >= weeks[0].to_datetime64()) & (wk <= weeks[-1].to_datetime64())
     df, wk = df[keep], wk[keep]
-    items_all = df[item_col].astype(str).to_numpy()
-    items = pd.Index(np.unique(items_all), name=item_col)
-    i = items.get_indexer(pd.Index(items_all))
+    i, item_ids = id_codes(df[item_col], None)
+    items = pd.Index(item_ids, name=item_col)
     t = ((wk - weeks[0].to_datetime64()) // np.timedelta64(7, "D")).astype(np.int64)
     n, m = len(items), len(weeks)
     qty = df[qty_col].to_numpy(dtype=float)
-    units = np.zeros((n, m))
-    np.add.at(units, (i, t), qty)
-    revenue = np.zeros((n, m))
-    np.add.at(revenue, (i, t), qty * df[price_col].to_numpy(dtype=float))
+    cell = i * m + t
+    units = np.bincount(cell, qty, minlength=n * m).reshape(n, m)
+    revenue = np.bincount(cell, qty * df[price_col].to_numpy(dtype=float), minlength=n * m)
+    revenue = revenue.reshape(n, m)
     with np.errstate(invalid="ignore", divide="ignore"):
         price = np.where(units > 0, revenue / units, np.nan)
     price = pd.DataFrame(price.T).ffill().to_numpy().T

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from features.arrays import id_codes
 from features.schema import CUSTOMER_ID, IS_RETURN, ITEM_ID, ORDER_ID, ORDERED_AT, QUANTITY
 
 WEIGHTS = ("orders", "quantity", "binary")
@@ -63,15 +64,6 @@ def purchases_before(
     return orders[mask]
 
 
-def _codes(values: pd.Series, index: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes of ``values`` against ``index`` (built sorted when None); -1 if absent."""
-    as_str = values.astype(str)
-    if index is None:
-        index = np.sort(pd.unique(as_str.to_numpy()).astype(str))
-    codes = pd.Index(index).get_indexer(as_str.to_numpy())
-    return np.asarray(codes, dtype=np.int64), np.asarray(index, dtype=str)
-
-
 def build_interactions(
     orders: pd.DataFrame,
     as_of: pd.Timestamp | str | None,
@@ -98,8 +90,8 @@ def build_interactions(
         user_ids = np.asarray(user_ids, dtype=str)
     if item_ids is not None:
         item_ids = np.asarray(item_ids, dtype=str)
-    u, user_ids = _codes(rows[customer_id], user_ids)
-    i, item_ids = _codes(rows[item_id], item_ids)
+    u, user_ids = id_codes(rows[customer_id], user_ids)
+    i, item_ids = id_codes(rows[item_id], item_ids)
     keep = (u >= 0) & (i >= 0)
     u, i = u[keep], i[keep]
     shape = (len(user_ids), len(item_ids))
@@ -107,12 +99,17 @@ def build_interactions(
         vals = rows[quantity].to_numpy(dtype=np.float64)[keep]
         m = sp.csr_matrix((vals, (u, i)), shape=shape)
     else:
-        # one entry per distinct (user, item, order)
-        o = pd.factorize(rows[order_id].astype(str).to_numpy()[keep])[0].astype(np.int64)
-        n_o = int(o.max()) + 1 if len(o) else 1
-        # distinct (user, item, order) through one int64 key (much faster than unique(axis=1))
-        key = np.unique((u * shape[1] + i) * n_o + o) // n_o
-        m = sp.csr_matrix((np.ones(len(key)), (key // shape[1], key % shape[1])), shape=shape)
+        # one entry per distinct (order, item): an order belongs to one user
+        order = rows[order_id]
+        if isinstance(order.dtype, pd.CategoricalDtype):
+            o = order.cat.codes.to_numpy().astype(np.int64)[keep]
+        else:
+            o = pd.factorize(order.astype(str).to_numpy()[keep])[0].astype(np.int64)
+        key = o * shape[1] + i
+        idx = np.argsort(key, kind="stable")
+        k = key[idx]
+        pick = idx[np.r_[True, k[1:] != k[:-1]]] if len(k) else idx
+        m = sp.csr_matrix((np.ones(len(pick)), (u[pick], i[pick])), shape=shape)
         if weight == "binary":
             m.data[:] = 1.0
     m.sum_duplicates()
