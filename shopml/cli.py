@@ -103,10 +103,18 @@ def demo_data(
     end: Annotated[str, typer.Option(help="last order date (exclusive)")] = "2025-01-01",
 ) -> None:
     """Generate a seeded synthetic shop (orders, items, customers) in the data contract."""
+    from datetime import date
+
     from features.synthetic import ShopConfig, write_shop
 
     try:
-        config = ShopConfig(n_customers=customers, n_items=items, seed=seed, start=start, end=end)
+        config = ShopConfig(
+            n_customers=customers,
+            n_items=items,
+            seed=seed,
+            start=date.fromisoformat(start),
+            end=date.fromisoformat(end),
+        )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     counts = write_shop(config, out)

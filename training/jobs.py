@@ -148,10 +148,12 @@ class _CustomerJob:
             value = ValueModel(num_threads=self.threads).fit(
                 ds.orders, as_of, items=ds.items, customers=ds.customers
             )
-            assert value.artifact_ is not None and artifact.scores is not None
-            artifact.scores = value_at_risk(artifact.scores, value.artifact_.scores)
-            artifact.notes.extend(f"value model: {n}" for n in value.artifact_.notes)
-            value.artifact_.save(folder / VALUE_SUBFOLDER)
+            worth = value.artifact_
+            if artifact.scores is None or worth is None or worth.scores is None:
+                raise RuntimeError("churn and value models must both produce score tables")
+            artifact.scores = value_at_risk(artifact.scores, worth.scores)
+            artifact.notes.extend(f"value model: {n}" for n in worth.notes)
+            worth.save(folder / VALUE_SUBFOLDER)
         artifact.save(folder)
         ids = artifact.scores["customer_id"].head(3).tolist()
         return Fitted(
@@ -323,11 +325,14 @@ class RecommenderJob:
             buys, at, since=at - pd.Timedelta(days=90), weight="binary", item_ids=train.item_ids
         )
         test = purchases_before(buys, as_of, at)
-        truth_by_user = test.groupby(test[CUSTOMER_ID].astype(str))[ITEM_ID].agg(
-            lambda s: set(s.astype(str))
+        pairs = pd.DataFrame(
+            {"user": test[CUSTOMER_ID].astype(str), "item": test[ITEM_ID].astype(str)}
         )
+        truth_by_user: dict[str, set[str]] = {
+            str(u): set(group) for u, group in pairs.groupby("user")["item"]
+        }
         index = train.user_index()
-        users = [u for u in truth_by_user.index if u in index]
+        users = [u for u in truth_by_user if u in index]
         truth = [truth_by_user[u] for u in users]
         rows = np.array([index[u] for u in users], dtype=np.int64)
         top = max(self.ks)
