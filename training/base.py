@@ -8,15 +8,22 @@ Parquet) plus ``meta.json``; ``load(folder)`` reads it back without any training
 
 from __future__ import annotations
 
-import contextlib
-import json
-import platform
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, Self
 
 import pandas as pd
 
-META_FILE = "meta.json"
+from shopml.artifacts.meta import META_FILE, library_versions, read_meta, write_meta
+
+__all__ = [
+    "META_FILE",
+    "NotFittedError",
+    "ShopModel",
+    "check_fitted",
+    "library_versions",
+    "read_meta",
+    "write_meta",
+]
 
 
 class NotFittedError(RuntimeError):
@@ -27,28 +34,6 @@ def check_fitted(model: object, attribute: str) -> None:
     """Raise :class:`NotFittedError` unless ``model`` has the fitted ``attribute``."""
     if getattr(model, attribute, None) is None:
         raise NotFittedError(f"{type(model).__name__} is not fitted yet: call fit() first")
-
-
-def library_versions() -> dict[str, str]:
-    """Versions of the libraries an artifact depends on, recorded in its ``meta.json``."""
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("numpy", "pandas", "pyarrow", "lightgbm", "implicit", "scikit-learn", "shopml"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[name] = md.version(name)
-    return out
-
-
-def write_meta(folder: Path, kind: str, **meta: Any) -> None:
-    """Write ``meta.json``: model kind, library versions and whatever the model adds."""
-    payload = {"kind": kind, "versions": library_versions(), **meta}
-    (folder / META_FILE).write_text(json.dumps(payload, indent=2, default=str) + "\n")
-
-
-def read_meta(folder: Path) -> dict[str, Any]:
-    """Read ``meta.json`` of a saved model folder."""
-    return dict(json.loads((Path(folder) / META_FILE).read_text()))
 
 
 class ShopModel(Protocol):

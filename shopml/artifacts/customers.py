@@ -20,7 +20,6 @@ Nothing here trains anything or imports :mod:`training`.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -31,6 +30,8 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 from scipy.special import betaln, expit, gammaln, hyp2f1, logit
+
+from shopml.artifacts.meta import library_versions
 
 TASKS = ("churn", "repurchase", "value")
 KINDS = (
@@ -220,17 +221,6 @@ class Calibration:
         raise ValueError(f"unknown calibration method {self.method!r}")
 
 
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-    import platform
-
-    out = {"python": platform.python_version()}
-    for name in ("numpy", "pandas", "pyarrow", "lightgbm", "scipy", "shopml"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[name] = md.version(name)
-    return out
-
-
 def _jsonable(value: object) -> object:
     if isinstance(value, np.generic):
         return value.item()
@@ -411,7 +401,7 @@ class CustomerArtifact:
             "metrics": self.metrics,
             "phrases": self.phrases,
             "notes": self.notes,
-            "versions": _versions(),
+            "versions": library_versions(),
         }
         (folder / META).write_text(json.dumps(meta, indent=2, default=_jsonable) + "\n")
         return folder

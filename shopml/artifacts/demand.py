@@ -13,7 +13,6 @@ Built by :class:`training.demand.DemandModel` at fit time; serving loads it and 
 
 from __future__ import annotations
 
-import contextlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,22 +21,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from shopml.artifacts.meta import library_versions
+
 MAX_HORIZON = 12
 QUANTILE_LEVELS = (0.1, 0.5, 0.9)
 FORECAST_FILE = "forecast.npz"
 ITEMS_FILE = "items.parquet"
 META_FILE = "meta.json"
-
-
-def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-    import platform
-
-    out = {"python": platform.python_version()}
-    for name in ("numpy", "pandas", "pyarrow", "lightgbm", "shopml"):
-        with contextlib.suppress(md.PackageNotFoundError):
-            out[name] = md.version(name)
-    return out
 
 
 def booster_file(model: str, q: float) -> str:
@@ -172,7 +162,7 @@ class DemandArtifact:
             "history_weeks": [str(w.date()) for w in self.history_weeks],
             "quantile_levels": list(QUANTILE_LEVELS),
             "booster_models": list(self.boosters),
-            "versions": _versions(),
+            "versions": library_versions(),
         }
         (folder / META_FILE).write_text(json.dumps(meta, indent=2, default=str) + "\n")
 
