@@ -136,7 +136,7 @@ def _rows(
     ):
         if recs is None:
             continue
-        row = {"method": name, "task": task, "users": len(truth)}
+        row = {"task": task, "model": name, "users": len(truth)}
         row.update(ranking_metrics(recs, truth, n_items))
         row["fit_s"] = round(fit_s, 2)
         out.append(row)
