@@ -9,6 +9,8 @@ export OMP_WAIT_POLICY ?= PASSIVE
 export OPENBLAS_NUM_THREADS ?= 1
 export MLFLOW_DISABLE_TELEMETRY ?= true
 export BENTOML_DO_NOT_TRACK ?= true
+# the project's own BentoML model store (champions are packed here by `shopml serve`)
+export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 
 .PHONY: run install install-test test lint format bench demo-data train serve clean
@@ -60,4 +62,4 @@ bench: install
 	$(BIN)/shopml bench quality --dataset cdnow
 
 clean:
-	rm -rf $(VENV) data/demo mlruns .mlflow build *.egg-info
+	rm -rf $(VENV) data/demo .mlflow .bentoml build *.egg-info

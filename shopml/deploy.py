@@ -40,11 +40,11 @@ def pack_champions(tracking_uri: str | None = None) -> dict[str, str]:
         if champion is None:
             log.warning("%s: no champion in %s; train it first (shopml train)", kind, tracker.uri)
             continue
-        labels = {"mlflow_version": champion.version, "mlflow_uri": tracker.uri.split("://")[0]}
+        labels = {"mlflow_version": champion.version, "mlflow_run_id": champion.run_id}
         targets = [kind, "value"] if kind == "churn" else [kind]
         try:
             current = bentoml.models.get(f"{model_name(kind)}:latest")
-            if current.info.labels.get("mlflow_version") == champion.version:
+            if current.info.labels.get("mlflow_run_id") == champion.run_id:
                 tags |= {t: str(bentoml.models.get(f"{model_name(t)}:latest").tag) for t in targets}
                 continue
         except NotFound:
