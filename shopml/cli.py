@@ -221,6 +221,52 @@ def train(
         )
 
 
+@app.command()
+def score(
+    out: Annotated[Path, typer.Option(help="output folder for the Parquet files")] = Path(
+        "data/scores"
+    ),
+    lead_time: Annotated[
+        float, typer.Option("--lead-time", min=0.01, max=52, help="replenishment lead time, weeks")
+    ] = 2.0,
+    service_level: Annotated[
+        float, typer.Option(min=0.5, max=0.999, help="target cycle service level")
+    ] = 0.95,
+    items: Annotated[
+        Path | None, typer.Option(help="items table with stock_on_hand (csv/parquet)")
+    ] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+) -> None:
+    """Batch outputs of the champions: customers, forecasts and reorder advice as Parquet."""
+    from training.score import score as run_score
+    from training.tracking import Tracker
+
+    stock = None
+    if items is not None:
+        from features.io import read_file
+
+        table = read_file(items)
+        if "stock_on_hand" not in table.columns or "item_id" not in table.columns:
+            raise CliError(f"{items}: needs item_id and stock_on_hand columns")
+        stock = pd_numeric(table.set_index(table["item_id"].astype(str))["stock_on_hand"])
+    counts = run_score(
+        Tracker(tracking_uri),
+        out,
+        lead_time_weeks=lead_time,
+        service_level=service_level,
+        stock_on_hand=stock,
+    )
+    for name, rows in counts.items():
+        console.print(f"{out / (name + '.parquet')}: {rows:,} rows")
+
+
+def pd_numeric(series):  # type: ignore[no-untyped-def]
+    """Numbers from a column read as text (CSV); unparseable values become 0."""
+    import pandas as pd
+
+    return pd.to_numeric(series, errors="coerce").fillna(0.0)
+
+
 HostOpt = Annotated[str, typer.Option(help="bind address (127.0.0.1 keeps it on this machine)")]
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="port")]
 

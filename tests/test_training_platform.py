@@ -125,3 +125,46 @@ def test_unknown_kind_is_refused(shop: Path, dataset: Dataset, tmp_path: Path) -
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="test")
     with pytest.raises(ValueError, match="unknown model kind"):
         train(experiment(shop), tracker, dataset=dataset, kinds=("telepathy",))
+
+
+def test_score_writes_batch_outputs_and_logs_them(
+    shop: Path, dataset: Dataset, tmp_path: Path
+) -> None:
+    from training.score import score
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="test")
+    with pytest.raises(ValueError, match="no champion"):
+        score(tracker, tmp_path / "none")
+    assert not (tmp_path / "none").exists()
+    train(experiment(shop), tracker, dataset=dataset, kinds=("churn", "demand"), threads=1)
+    counts = score(tracker, tmp_path / "scores", lead_time_weeks=3, service_level=0.9)
+    customers = pd.read_parquet(tmp_path / "scores" / "customers.parquet")
+    inventory = pd.read_parquet(tmp_path / "scores" / "inventory.parquet")
+    assert counts == {
+        "customers": len(customers),
+        "forecasts": counts["forecasts"],
+        "inventory": len(inventory),
+    }
+    assert customers["customer_id"].is_unique
+    assert {"churn_proba", "value", "value_at_risk", "segment", "churn_reasons"} <= set(customers)
+    assert (inventory["reorder_point"] >= inventory["safety_stock"]).all()
+    runs = mlflow.search_runs(
+        experiment_ids=[tracker.experiment_id], filter_string="attributes.run_name = 'score'"
+    )
+    assert len(runs) == 1
+    logged = [a.path for a in tracker.client.list_artifacts(runs["run_id"][0], "batch")]
+    assert sorted(logged) == [
+        "batch/customers.parquet",
+        "batch/forecasts.parquet",
+        "batch/inventory.parquet",
+    ]
+
+
+def test_reason_codes_are_distinct_phrases(shop: Path, dataset: Dataset, tmp_path: Path) -> None:
+    from training.jobs import ChurnJob
+
+    fitted = ChurnJob(threads=1).fit(dataset, pd.Timestamp("2024-11-01"), {}, tmp_path / "m")
+    scores = load_artifact(fitted.folder).artifact.scores
+    for text in scores["reasons"].head(200):
+        phrases = [p for p in str(text).split("; ") if p]
+        assert len(phrases) == len(set(phrases)) <= 3

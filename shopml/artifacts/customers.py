@@ -339,16 +339,18 @@ class CustomerArtifact:
         """Up to ``top_k`` plain phrases per row: the features pushing the score up the most."""
         features = self._check(features)
         contrib = self.contributions(features)
-        order = np.argsort(-contrib, axis=1)[:, :top_k]
+        order = np.argsort(-contrib, axis=1)[:, : 3 * top_k]
         out: list[list[str]] = []
         for i in range(len(features)):
             row = features[i]
             values = dict(zip(self.feature_names, row.tolist(), strict=True))
-            phrases = []
+            phrases: list[str] = []
             for j in order[i]:
-                if contrib[i, j] <= 0:
+                if contrib[i, j] <= 0 or len(phrases) == top_k:
                     break
-                phrases.append(self.phrase(self.feature_names[j], values))
+                phrase = self.phrase(self.feature_names[j], values)
+                if phrase not in phrases:  # two features can share a phrase
+                    phrases.append(phrase)
             out.append(phrases)
         return out
 
