@@ -139,6 +139,8 @@ def _parse(
             falsy = {"false": False, "0": False, "no": False, "n": False, "f": False}
             out = text.map(truth | falsy).astype("boolean")
     else:
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            return s, np.zeros(len(s), dtype=bool)
         return s.astype("string"), np.zeros(len(s), dtype=bool)
     bad = present & out.isna().to_numpy()
     if present.sum() and bad.sum() > WRONG_TYPE_SHARE * present.sum():
@@ -164,6 +166,19 @@ def coerce(
     return out, bad
 
 
+def _hashable(column: pd.Series) -> np.ndarray:
+    """A numeric array equal where the column's values are equal (codes for categoricals)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return np.asarray(column.cat.codes.to_numpy(), dtype=np.int64)
+    if pd.api.types.is_datetime64_any_dtype(column.dtype):
+        return np.asarray(column.to_numpy().view(np.int64))
+    if pd.api.types.is_numeric_dtype(column.dtype) and not isinstance(
+        column.dtype, pd.BooleanDtype
+    ):
+        return np.asarray(column.to_numpy(dtype=np.float64, na_value=np.nan))
+    return np.asarray(column.astype("string").fillna("\x00<NA>").to_numpy(dtype=object))
+
+
 def duplicated_rows(df: pd.DataFrame) -> np.ndarray:
     """Rows equal to an earlier row in every column (``DataFrame.duplicated``, but fast).
 
@@ -171,7 +186,9 @@ def duplicated_rows(df: pd.DataFrame) -> np.ndarray:
     """
     if len(df) == 0:
         return np.zeros(0, dtype=bool)
-    hashes = pd.util.hash_pandas_object(df, index=False, categorize=False).to_numpy()
+    hashes = np.zeros(len(df), dtype=np.uint64)
+    for name in df.columns:
+        hashes = hashes * np.uint64(0x100000001B3) ^ pd.util.hash_array(_hashable(df[name]))
     candidates = pd.Series(hashes).duplicated(keep=False).to_numpy()
     out = np.zeros(len(df), dtype=bool)
     if candidates.any():
