@@ -51,7 +51,7 @@ class Experiment(BaseModel):
 
 
 def load_experiment(path: str | Path, **overrides: Any) -> Experiment:
-    """Read and validate an experiment YAML file; relative data paths resolve from the file."""
+    """Read and validate an experiment YAML file (relative data paths: from the working folder)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}

@@ -100,3 +100,19 @@ def test_cli_bad_as_of(shop: Path, tmp_path: Path) -> None:
     )
     assert result.exit_code != 0
     assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["train", "--models", "telepathy"], "unknown kind"),
+        (["train", "-e", "missing.yaml"], "not found"),
+        (["bench", "quality", "--dataset", "nowhere"], "unknown 'nowhere'"),
+        (["demo-data", "--start", "2025-01-01", "--end", "2024-01-01"], "must be after start"),
+        (["score", "--service-level", "1.5"], "--service-level"),
+    ],
+)
+def test_cli_refuses_bad_arguments(args: list[str], message: str, tmp_path: Path) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    assert message in (str(result.exception) + result.output)
