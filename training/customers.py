@@ -139,7 +139,26 @@ def fit_calibration(raw: np.ndarray, y: np.ndarray, method: str) -> Calibration:
     return Calibration("platt", float(lr.coef_[0, 0]), float(lr.intercept_[0]))
 
 
-class _CustomerModel:
+class _SavedArtifact:
+    """Save/load of the served :class:`CustomerArtifact` (shared by every customer model)."""
+
+    artifact_: CustomerArtifact | None
+
+    def save(self, folder: str | Path) -> Path:
+        """Save the served artifact (see :class:`CustomerArtifact`)."""
+        check_fitted(self, "artifact_")
+        assert self.artifact_ is not None
+        return self.artifact_.save(folder)
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Self:
+        """A fitted model from a saved artifact (prediction only)."""
+        model = cls()
+        model.artifact_ = CustomerArtifact.load(folder)
+        return model
+
+
+class _CustomerModel(_SavedArtifact):
     """Shared fit logic of the churn and repurchase classifiers."""
 
     kind: ClassVar[str] = "customer"
@@ -459,18 +478,11 @@ class _CustomerModel:
             }
         )
 
-    # ---- persistence
-    def save(self, folder: str | Path) -> Path:
-        """Save the served artifact (see :class:`CustomerArtifact`)."""
-        check_fitted(self, "artifact_")
-        assert self.artifact_ is not None
-        return self.artifact_.save(folder)
-
     @classmethod
     def load(cls, folder: str | Path) -> Self:
         """A fitted model from a saved artifact (prediction only)."""
-        model = cls()
-        model.artifact_ = CustomerArtifact.load(folder)
+        model = super().load(folder)
+        assert model.artifact_ is not None
         model.feature_names_ = model.artifact_.feature_names
         return model
 
@@ -502,7 +514,7 @@ class RepurchaseModel(_CustomerModel):
     default_horizon = 30
 
 
-class ValueModel:
+class ValueModel(_SavedArtifact):
     """Expected spend over the next ``horizon_days`` (365): LightGBM (tweedie) or BG/NBD+Gamma-Gamma,
     whichever has the lower RMSE on a validation cutoff; BG/NBD+Gamma-Gamma when the history is
     too short to backtest a ``horizon_days`` window (logged)."""
@@ -637,16 +649,3 @@ class ValueModel:
         check_fitted(self, "artifact_")
         assert self.artifact_ is not None
         return self.artifact_.predict(features[self.artifact_.feature_names].to_numpy(np.float64))
-
-    def save(self, folder: str | Path) -> Path:
-        """Save the served artifact."""
-        check_fitted(self, "artifact_")
-        assert self.artifact_ is not None
-        return self.artifact_.save(folder)
-
-    @classmethod
-    def load(cls, folder: str | Path) -> Self:
-        """A fitted model from a saved artifact (prediction only)."""
-        model = cls()
-        model.artifact_ = CustomerArtifact.load(folder)
-        return model
