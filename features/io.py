@@ -265,12 +265,15 @@ def validate_tables(
     """Validate adapted tables; orders are checked against the item catalogue when there is one."""
     reports, quarantine = [], {}
     items = customers = None
+    where = {s.table: s.path for s in sources}
     if items_raw is not None:
-        v = validate_entities(items_raw, ITEMS, f"{source} (items)")
+        v = validate_entities(items_raw, ITEMS, where.get("items", f"{source} (items)"))
         items, quarantine["items"] = v.table, v.quarantine
         reports.append(v.report)
     if customers_raw is not None:
-        v = validate_entities(customers_raw, CUSTOMERS, f"{source} (customers)")
+        v = validate_entities(
+            customers_raw, CUSTOMERS, where.get("customers", f"{source} (customers)")
+        )
         customers, quarantine["customers"] = v.table, v.quarantine
         reports.append(v.report)
     known = pd.Index(items[ITEM_ID].astype(str)) if items is not None else None

@@ -78,6 +78,11 @@ def _load(data: str, fmt: str, mapping: Path | None, table: str | None, query: s
 def print_report(dataset) -> None:  # type: ignore[no-untyped-def]
     """Print the validation report: rows per rule and what was done."""
     for report in dataset.reports:
+        if not report.rules:
+            console.print(
+                f"{report.table}: {report.source}: {report.rows_in:,} rows, all kept, no rule hit"
+            )
+            continue
         table = Table(
             title=f"{report.table}: {report.source}  ({report.rows_in:,} rows in, "
             f"{report.rows_kept:,} kept, {report.rows_quarantined:,} quarantined)",
