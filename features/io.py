@@ -244,6 +244,28 @@ def load_dataset(
     )
 
 
+def data_fingerprint(sources: list[SourceFile]) -> str:
+    """One hash for a dataset's source files (changes when any of them changes)."""
+    joined = "|".join(f"{s.table}:{s.sha256}" for s in sorted(sources, key=lambda s: s.table))
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def folder_fingerprint(data: str | Path) -> str | None:
+    """:func:`data_fingerprint` of a data folder or file without loading it (None for SQL)."""
+    if is_sql_url(str(data)):
+        return None
+    path = Path(data)
+    if not path.exists():
+        return None
+    tables = (
+        {"orders": path}
+        if not path.is_dir() or find_table(path, "orders") is None
+        else {n: find_table(path, n) for n in ("orders", "items", "customers")}
+    )
+    sources = [SourceFile(n, str(p), _hash(p), 0) for n, p in tables.items() if p is not None]
+    return data_fingerprint(sources)
+
+
 def _hash(path: Path) -> str:
     if path.is_dir():
         digest = hashlib.sha256()

@@ -310,15 +310,22 @@ def run_all(
     port: PortOpt = 3000,
 ) -> None:
     """Train every model that has no champion yet, then serve the API: what `make run` calls."""
+    from features.io import folder_fingerprint
     from shopml.config import MODEL_KINDS
     from training.tracking import Tracker
 
     tracker = Tracker()
-    missing = [k for k in MODEL_KINDS if tracker.champion(k) is None]
-    if missing:
-        train(experiment=experiment, data=data, models=list(missing))
+    fingerprint = folder_fingerprint(data)
+    stale: list[str] = []
+    for kind in MODEL_KINDS:
+        champion = tracker.champion(kind)
+        if champion is None or fingerprint is None or champion.data_sha != fingerprint:
+            stale.append(kind)
+    if stale:
+        console.print(f"training {', '.join(stale)} on {data} (no champion trained on this data)")
+        train(experiment=experiment, data=data, models=stale)
     else:
-        console.print(f"every model has a champion in {tracker.uri}; `shopml train` retrains")
+        console.print(f"every champion in {tracker.uri} was trained on {data}: serving them")
     serve(host=host, port=port)
 
 

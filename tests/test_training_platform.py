@@ -168,3 +168,15 @@ def test_reason_codes_are_distinct_phrases(shop: Path, dataset: Dataset, tmp_pat
     for text in scores["reasons"].head(200):
         phrases = [p for p in str(text).split("; ") if p]
         assert len(phrases) == len(set(phrases)) <= 3
+
+
+def test_versions_record_the_data_they_were_trained_on(
+    shop: Path, dataset: Dataset, tmp_path: Path
+) -> None:
+    from features.io import folder_fingerprint
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="test")
+    train(experiment(shop), tracker, dataset=dataset, kinds=("repurchase",), threads=1)
+    champion = tracker.champion("repurchase")
+    assert champion is not None and champion.data_sha == folder_fingerprint(shop)
+    assert folder_fingerprint(tmp_path / "elsewhere") is None

@@ -54,6 +54,7 @@ class VersionInfo:
     backtest_key: str | None
     params: dict[str, Any]
     as_of: str | None
+    data_sha: str | None = None
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,7 @@ class Tracker:
         backtest_key: str,
         params: dict[str, Any],
         as_of: str,
+        data_sha: str = "",
     ) -> VersionInfo:
         """Log a saved model folder as a pyfunc (model from code) and register a new version.
 
@@ -171,6 +173,7 @@ class Tracker:
             "backtest_key": backtest_key,
             "params": json.dumps(params, sort_keys=True, default=str),
             "as_of": as_of,
+            "data_sha": data_sha,
         }
         version = mlflow.register_model(info.model_uri, registered_name(kind), tags=tags)
         return self._info(kind, version)
@@ -201,6 +204,7 @@ class Tracker:
             backtest_key=tags.get("backtest_key"),
             params=json.loads(tags.get("params", "{}")),
             as_of=tags.get("as_of"),
+            data_sha=tags.get("data_sha"),
         )
 
     def champion(self, kind: str) -> VersionInfo | None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pandas as pd
 
-from features.io import Dataset, load_dataset
+from features.io import Dataset, data_fingerprint, load_dataset
 from features.pipeline import check_as_of, default_as_of
 from shopml.config import Experiment
 from training.jobs import JOBS, Backtest
@@ -127,6 +127,7 @@ def _train_kind(
                 backtest_key=key,
                 params=params,
                 as_of=str(as_of.date()),
+                data_sha=data_fingerprint(ds.sources),
             )
         decision = _gate(kind, job, ds, as_of, params, bt, key, tracker)
         if decision.promote:
