@@ -1,0 +1,141 @@
+"""The Dask engine on a 2-worker LocalCluster against the pandas engine on a small shop.
+
+Features must be *equal* (same values, same order, same dtypes); the churn classifier trained
+through ``lightgbm.dask`` must match the in-process one within the tolerance documented in
+:mod:`training.dask_models`; Dask batch scoring of one booster must equal in-process scoring.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from features.engine import (
+    ITEM_DEPENDENT_USER_COLUMNS,
+    DaskOrders,
+    build_features,
+    dask_client,
+)
+from features.io import Dataset, load_dataset
+from features.pipeline import FeatureSet
+from features.synthetic import ShopConfig, write_shop
+from features.users import user_features
+from training import dask_models as dm
+
+pytestmark = pytest.mark.integration
+
+AS_OF = pd.Timestamp("2024-10-01")  # data runs to 2024-12-31: labels are computed too
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
+    out = tmp_path_factory.mktemp("shop") / "s"
+    write_shop(ShopConfig(n_customers=1200, n_items=120, seed=3), out, progress=False)
+    return load_dataset(out)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    with dask_client(n_workers=2, local_directory=tmp_path_factory.mktemp("dask")) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def data(client: object, dataset: Dataset) -> DaskOrders:
+    return DaskOrders(client, dataset, npartitions=4)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="module")
+def both(client: object, dataset: Dataset) -> tuple[FeatureSet, FeatureSet]:
+    pandas_fs = build_features(dataset, AS_OF, engine="pandas")
+    dask_fs = build_features(dataset, AS_OF, engine="dask", client=client, npartitions=4)  # type: ignore[arg-type]
+    return pandas_fs, dask_fs
+
+
+def test_user_and_item_features_are_equal(both: tuple[FeatureSet, FeatureSet]) -> None:
+    ref, got = both
+    assert len(ref.users) > 500 and len(ref.items) > 50
+    pd.testing.assert_frame_equal(ref.users, got.users, check_exact=True)
+    pd.testing.assert_frame_equal(ref.items, got.items, check_exact=True)
+    assert ref.labels is not None and got.labels is not None
+    pd.testing.assert_frame_equal(ref.labels, got.labels, check_exact=True)
+
+
+def test_interactions_and_weekly_demand_are_equal(both: tuple[FeatureSet, FeatureSet]) -> None:
+    ref, got = both
+    np.testing.assert_array_equal(ref.interactions.user_ids, got.interactions.user_ids)
+    np.testing.assert_array_equal(ref.interactions.item_ids, got.interactions.item_ids)
+    assert ref.interactions.matrix.dtype == got.interactions.matrix.dtype
+    assert (ref.interactions.matrix != got.interactions.matrix).nnz == 0
+    pd.testing.assert_index_equal(ref.demand.items, got.demand.items)
+    pd.testing.assert_index_equal(ref.demand.weeks, got.demand.weeks)
+    np.testing.assert_array_equal(ref.demand.units, got.demand.units)
+    np.testing.assert_array_equal(ref.demand.price, got.demand.price)
+
+
+def test_item_dependent_user_columns_need_the_global_statistics(
+    dataset: Dataset, both: tuple[FeatureSet, FeatureSet]
+) -> None:
+    """Why the engine computes item statistics first: one partition alone gets them wrong."""
+    ref, _ = both
+    orders = dataset.orders
+    half = orders[orders["customer_id"].cat.codes.to_numpy() % 2 == 0].copy()
+    for col in ("customer_id", "order_id", "item_id"):  # as in a partition: only its own ids
+        half[col] = half[col].cat.remove_unused_categories()
+    alone = user_features(half, AS_OF, items=dataset.items, customers=dataset.customers)
+    expected = ref.users.loc[alone.index]
+    others = [c for c in alone.columns if c not in ITEM_DEPENDENT_USER_COLUMNS]
+    pd.testing.assert_frame_equal(alone[others], expected[others], check_exact=True)
+    for col in ITEM_DEPENDENT_USER_COLUMNS:
+        assert not np.allclose(alone[col], expected[col], equal_nan=True), col
+
+
+def test_unknown_engine_is_refused(dataset: Dataset) -> None:
+    with pytest.raises(ValueError, match="unknown engine"):
+        build_features(dataset, AS_OF, engine="spark")  # type: ignore[arg-type]
+
+
+def test_lightgbm_dask_churn_within_tolerance_and_dask_scoring_equal(
+    client: object, data: DaskOrders, dataset: Dataset
+) -> None:
+    cutoffs = dm.snapshot_cutoffs(AS_OF, 90, 4)
+    train_cuts, val_cut = cutoffs[1:], cutoffs[0]
+    snaps = dm.dask_snapshots(data, train_cuts)
+    local_snaps = dm.pandas_snapshots(
+        dataset.orders, train_cuts, items=dataset.items, customers=dataset.customers
+    )
+    pd.testing.assert_frame_equal(snaps.X, local_snaps.X, check_exact=True)
+    np.testing.assert_array_equal(snaps.y, local_snaps.y)
+
+    dist = dm.fit_dask(client, snaps, rounds=60)  # type: ignore[arg-type]
+    local = dm.fit_local(local_snaps, rounds=60)
+    val = dm.dask_snapshots(data, [val_cut])
+    p_dist = dm.score_dask(client, dist, val.X)  # type: ignore[arg-type]
+    p_local = dm.score_local(local, val.X)
+    auc_dist, auc_local = roc_auc_score(val.y, p_dist), roc_auc_score(val.y, p_local)
+    assert auc_local > 0.6
+    assert abs(auc_dist - auc_local) <= dm.AUC_TOLERANCE, (auc_dist, auc_local)
+    rho = pd.Series(p_dist.to_numpy()).corr(pd.Series(p_local.to_numpy()), method="spearman")
+    assert rho >= dm.RANK_CORRELATION_MIN, rho
+    # batch scoring through Dask is the same computation: equal to in-process scoring
+    pd.testing.assert_series_equal(p_dist, dm.score_local(dist, val.X), check_exact=True)
+
+
+def test_scheduler_address_is_used(tmp_path: Path) -> None:
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,  # in-process (inproc:// address): nothing listens on the network
+        dashboard_address="127.0.0.1:0",
+        local_directory=str(tmp_path),
+    ) as cluster:
+        address = cluster.scheduler_address
+        with dask_client(address) as c:
+            assert c.scheduler is not None and c.scheduler.address == address

@@ -1,0 +1,150 @@
+"""The churn classifier trained through ``lightgbm.dask`` and batch scoring through Dask.
+
+Snapshots (user features as of monthly cutoffs, churn label over the next ``horizon`` days) come
+from the Dask feature engine (:class:`features.engine.DaskOrders`), are stacked on the cluster and
+fed to :class:`lightgbm.dask.DaskLGBMClassifier` (data-parallel training, one LightGBM process per
+worker). The fitted booster is an ordinary :class:`lightgbm.Booster`, so it saves, registers and
+serves like the one trained in process; scoring a large population maps ``Booster.predict`` over
+the partitions of a Dask DataFrame.
+
+Tolerance against the in-process path (same data, same parameters): distributed LightGBM builds
+its histograms from each worker's rows, so bin boundaries and split ties can differ and the trees
+are not bit-identical. Documented and tested: validation ROC-AUC within 0.02 of the in-process
+model, scores with Spearman correlation >= 0.95. Scoring the same booster through Dask equals
+in-process scoring exactly.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from features.labels import churn_labels
+
+if TYPE_CHECKING:
+    from distributed import Client
+
+    from features.engine import DaskOrders
+
+log = logging.getLogger(__name__)
+
+AUC_TOLERANCE = 0.02
+RANK_CORRELATION_MIN = 0.95
+PARAMS: dict[str, Any] = {
+    "objective": "binary",
+    "learning_rate": 0.05,
+    "num_leaves": 15,
+    "min_child_samples": 20,
+    "seed": 0,
+    "deterministic": True,
+    "force_row_wise": True,
+    "verbose": -1,
+}
+
+
+@dataclass(frozen=True)
+class Snapshots:
+    """Stacked training rows: features ``X`` and churn labels ``y`` (one row per customer-cutoff)."""
+
+    X: pd.DataFrame
+    y: np.ndarray
+    cutoffs: list[pd.Timestamp]
+
+
+def snapshot_cutoffs(as_of: pd.Timestamp, horizon: int, n: int) -> list[pd.Timestamp]:
+    """``n`` cutoffs 30 days apart, the latest with its label window complete by ``as_of``."""
+    last = pd.Timestamp(as_of) - pd.Timedelta(days=horizon)
+    return [last - pd.Timedelta(days=30 * k) for k in range(n)]
+
+
+def dask_snapshots(data: DaskOrders, cutoffs: list[pd.Timestamp], horizon: int = 90) -> Snapshots:
+    """User features (Dask engine) and churn labels per cutoff, stacked."""
+    days = (horizon, horizon, horizon)
+    frames, labels = [], []
+    for cutoff in cutoffs:
+        feats = data.users(cutoff)
+        frames.append(feats.reset_index(drop=True))
+        labels.append(data.labels(cutoff, feats.index, days)["churn"].to_numpy())
+    return Snapshots(pd.concat(frames, ignore_index=True), np.concatenate(labels), cutoffs)
+
+
+def pandas_snapshots(
+    orders: pd.DataFrame,
+    cutoffs: list[pd.Timestamp],
+    horizon: int = 90,
+    **tables: pd.DataFrame | None,
+) -> Snapshots:
+    """The same snapshots in process (:func:`features.users.user_features`)."""
+    from features.users import user_features
+
+    frames, labels = [], []
+    for cutoff in cutoffs:
+        feats = user_features(orders, cutoff, **tables)
+        frames.append(feats.reset_index(drop=True))
+        labels.append(churn_labels(orders, cutoff, feats.index, horizon).to_numpy())
+    return Snapshots(pd.concat(frames, ignore_index=True), np.concatenate(labels), cutoffs)
+
+
+def fit_dask(
+    client: Client,
+    snaps: Snapshots,
+    *,
+    rounds: int = 100,
+    params: dict[str, Any] | None = None,
+    npartitions: int | None = None,
+) -> lgb.Booster:
+    """Train on the cluster with :class:`lightgbm.dask.DaskLGBMClassifier`; the booster."""
+    import dask.dataframe as dd
+    from lightgbm.dask import DaskLGBMClassifier
+
+    workers = len(client.scheduler_info().get("workers", {}))
+    nparts = npartitions or max(1, workers)
+    X = dd.from_pandas(snaps.X.astype(np.float64), npartitions=nparts)
+    y = dd.from_pandas(pd.Series(snaps.y, name="churn"), npartitions=nparts)
+    p = {**PARAMS, **(params or {})}
+    model = DaskLGBMClassifier(client=client, n_estimators=rounds, **p)  # 1 thread per worker
+    model.fit(X, y)
+    booster: lgb.Booster = model.booster_
+    log.info("lightgbm.dask: %d trees on %d rows over %d workers", rounds, len(snaps.y), workers)
+    return booster
+
+
+def fit_local(
+    snaps: Snapshots, *, rounds: int = 100, params: dict[str, Any] | None = None
+) -> lgb.Booster:
+    """The same model trained in process."""
+    p = {**PARAMS, **(params or {}), "num_threads": 1}
+    data = lgb.Dataset(
+        snaps.X.to_numpy(np.float64), label=snaps.y, feature_name=[str(c) for c in snaps.X.columns]
+    )
+    return lgb.train(p, data, num_boost_round=rounds)
+
+
+def _predict(part: pd.DataFrame, model: str) -> pd.Series:
+    booster = lgb.Booster(model_str=model)
+    proba = booster.predict(part.to_numpy(np.float64), num_threads=1)
+    return pd.Series(np.asarray(proba, dtype=np.float64), index=part.index, name="churn_proba")
+
+
+def score_dask(
+    client: Client, booster: lgb.Booster, features: pd.DataFrame, npartitions: int = 4
+) -> pd.Series:
+    """P(churn) of every row of ``features`` (customer-indexed), scored on the cluster."""
+    import dask.dataframe as dd
+
+    model = client.scatter(booster.model_to_string(), broadcast=True)
+    X = dd.from_pandas(features.astype(np.float64), npartitions=npartitions, sort=False)
+    meta = pd.Series(dtype=np.float64, name="churn_proba")
+    out = X.map_partitions(_predict, model, meta=meta).compute()
+    return out.reindex(features.index)
+
+
+def score_local(booster: lgb.Booster, features: pd.DataFrame) -> pd.Series:
+    """The same scores in process."""
+    proba = booster.predict(features.to_numpy(np.float64), num_threads=1)
+    return pd.Series(np.asarray(proba, dtype=np.float64), index=features.index, name="churn_proba")
