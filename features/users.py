@@ -259,8 +259,9 @@ def user_features(
             orders[QUANTITY].to_numpy(dtype=np.float64)[ret]
             * orders[UNIT_PRICE].to_numpy(dtype=np.float64)[ret]
         )
-        r_orders = unique(rc * np.int64(len(order_codes) + 1) + order_codes[ret])
-        feats["return_orders"] = _bincount(r_orders // (len(order_codes) + 1), None, n)
+        span = np.int64(order_codes.max(initial=0) + 1)  # codes can exceed the row count
+        r_orders = unique(rc * span + order_codes[ret])
+        feats["return_orders"] = _bincount(r_orders // span, None, n)
         feats["return_rate"] = _safe_div(_bincount(rc, r_rev, n), monetary)
     else:
         feats["return_orders"] = np.zeros(n)

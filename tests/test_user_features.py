@@ -257,3 +257,26 @@ def test_rows_on_or_after_as_of_change_no_feature(extra: list[tuple]) -> None:
     changed = [r if pd.Timestamp(r[3]) < AS_OF else (*r[:4], 99.0, 99.0, False) for r in ROWS]
     after = user_features(frame(changed + added), AS_OF)
     pd.testing.assert_frame_equal(before, after, check_index_type=False, check_categorical=False)
+
+
+def test_return_orders_on_a_subset_of_a_categorical_frame() -> None:
+    """Order codes can exceed the row count when a categorical frame was filtered."""
+    import pandas as pd
+
+    from features.users import user_features
+
+    many = [f"o{i:04d}" for i in range(1000)]
+    frame = pd.DataFrame(
+        {
+            "customer_id": pd.Categorical(["a", "a", "b", "b"]),
+            "order_id": pd.Categorical(["o0001", "o0999", "o0002", "o0500"], categories=many),
+            "item_id": pd.Categorical(["x", "x", "y", "y"]),
+            "ordered_at": pd.to_datetime(["2024-01-01", "2024-01-05", "2024-01-02", "2024-01-06"]),
+            "quantity": [2.0, -1.0, 1.0, -1.0],
+            "unit_price": [5.0, 5.0, 3.0, 3.0],
+            "is_return": [False, True, False, True],
+        }
+    )
+    feats = user_features(frame, "2024-02-01")
+    assert feats.loc["a", "return_orders"] == 1
+    assert feats.loc["b", "return_orders"] == 1
