@@ -159,14 +159,22 @@ def features(
     mapping: MappingOpt = None,
     table: TableOpt = None,
     query: QueryOpt = None,
+    engine: Annotated[str, typer.Option(help="pandas (in process) or dask")] = "pandas",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786); default: a local cluster"),
+    ] = None,
 ) -> None:
     """Validate the data and write point-in-time features, labels and a manifest as of a date."""
-    from features.pipeline import build_feature_set, write_feature_set
+    from features.engine import ENGINES, build_features
+    from features.pipeline import write_feature_set
 
+    if engine not in ENGINES:
+        raise CliError(f"--engine: use one of {', '.join(ENGINES)}")
     dataset = _load(data, format, mapping, table, query)
     print_report(dataset)
-    with console.status("building features ..."):
-        fs = build_feature_set(dataset, _date(as_of))
+    with console.status(f"building features ({engine}) ..."):
+        fs = build_features(dataset, _date(as_of), engine=engine, scheduler=scheduler)  # type: ignore[arg-type]
     write_feature_set(fs, dataset, out)
     console.print(
         f"features as of {fs.as_of.date()} -> {out}: {len(fs.users):,} users, "
@@ -365,6 +373,21 @@ def bench_features(
     from training.benchmarks.features import run
 
     run(lines, workdir)
+
+
+@bench_app.command("scale")
+def bench_scale(
+    customers: Annotated[
+        int, typer.Option(min=100, help="customers of the synthetic shop")
+    ] = 1_000_000,
+    items: Annotated[int, typer.Option(min=10, help="items of the synthetic shop")] = 50_000,
+) -> None:
+    """Feature build and training time, peak memory: pandas vs a Dask LocalCluster."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "training.benchmarks.scale"]
+    raise typer.Exit(subprocess.call([*cmd, "--customers", str(customers), "--items", str(items)]))
 
 
 @bench_app.command("serve")
