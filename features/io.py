@@ -106,14 +106,17 @@ def read_parquet(path: Path) -> pd.DataFrame:
     high-cardinality ids (millions of order ids), so each id column is decoded and re-encoded once
     by Arrow and handed to pandas as codes + categories.
     """
-    table = pq.read_table(path)
+    dataset = pq.ParquetDataset(path)
     columns = {}
-    for name in table.column_names:
-        column = table.column(name)
+    names = [n for n in dataset.schema.names if not n.startswith("__index_level_")]
+    for name in names:  # one column at a time keeps the Arrow copy small
+        column = dataset.read([name]).column(0)
         columns[name] = (
             _categorical(column) if pa.types.is_dictionary(column.type) else column.to_pandas()
         )
-    return pd.DataFrame(columns)
+        del column
+        pa.default_memory_pool().release_unused()
+    return pd.DataFrame(columns, copy=False)
 
 
 def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
