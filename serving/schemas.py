@@ -27,8 +27,32 @@ ExcludePolicy = Literal["auto", "always", "never"]
 SortKey = Literal["value_at_risk", "probability"]
 
 
+def _openapi30_bounds(schema: dict[str, Any]) -> None:
+    """Rewrite JSON-Schema-2020 exclusive bounds (numbers) as OpenAPI 3.0 (``minimum`` + flag).
+
+    BentoML publishes ``openapi: 3.0.2``, where ``exclusiveMinimum``/``exclusiveMaximum`` are
+    booleans next to ``minimum``/``maximum``; pydantic's numeric form made the schema invalid
+    (validators and client generators reject the forecast operation).
+    """
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        value = schema.get(flag)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            schema[bound], schema[flag] = value, True
+    for sub in schema.get("anyOf", ()):
+        if isinstance(sub, dict):
+            _openapi30_bounds(sub)
+    for sub in schema.get("properties", {}).values():
+        if isinstance(sub, dict):
+            _openapi30_bounds(sub)
+
+
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="forbid", coerce_numbers_to_str=True, frozen=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        coerce_numbers_to_str=True,
+        frozen=True,
+        json_schema_extra=_openapi30_bounds,  # type: ignore[typeddict-item]
+    )
 
 
 class _Response(BaseModel):
