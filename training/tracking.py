@@ -36,6 +36,45 @@ PIP_REQUIREMENTS = [
 ]
 
 
+class TrackingStoreError(RuntimeError):
+    """The tracking store cannot be reached or written (the message never holds a password)."""
+
+
+class PromotionRefused(RuntimeError):
+    """A registered version whose artifact cannot be loaded back from the registry."""
+
+
+def safe_uri(uri: str) -> str:
+    """``uri`` with any password masked (``postgresql://user:***@host/db``)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    try:
+        parts = urlsplit(uri)
+        if parts.password is None:
+            return uri
+        host = parts.hostname or ""
+        if parts.port is not None:
+            host = f"{host}:{parts.port}"
+        netloc = f"{parts.username or ''}:***@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+    except ValueError:
+        return "<unparseable URI>"
+
+
+def _scrub(text: str, uri: str) -> str:
+    """``text`` with the password of ``uri`` (and the raw URI) replaced."""
+    from urllib.parse import unquote, urlsplit
+
+    try:
+        password = urlsplit(uri).password
+    except ValueError:
+        password = None
+    text = text.replace(uri, safe_uri(uri))
+    for secret in {password, unquote(password or "")} - {None, ""}:
+        text = text.replace(str(secret), "***")
+    return text
+
+
 def registered_name(kind: str) -> str:
     """Registry name of a model kind: ``shopml-<kind>``."""
     return f"shopml-{kind}"
@@ -75,17 +114,24 @@ class Tracker:
         self.experiment = experiment
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        if self.uri.startswith("sqlite:///"):
-            Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        mlflow.set_tracking_uri(self.uri)
-        mlflow.set_registry_uri(self.uri)
-        self.client = mlflow.MlflowClient(self.uri, self.uri)
-        found = self.client.get_experiment_by_name(experiment)
-        if found is None:
-            location = artifact_root() if self.uri.startswith("sqlite:") else None
-            self.experiment_id = self.client.create_experiment(experiment, location)
-        else:
-            self.experiment_id = found.experiment_id
+        try:
+            if self.uri.startswith("sqlite:///"):
+                Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_registry_uri(self.uri)
+            self.client = mlflow.MlflowClient(self.uri, self.uri)
+            found = self.client.get_experiment_by_name(experiment)
+            if found is None:
+                location = artifact_root() if self.uri.startswith("sqlite:") else None
+                self.experiment_id = self.client.create_experiment(experiment, location)
+            else:
+                self.experiment_id = found.experiment_id
+        except Exception as exc:
+            reason = _scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self.uri)
+            raise TrackingStoreError(
+                f"cannot use the MLflow tracking store {safe_uri(self.uri)}: "
+                f"{type(exc).__name__}: {reason}"
+            ) from None
 
     @contextmanager
     def run(
@@ -163,9 +209,17 @@ class Tracker:
         from shopml.artifacts.registry import load_artifact
 
         output = load_artifact(folder).predict_frame(input_example)
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
-            info = self._log_pyfunc(folder, input_example, infer_signature(input_example, output))
+        try:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=".*integer column", category=UserWarning)
+                signature = infer_signature(input_example, output)
+                info = self._log_pyfunc(folder, input_example, signature)
+        except Exception as exc:  # disk full, artifact store unwritable, store gone
+            reason = _scrub(f"{type(exc).__name__}: {str(exc)[:300]}", self.uri)
+            raise TrackingStoreError(
+                f"logging the {kind} model to {safe_uri(self.uri)} failed ({reason}); "
+                "no model version was registered"
+            ) from exc
         tags = {
             "gate_metric": gate_metric,
             "gate_value": repr(float(gate_value)),
@@ -217,8 +271,36 @@ class Tracker:
             return None
         return self._info(kind, version)
 
+    def verify_loadable(self, info: VersionInfo) -> None:
+        """Download version ``info`` from the registry and load it; :class:`PromotionRefused` if not.
+
+        Catches what a good folder at logging time cannot: artifacts lost, truncated or
+        corrupted in the artifact store after registration.
+        """
+        import mlflow
+
+        from shopml.artifacts.registry import load_artifact
+
+        uri = f"models:/{registered_name(info.kind)}/{info.version}"
+        with scratch_dir() as tmp:
+            try:
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp))
+                folders = [p for p in (local / "artifacts").iterdir() if p.is_dir()]
+                if len(folders) != 1:
+                    raise FileNotFoundError(f"expected one model folder, found {len(folders)}")
+                load_artifact(folders[0])
+            except Exception as exc:
+                raise PromotionRefused(
+                    f"{uri} cannot be loaded from the registry ({type(exc).__name__}: "
+                    f"{str(exc)[:300]}); the champion alias was not moved"
+                ) from exc
+
     def set_champion(self, info: VersionInfo) -> None:
-        """Move the ``champion`` alias to ``info``."""
+        """Move the ``champion`` alias to ``info`` after loading it back from the registry.
+
+        Raises :class:`PromotionRefused` (alias untouched) when the version cannot be loaded.
+        """
+        self.verify_loadable(info)
         self.client.set_registered_model_alias(registered_name(info.kind), CHAMPION, info.version)
 
     def tag_version(self, info: VersionInfo, key: str, value: str) -> None:

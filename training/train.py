@@ -21,7 +21,15 @@ from features.io import Dataset, data_fingerprint, load_dataset
 from features.pipeline import check_as_of, default_as_of
 from shopml.config import Experiment
 from training.jobs import JOBS, Backtest
-from training.tracking import Decision, Tracker, VersionInfo, decide, scratch_dir
+from training.tracking import (
+    Decision,
+    PromotionRefused,
+    Tracker,
+    VersionInfo,
+    decide,
+    safe_uri,
+    scratch_dir,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +81,7 @@ def train(
         tracker.log_params(
             {"experiment": exp.name, "as_of": str(as_of.date()), "models": ",".join(kinds)}
         )
-        tracker.log_dict(exp.model_dump(mode="json"), "experiment.json")
+        tracker.log_dict(_redacted(exp), "experiment.json")
         tracker.log_dict(ds.summary(), "data_manifest.json")
         for kind in kinds:
             if progress is not None:
@@ -131,7 +139,11 @@ def _train_kind(
             )
         decision = _gate(kind, job, ds, as_of, params, bt, key, tracker)
         if decision.promote:
-            tracker.set_champion(version)
+            try:
+                tracker.set_champion(version)
+            except PromotionRefused as exc:
+                log.error("%s: %s", kind, exc)
+                decision = Decision(False, f"refused: {exc}")
         tracker.tag_version(version, "gate_decision", decision.reason)
         verdict = "promoted to champion" if decision.promote else "NOT promoted"
         log.info("%s: version %s %s: %s", kind, version.version, verdict, decision.reason)
@@ -169,6 +181,13 @@ def _gate(
         higher_is_better=bt.higher_is_better,
         champion_value_on_candidate_backtest=champion_value,
     )
+
+
+def _redacted(exp: Experiment) -> dict[str, Any]:
+    """The experiment as JSON with the password of a database URL masked."""
+    out = exp.model_dump(mode="json")
+    out["data"]["path"] = safe_uri(str(out["data"]["path"]))
+    return out
 
 
 def _slug(name: str) -> str:
