@@ -147,6 +147,8 @@ class Readiness:
     models: dict[str, str] = field(default_factory=dict)
     missing: dict[str, str] = field(default_factory=dict)
     required: tuple[str, ...] = ()
+    #: kind -> why its newest version failed to load and which older one is served instead
+    fallbacks: dict[str, str] = field(default_factory=dict)
 
     def ready(self) -> bool:
         return self.loaded and all(k in self.models for k in self.required)
@@ -157,6 +159,7 @@ class Readiness:
             "models": self.models,
             "missing": self.missing,
             "required": list(self.required),
+            "fallbacks": self.fallbacks,
         }
 
 

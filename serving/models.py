@@ -81,6 +81,8 @@ class ModelSource:
     labels: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     message: str | None = None
+    #: Older versions of the same model, newest first: served when this one fails to load.
+    fallbacks: list[ModelSource] = field(default_factory=list)
 
 
 def find_models(kinds: tuple[str, ...] = KINDS) -> dict[str, ModelSource]:
@@ -119,6 +121,10 @@ def _from_dir(kind: str, root: Path) -> ModelSource:
     )
 
 
+#: How many older store versions a kind may fall back to when its latest fails to load.
+MAX_FALLBACKS = 3
+
+
 def _from_store(kind: str) -> ModelSource:
     import bentoml
     from bentoml.exceptions import NotFound
@@ -128,6 +134,17 @@ def _from_store(kind: str) -> ModelSource:
         model = bentoml.models.get(ref)
     except NotFound:
         return ModelSource(kind, None, message=f"{ref} is not in the BentoML model store")
+    source = _source_of(kind, model)
+    try:
+        older = [m for m in bentoml.models.list(model_name(kind)) if m.tag != model.tag]
+        older.sort(key=lambda m: m.info.creation_time, reverse=True)
+        source.fallbacks = [_source_of(kind, m) for m in older[:MAX_FALLBACKS]]
+    except Exception:  # listing is best effort: the latest model is still served
+        log.exception("listing older versions of %s failed", model_name(kind))
+    return source
+
+
+def _source_of(kind: str, model: Any) -> ModelSource:
     path = Path(model.path)
     if not (path / META).is_file():
         return ModelSource(kind, None, tag=str(model.tag), message=f"{model.tag} has no {META}")

@@ -14,7 +14,10 @@ is ``{"error": ..., "field": ...}`` with a 4xx status. Auth, body-size limit and
 
 Environment: ``SHOPML_WORKERS`` (default 1), ``SHOPML_MODEL_DIR``, ``SHOPML_API_KEYS``,
 ``SHOPML_API_KEYS_FILE``, ``SHOPML_BIND_HOST``, ``SHOPML_MAX_BODY_BYTES``,
-``SHOPML_REQUIRE_MODELS`` (comma list or ``all``: ``/readyz`` is 503 until those are loaded).
+``SHOPML_REQUIRE_MODELS`` (comma list or ``all``: ``/readyz`` is 503 until those are loaded),
+``SHOPML_MAX_CONCURRENCY`` (default 64 requests inside the app, BentoML answers 429 beyond; 0: no
+cap. The handlers never yield, so under overload requests queue in the socket before reaching
+this cap: see docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -55,6 +58,8 @@ log = logging.getLogger(__name__)
 CUSTOMER_KINDS = ("churn", "repurchase", "value")
 SCORE_COLUMNS = {"churn": "churn_proba", "repurchase": "repurchase_proba", "value": "value"}
 WORKERS = int(os.environ.get("SHOPML_WORKERS", "1"))
+#: Requests inside the app beyond which BentoML answers 429 at once (0: no cap).
+MAX_CONCURRENCY = int(os.environ.get("SHOPML_MAX_CONCURRENCY", "64"))
 
 
 class _DropClientErrors(logging.Filter):
@@ -83,7 +88,7 @@ def _unavailable(kind: str, source: ModelSource | None, why: str | None) -> JSON
 @bentoml.service(
     name="shopml",
     workers=WORKERS,
-    traffic={"timeout": 30},
+    traffic={"timeout": 30, "max_concurrency": MAX_CONCURRENCY or None},
     logging={"access": {"enabled": False}},
 )
 class Shopml:
@@ -95,14 +100,10 @@ class Shopml:
         self.sources: dict[str, ModelSource] = find_models()
         self.artifacts: dict[str, Any] = {}
         self.errors: dict[str, str] = {}
-        for kind, src in self.sources.items():
-            if src.path is None:
-                continue
-            try:
-                self.artifacts[kind] = load_artifact(kind, src.path)
-            except Exception as exc:  # a broken artifact must not stop start-up
-                log.exception("loading model %s from %s failed", kind, src.path)
-                self.errors[kind] = f"failed to load {src.tag}: {type(exc).__name__}: {exc}"
+        #: Kinds served from an older version because the newest one failed to load.
+        self.fallbacks: dict[str, str] = {}
+        for kind in list(self.sources):
+            self._load(kind)
         self.customers = self._customer_view()
         self.demand = self._demand_view()
         self.recommender = self._checked_recommender()
@@ -119,12 +120,42 @@ class Shopml:
             else tuple(r.strip() for r in required.split(",") if r.strip())
         )
         READINESS.models, READINESS.missing, READINESS.loaded = loaded, missing, True
+        READINESS.fallbacks = dict(self.fallbacks)
         log.info(
             "shopml service ready in %.1f s: loaded %s; missing %s",
             time.perf_counter() - started,
             sorted(loaded),
             sorted(missing),
         )
+
+    def _load(self, kind: str) -> None:
+        """Load ``kind``'s newest loadable version; older store versions are the fallback.
+
+        A version that fails to load never stops start-up: the next older one is served and the
+        failure is reported by ``/readyz`` (``fallbacks``) and ``/v1/models``; with none left the
+        kind's endpoints answer 503.
+        """
+        src = self.sources[kind]
+        failures: list[str] = []
+        for candidate in [src, *src.fallbacks]:
+            if candidate.path is None:
+                if candidate.message and candidate is not src:
+                    failures.append(candidate.message)
+                continue
+            try:
+                self.artifacts[kind] = load_artifact(kind, candidate.path)
+            except Exception as exc:  # a broken artifact must not stop start-up
+                log.exception("loading model %s from %s failed", kind, candidate.path)
+                failures.append(f"failed to load {candidate.tag}: {type(exc).__name__}: {exc}")
+                continue
+            if candidate is not src:
+                self.sources[kind] = candidate
+                newest = src.message or "; ".join(failures)
+                self.fallbacks[kind] = f"{newest}; serving the older {candidate.tag}"
+                log.error("model %s: %s", kind, self.fallbacks[kind])
+            return
+        if failures:
+            self.errors[kind] = "; ".join(failures)
 
     def _version(self, kind: str) -> str:
         src = self.sources.get(kind)
@@ -295,7 +326,7 @@ class Shopml:
                     model_kind=src.metadata.get("artifact_kind") or meta.get("kind"),
                     metrics=_headline(metrics),
                     labels=src.labels,
-                    message=self.errors.get(kind) or src.message,
+                    message=self.errors.get(kind) or self.fallbacks.get(kind) or src.message,
                 )
             )
         return ModelsResponse(models=infos, missing=[m.kind for m in infos if not m.loaded])
