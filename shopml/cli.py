@@ -257,11 +257,13 @@ def score(
     stock = None
     if items is not None:
         from features.io import read_file
+        from features.schema import ITEMS, STOCK_ON_HAND
+        from features.validation import validate_entities
 
-        table = read_file(items)
-        if "stock_on_hand" not in table.columns or "item_id" not in table.columns:
-            raise CliError(f"{items}: needs item_id and stock_on_hand columns")
-        stock = pd_numeric(table.set_index(table["item_id"].astype(str))["stock_on_hand"])
+        table = validate_entities(read_file(items), ITEMS, str(items)).table
+        if STOCK_ON_HAND not in table.columns:
+            raise CliError(f"{items}: no {STOCK_ON_HAND} column")
+        stock = table.set_index(table["item_id"].astype(str))[STOCK_ON_HAND].fillna(0.0)
     counts = run_score(
         Tracker(tracking_uri),
         out,
@@ -271,13 +273,6 @@ def score(
     )
     for name, rows in counts.items():
         console.print(f"{out / (name + '.parquet')}: {rows:,} rows")
-
-
-def pd_numeric(series):  # type: ignore[no-untyped-def]
-    """Numbers from a column read as text (CSV); unparseable values become 0."""
-    import pandas as pd
-
-    return pd.to_numeric(series, errors="coerce").fillna(0.0)
 
 
 HostOpt = Annotated[str, typer.Option(help="bind address (127.0.0.1 keeps it on this machine)")]
