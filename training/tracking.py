@@ -75,6 +75,29 @@ def _scrub(text: str, uri: str) -> str:
     return text
 
 
+@contextmanager
+def _init_lock(uri: str) -> Iterator[None]:
+    """Serialise opening a SQLite store across processes (``<db>.lock``, an flock).
+
+    Two trainings starting at once on a fresh store both ran MLflow's table migrations and both
+    failed (``table _alembic_tmp_metrics already exists``); they also raced to create the
+    experiment. Other stores (PostgreSQL, MySQL) are opened without a lock.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    import fcntl
+
+    db = Path(uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(db.with_name(db.name + ".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def registered_name(kind: str) -> str:
     """Registry name of a model kind: ``shopml-<kind>``."""
     return f"shopml-{kind}"
@@ -115,23 +138,26 @@ class Tracker:
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
         try:
-            if self.uri.startswith("sqlite:///"):
-                Path(self.uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-            mlflow.set_tracking_uri(self.uri)
-            mlflow.set_registry_uri(self.uri)
-            self.client = mlflow.MlflowClient(self.uri, self.uri)
-            found = self.client.get_experiment_by_name(experiment)
-            if found is None:
-                location = artifact_root() if self.uri.startswith("sqlite:") else None
-                self.experiment_id = self.client.create_experiment(experiment, location)
-            else:
-                self.experiment_id = found.experiment_id
+            with _init_lock(self.uri):
+                self._connect(mlflow, experiment)
         except Exception as exc:
             reason = _scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, self.uri)
             raise TrackingStoreError(
                 f"cannot use the MLflow tracking store {safe_uri(self.uri)}: "
                 f"{type(exc).__name__}: {reason}"
             ) from None
+
+    def _connect(self, mlflow: Any, experiment: str) -> None:
+        """Open the store (its first use creates the tables) and find or create the experiment."""
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_registry_uri(self.uri)
+        self.client = mlflow.MlflowClient(self.uri, self.uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            location = artifact_root() if self.uri.startswith("sqlite:") else None
+            self.experiment_id = self.client.create_experiment(experiment, location)
+        else:
+            self.experiment_id = found.experiment_id
 
     @contextmanager
     def run(
