@@ -276,6 +276,7 @@ class DemandView:
         self.index = {i: n for n, i in enumerate(self.ids)}
         self.week_labels = [str(w.date()) for w in a.weeks]
         self.q = np.asarray(a.quantiles, dtype=np.float64)
+        self.price = np.nan_to_num(np.asarray(a.price, dtype=np.float64), nan=0.0)
         self.horizon = int(self.q.shape[2])
         meta = getattr(a, "meta", {}) or {}
         self.as_of = str(meta.get("as_of") or a.origin)[:10]
@@ -320,6 +321,7 @@ class DemandView:
             review_period=self.review_period_weeks,
             service_level=level,
             on_hand=on_hand,
+            price=self.price[pos],
         )
         cols = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in p.items()}
         weeks = self.week_labels[:horizon]
@@ -342,6 +344,9 @@ class DemandView:
                     "stockout_probability": cols["p_stockout"][n] if known else None,
                     "order_quantity": cols["order_quantity"][n] if known else None,
                     "weeks_of_cover": _finite(cols["weeks_of_cover"][n]) if known else None,
+                    "stockout_risk": bool(cols["stockout_risk"][n]) if known else None,
+                    "overstock": bool(cols["overstock"][n]) if known else None,
+                    "revenue_at_risk": cols["revenue_at_risk"][n] if known else None,
                 }
             )
         return {

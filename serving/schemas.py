@@ -230,6 +230,15 @@ class ItemForecast(_Response):
     )
     order_quantity: float | None = Field(description="units to order now; null without stock")
     weeks_of_cover: float | None = Field(description="null without stock or when unbounded")
+    stockout_risk: bool | None = Field(
+        None, description="stock-out more likely than the service level allows; null without stock"
+    )
+    overstock: bool | None = Field(
+        None, description="slow mover: cover far beyond the forecast horizon; null without stock"
+    )
+    revenue_at_risk: float | None = Field(
+        None, description="expected units short over the lead time x last price; null without stock"
+    )
 
 
 class ForecastResponse(_Response):

@@ -223,8 +223,11 @@ def test_forecast(client: TestClient, ids: dict[str, list[str]]) -> None:
         assert 0 <= w["p10"] <= w["p50"] <= w["p90"]
     assert row["reorder_point"] >= row["safety_stock"] >= 0
     assert 0 <= row["stockout_probability"] <= 1 and row["stock_on_hand"] == 3
+    assert row["stockout_risk"] == (row["stockout_probability"] > 1 - 0.9)
+    assert row["revenue_at_risk"] >= 0 and row["overstock"] in (True, False)
     no_stock = client.post("/v1/forecast", json={"item_ids": [item]}).json()["items"][0]
     assert len(no_stock["weeks"]) == 12 and no_stock["stockout_probability"] is None
+    assert no_stock["stockout_risk"] is None and no_stock["revenue_at_risk"] is None
 
 
 def test_models_noop_readyz_and_openapi(client: TestClient) -> None:
