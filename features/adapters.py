@@ -132,6 +132,15 @@ def category_from_name(names: pd.Series) -> pd.Series:
     return last.fillna("OTHER").astype("string")
 
 
+def whole_number_ids(ids: pd.Series) -> pd.Series:
+    """Ids as text without a float suffix: ``17850``, ``17850.0`` and ``"17850.0"`` -> ``"17850"``.
+
+    Exports often write integer customer ids as floats; anything else (text ids) is kept as is.
+    """
+    text = ids.astype("string").str.strip()
+    return text.str.replace(r"^(-?\d+)\.0+$", r"\1", regex=True)
+
+
 def online_retail(raw: pd.DataFrame, source: str = "online_retail") -> Adapted:
     """UCI Online Retail: invoices starting with ``C`` are cancellations (kept as returns);
     stock codes not starting with five digits (postage, fees, manual adjustments) are not products.
@@ -140,6 +149,7 @@ def online_retail(raw: pd.DataFrame, source: str = "online_retail") -> Adapted:
     if missing:
         raise ContractError(f"{source}: not an Online Retail export, missing {missing}")
     orders = raw.rename(columns=ONLINE_RETAIL_COLUMNS)
+    orders[CUSTOMER_ID] = whole_number_ids(orders[CUSTOMER_ID])
     orders[IS_RETURN] = orders[ORDER_ID].astype("string").str.startswith("C").fillna(False)
     items = None
     if "Description" in raw.columns:
@@ -148,9 +158,9 @@ def online_retail(raw: pd.DataFrame, source: str = "online_retail") -> Adapted:
         items[CATEGORY] = category_from_name(items[ITEM_NAME]).to_numpy()
     customers = None
     if "Country" in raw.columns:
-        country = _mode_per_key(raw, "CustomerID", "Country")
+        country = _mode_per_key(orders, CUSTOMER_ID, "Country")
         customers = pd.DataFrame(
-            {CUSTOMER_ID: country.index.astype("Int64").astype(str), COUNTRY: country.to_numpy()}
+            {CUSTOMER_ID: country.index.astype(str), COUNTRY: country.to_numpy()}
         )
     return Adapted(
         orders,

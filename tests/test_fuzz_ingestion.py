@@ -251,27 +251,7 @@ def corrupted_export(draw: st.DrawFn) -> tuple[str, bytes, list[str]]:
     return ".csv", data, names
 
 
-#: Inputs that hit the known adapter bug (see test_online_retail_csv_customer_ids_*).
-KNOWN_BUG_HITS: list[str] = []
-
-
-def _is_known_adapter_bug(exc: BaseException) -> bool:
-    """features.adapters.online_retail casts CustomerID text to Int64 unguarded (issue 6 report).
-
-    A CSV export (read as text) with a customer id such as ``12008.0`` or ``abc`` raises a raw
-    pyarrow/pandas error from that line instead of quarantining the row or a ContractError.
-    """
-    tb = exc.__traceback__
-    frames = []
-    while tb is not None:
-        frames.append((tb.tb_frame.f_code.co_filename, tb.tb_frame.f_code.co_name))
-        tb = tb.tb_next
-    return any(f.endswith("features/adapters.py") and n == "online_retail" for f, n in frames)
-
-
-def load_or_contract_error(
-    suffix: str, data: bytes, *, tolerate_known_bug: bool = True
-) -> Dataset | None:
+def load_or_contract_error(suffix: str, data: bytes) -> Dataset | None:
     """Load the bytes as an orders file; ``None`` on a ContractError; other errors propagate."""
     with tempfile.TemporaryDirectory(prefix="shopml-fuzz-") as tmp:
         path = Path(tmp) / f"orders{suffix}"
@@ -282,12 +262,6 @@ def load_or_contract_error(
             assert str(exc), "a ContractError must say what is wrong"
             OUTCOMES["contract_error"] += 1
             return None
-        except (ValueError, TypeError) as exc:  # pyarrow.ArrowInvalid is a ValueError
-            if tolerate_known_bug and _is_known_adapter_bug(exc):
-                KNOWN_BUG_HITS.append(f"{type(exc).__name__}: {exc}"[:120])
-                OUTCOMES["known_adapter_bug"] += 1
-                return None
-            raise
         OUTCOMES["dataset"] += 1
         OUTCOMES["rows_in"] += ds.reports[0].rows_in
         OUTCOMES["rows_quarantined"] += ds.reports[0].rows_quarantined
@@ -373,13 +347,6 @@ def test_gzip_that_is_not_gzip(blob: bytes) -> None:
     assert load_or_contract_error(".csv.gz", blob) is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, TypeError),
-    reason="features.adapters.online_retail: CustomerID.astype('Int64') on CSV text raises "
-    "ArrowInvalid for '12008.0' (float-formatted ids, common in CSV exports of the UCI file); "
-    "features/* is owned by another engineer",
-)
 def test_online_retail_csv_customer_ids_float_formatted() -> None:
     lines = export_text().splitlines()
     head, rows = lines[0], lines[1:]
@@ -394,24 +361,16 @@ def test_online_retail_csv_customer_ids_float_formatted() -> None:
         for r in rows
         if '"' not in r
     ]
-    ds = load_or_contract_error(
-        ".csv", "\n".join([head, *fixed]).encode(), tolerate_known_bug=False
-    )
+    ds = load_or_contract_error(".csv", "\n".join([head, *fixed]).encode())
     assert ds is not None
     assert_accounts_for_every_row(ds)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(ValueError, TypeError),
-    reason="features.adapters.online_retail: one non-numeric CustomerID (e.g. 'abc') in a CSV "
-    "export raises a raw pyarrow error instead of a quarantined row or a ContractError",
-)
 def test_online_retail_csv_customer_ids_non_numeric() -> None:
     lines = export_text().splitlines()
     row = lines[1].split(",")
     row[6] = "abc"
     lines[1] = ",".join(row)
-    ds = load_or_contract_error(".csv", "\n".join(lines).encode(), tolerate_known_bug=False)
+    ds = load_or_contract_error(".csv", "\n".join(lines).encode())
     if ds is not None:
         assert_accounts_for_every_row(ds)
