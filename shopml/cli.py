@@ -205,7 +205,7 @@ def train(
 ) -> None:
     """Validate, build features, backtest against baselines, log to MLflow, register, promote."""
     from shopml.config import load_experiment
-    from training.tracking import Tracker
+    from training.tracking import Tracker, safe_uri
     from training.train import train as run_training
 
     exp = load_experiment(experiment, as_of=as_of)
@@ -222,7 +222,7 @@ def train(
         results = run_training(
             exp, tracker, dataset=dataset, kinds=kinds, threads=threads, progress=status.update
         )
-    console.print(f"MLflow: {tracker.uri} (experiment {exp.name!r})")
+    console.print(f"MLflow: {safe_uri(tracker.uri)} (experiment {exp.name!r})")
     for r in results:
         best = r.backtest.best_baseline()
         versus = f"; best baseline {best[0]} {best[1]:.4f}" if best else ""
@@ -315,7 +315,7 @@ def run_all(
     """Train every model that has no champion yet, then serve the API: what `make run` calls."""
     from features.io import folder_fingerprint
     from shopml.config import MODEL_KINDS
-    from training.tracking import Tracker
+    from training.tracking import Tracker, safe_uri
 
     tracker = Tracker()
     fingerprint = folder_fingerprint(data)
@@ -328,7 +328,9 @@ def run_all(
         console.print(f"training {', '.join(stale)} on {data} (no champion trained on this data)")
         train(experiment=experiment, data=data, models=stale)
     else:
-        console.print(f"every champion in {tracker.uri} was trained on {data}: serving them")
+        console.print(
+            f"every champion in {safe_uri(tracker.uri)} was trained on {data}: serving them"
+        )
     serve(host=host, port=port)
 
 

@@ -31,14 +31,16 @@ def pack_champions(tracking_uri: str | None = None) -> dict[str, str]:
 
     from serving.models import model_name, store_model
     from training.jobs import VALUE_SUBFOLDER
-    from training.tracking import Tracker
+    from training.tracking import Tracker, safe_uri
 
     tracker = Tracker(tracking_uri)
     tags: dict[str, str] = {}
     for kind in MODEL_KINDS:
         champion = tracker.champion(kind)
         if champion is None:
-            log.warning("%s: no champion in %s; train it first (shopml train)", kind, tracker.uri)
+            log.warning(
+                "%s: no champion in %s; train it first (shopml train)", kind, safe_uri(tracker.uri)
+            )
             continue
         labels = {"mlflow_version": champion.version, "mlflow_run_id": champion.run_id}
         targets = [kind, "value"] if kind == "churn" else [kind]
