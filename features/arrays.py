@@ -54,3 +54,16 @@ def id_codes(values: pd.Series, index: np.ndarray | None) -> tuple[np.ndarray, n
         index = np.sort(pd.unique(as_str.to_numpy()).astype(str))
     codes = pd.Index(index).get_indexer(as_str.to_numpy())
     return np.asarray(codes, dtype=np.int64), np.asarray(index, dtype=str)
+
+
+def counts(idx: np.ndarray, weights: np.ndarray | None, n: int) -> np.ndarray:
+    """Per-code sums (or counts) of ``weights`` over codes ``0..n-1``, as float64."""
+    return np.bincount(idx, weights=weights, minlength=n).astype(np.float64)
+
+
+def safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a / b`` with NaN wherever the result is not finite (0/0, x/0)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out = np.asarray(a / b, dtype=np.float64)
+    out[~np.isfinite(out)] = np.nan
+    return out

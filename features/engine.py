@@ -37,7 +37,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features import demand, interactions, items, labels, users
-from features.arrays import unique
+from features.arrays import counts, safe_div, unique
 from features.io import Dataset
 from features.pipeline import FeatureSet, build_feature_set, check_as_of, default_as_of
 from features.schema import (
@@ -306,7 +306,7 @@ def item_dependent_user_columns(
     n = b.n_customers
     st = stats.reindex(b.item_codes, fill_value=0)
     buyers = st["buyers"].to_numpy(dtype=np.float64)
-    rate = _safe_div(st["repeaters"].to_numpy(dtype=np.float64), buyers)
+    rate = safe_div(st["repeaters"].to_numpy(dtype=np.float64), buyers)
     hits, lines = st["ret_hits"].to_numpy(np.float64), st["ret_lines"].to_numpy(np.float64)
     total_hits, total_lines = float(stats["ret_hits"].sum()), float(stats["ret_lines"].sum())
     overall = total_hits / total_lines if total_lines > 0 else 0.0
@@ -322,25 +322,14 @@ def item_dependent_user_columns(
     np.minimum.at(last_age, b.o_c, b.o_age)
     is_last = (b.o_age <= last_age[b.o_c])[b.line_order]
     cols = {
-        "item_popularity": _safe_div(_bc(ci_c, np.log1p(buyers[ci_i]), n), distinct),
-        "item_repeat_rate": _safe_div(_bc(ci_c, np.nan_to_num(rate[ci_i]), n), distinct),
-        "item_retention": _safe_div(_bc(line_c, line_ret, n), n_lines),
-        "last_order_retention": _safe_div(
-            _bc(line_c[is_last], line_ret[is_last], n), _bc(line_c[is_last], None, n)
+        "item_popularity": safe_div(counts(ci_c, np.log1p(buyers[ci_i]), n), distinct),
+        "item_repeat_rate": safe_div(counts(ci_c, np.nan_to_num(rate[ci_i]), n), distinct),
+        "item_retention": safe_div(counts(line_c, line_ret, n), n_lines),
+        "last_order_retention": safe_div(
+            counts(line_c[is_last], line_ret[is_last], n), counts(line_c[is_last], None, n)
         ),
     }
     return pd.DataFrame(cols, index=pd.Index(b.customer_codes, name=CUSTOMER_ID))
-
-
-def _bc(idx: np.ndarray, weights: np.ndarray | None, n: int) -> np.ndarray:
-    return np.bincount(idx, weights=weights, minlength=n).astype(np.float64)
-
-
-def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = a / b
-    out[~np.isfinite(out)] = np.nan
-    return out
 
 
 # ---------------------------------------------------------------- per-partition tasks

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.arrays import unique
+from features.arrays import counts, safe_div, unique
 from features.schema import (
     CATEGORY,
     COUNTRY,
@@ -51,17 +51,6 @@ def _codes(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
         return series.cat.codes.to_numpy().astype(np.int64), series.cat.categories
     codes, uniques = pd.factorize(series, sort=True)
     return codes.astype(np.int64), pd.Index(uniques)
-
-
-def _bincount(idx: np.ndarray, weights: np.ndarray | None, n: int) -> np.ndarray:
-    return np.bincount(idx, weights=weights, minlength=n).astype(np.float64)
-
-
-def _safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = a / b
-    out[~np.isfinite(out)] = np.nan
-    return out
 
 
 def user_features(
@@ -125,7 +114,7 @@ def user_features(
     order_codes, _ = _codes(orders[ORDER_ID])
     ocode = order_codes[buy]
 
-    lines = _bincount(cust, None, n)
+    lines = counts(cust, None, n)
     present = lines > 0
     if not present.any():
         cols = feature_names(items is not None, customers is not None)
@@ -145,7 +134,7 @@ def user_features(
     o_q = g["q"].sum().to_numpy()
     o_n = g["c"].size().to_numpy().astype(np.float64)
     line_order = g.ngroup().to_numpy()  # line -> row of the order-level arrays
-    n_orders = _bincount(o_c, None, n)
+    n_orders = counts(o_c, None, n)
 
     feats: dict[str, np.ndarray] = {}
     last_age = np.full(n, np.inf)
@@ -154,9 +143,9 @@ def user_features(
     np.maximum.at(first_age, o_c, o_age)
     feats["recency_days"] = last_age
     feats["n_orders"] = n_orders
-    monetary = _bincount(o_c, o_rev, n)
+    monetary = counts(o_c, o_rev, n)
     feats["monetary_total"] = monetary
-    feats["monetary_mean"] = _safe_div(monetary, n_orders)
+    feats["monetary_mean"] = safe_div(monetary, n_orders)
     feats["tenure_days"] = first_age
 
     # ---- distinct purchase days and the gaps between them
@@ -164,15 +153,15 @@ def user_features(
     key = unique(cust * np.int64(1 << 32) + (day - day.min()))
     d_c = key >> 32
     d_day = (key & ((1 << 32) - 1)).astype(np.float64)
-    n_days = _bincount(d_c, None, n)
+    n_days = counts(d_c, None, n)
     same = d_c[1:] == d_c[:-1]
     gaps = np.diff(d_day)[same]
     g_c = d_c[1:][same]
-    n_gaps = _bincount(g_c, None, n)
-    gap_sum = _bincount(g_c, gaps, n)
-    gap_sq = _bincount(g_c, gaps * gaps, n)
-    gap_mean = _safe_div(gap_sum, n_gaps)
-    gap_var = _safe_div(gap_sq, n_gaps) - gap_mean**2
+    n_gaps = counts(g_c, None, n)
+    gap_sum = counts(g_c, gaps, n)
+    gap_sq = counts(g_c, gaps * gaps, n)
+    gap_mean = safe_div(gap_sum, n_gaps)
+    gap_var = safe_div(gap_sq, n_gaps) - gap_mean**2
     feats["repeat_days"] = n_days - 1
     first_day = np.full(n, np.inf)
     np.minimum.at(first_day, d_c, d_day)
@@ -181,7 +170,7 @@ def user_features(
     feats["span_days"] = last_day - first_day
     feats["gap_mean"] = gap_mean
     feats["gap_std"] = np.sqrt(np.clip(gap_var, 0, None))
-    feats["gap_ratio"] = _safe_div(last_age, gap_mean)
+    feats["gap_ratio"] = safe_div(last_age, gap_mean)
     last_gap = np.full(n, np.nan)
     # the last gap of each customer is the gap of its last (sorted) distinct day
     is_last = np.r_[d_c[1:] != d_c[:-1], True]
@@ -189,8 +178,8 @@ def user_features(
     sel = is_last & has_prev
     last_gap[d_c[sel]] = np.diff(d_day, prepend=np.nan)[sel]
     feats["gap_last"] = last_gap
-    feats["tenure_per_order"] = _safe_div(first_age, n_orders)
-    feats["gap_trend"] = _safe_div(last_gap, gap_mean)
+    feats["tenure_per_order"] = safe_div(first_age, n_orders)
+    feats["gap_trend"] = safe_div(last_gap, gap_mean)
     # early engagement: the first gap and repeat days within 90 days of the first purchase day
     is_first = np.r_[True, ~same]
     first_of = np.repeat(d_day[is_first], np.diff(np.r_[np.flatnonzero(is_first), len(d_day)]))
@@ -200,27 +189,27 @@ def user_features(
     first_gap[d_c[second]] = since_first[second]
     feats["first_gap"] = first_gap
     early = (since_first > 0) & (since_first <= 90)
-    feats["repeat_first90d"] = _bincount(d_c[early], None, n)
+    feats["repeat_first90d"] = counts(d_c[early], None, n)
 
     # ---- windows and trend
     for w in WINDOWS:
         m = o_age <= w
-        feats[f"orders_{w}d"] = _bincount(o_c[m], None, n)
-        feats[f"spend_{w}d"] = _bincount(o_c[m], o_rev[m], n)
+        feats[f"orders_{w}d"] = counts(o_c[m], None, n)
+        feats[f"spend_{w}d"] = counts(o_c[m], o_rev[m], n)
     m = (o_age > 90) & (o_age <= 180)
-    feats["orders_prev90d"] = _bincount(o_c[m], None, n)
-    feats["spend_prev90d"] = _bincount(o_c[m], o_rev[m], n)
-    feats["spend_change_90d"] = _safe_div(feats["spend_90d"], feats["spend_prev90d"]) - 1
+    feats["orders_prev90d"] = counts(o_c[m], None, n)
+    feats["spend_prev90d"] = counts(o_c[m], o_rev[m], n)
+    feats["spend_change_90d"] = safe_div(feats["spend_90d"], feats["spend_prev90d"]) - 1
     feats["orders_trend"] = feats["orders_90d"] - feats["orders_prev90d"]
     for hl in DECAYS:
-        feats[f"orders_decay{hl}"] = _bincount(o_c, np.exp(-o_age * np.log(2) / hl), n)
+        feats[f"orders_decay{hl}"] = counts(o_c, np.exp(-o_age * np.log(2) / hl), n)
 
     # ---- basket
-    feats["basket_lines"] = _safe_div(_bincount(o_c, o_n, n), n_orders)
-    feats["basket_units"] = _safe_div(_bincount(o_c, o_q, n), n_orders)
-    units = _bincount(cust, qty, n)
-    feats["unit_price_mean"] = _safe_div(monetary, units)
-    feats["units_per_line"] = _safe_div(units, lines)
+    feats["basket_lines"] = safe_div(counts(o_c, o_n, n), n_orders)
+    feats["basket_units"] = safe_div(counts(o_c, o_q, n), n_orders)
+    units = counts(cust, qty, n)
+    feats["unit_price_mean"] = safe_div(monetary, units)
+    feats["units_per_line"] = safe_div(units, lines)
 
     # ---- breadth: distinct items and categories
     item_codes, item_cats = _codes(orders[ITEM_ID])
@@ -228,9 +217,9 @@ def user_features(
     ci = unique(cust * np.int64(len(item_cats) + 1) + icode)
     ci_c = ci // (len(item_cats) + 1)
     ci_i = ci % (len(item_cats) + 1)
-    distinct_items = _bincount(ci_c, None, n)
+    distinct_items = counts(ci_c, None, n)
     feats["distinct_items"] = distinct_items
-    feats["items_per_order"] = _safe_div(distinct_items, n_orders)
+    feats["items_per_order"] = safe_div(distinct_items, n_orders)
     # item popularity and repeat rate, from history before as_of only
     item_buyers = np.bincount(ci_i, minlength=len(item_cats)).astype(np.float64)
     # distinct (customer, item, day) -> per (customer, item) number of days
@@ -241,12 +230,12 @@ def user_features(
     ci_days = unique(ci_of_day, return_counts=True)
     rep_pairs = ci_days[0][ci_days[1] >= 2]
     item_repeaters = np.bincount(rep_pairs % (len(item_cats) + 1), minlength=len(item_cats))
-    item_repeat_rate = _safe_div(item_repeaters.astype(np.float64), item_buyers)
-    feats["item_popularity"] = _safe_div(
-        _bincount(ci_c, np.log1p(item_buyers[ci_i]), n), distinct_items
+    item_repeat_rate = safe_div(item_repeaters.astype(np.float64), item_buyers)
+    feats["item_popularity"] = safe_div(
+        counts(ci_c, np.log1p(item_buyers[ci_i]), n), distinct_items
     )
-    feats["item_repeat_rate"] = _safe_div(
-        _bincount(ci_c, np.nan_to_num(item_repeat_rate[ci_i]), n), distinct_items
+    feats["item_repeat_rate"] = safe_div(
+        counts(ci_c, np.nan_to_num(item_repeat_rate[ci_i]), n), distinct_items
     )
     feats.update(_item_retention(o_c, o_age, line_order, icode, len(item_cats), last_age, n))
     if items is not None:
@@ -261,8 +250,8 @@ def user_features(
         )
         span = np.int64(order_codes.max(initial=0) + 1)  # codes can exceed the row count
         r_orders = unique(rc * span + order_codes[ret])
-        feats["return_orders"] = _bincount(r_orders // span, None, n)
-        feats["return_rate"] = _safe_div(_bincount(rc, r_rev, n), monetary)
+        feats["return_orders"] = counts(r_orders // span, None, n)
+        feats["return_rate"] = safe_div(counts(rc, r_rev, n), monetary)
     else:
         feats["return_orders"] = np.zeros(n)
         feats["return_rate"] = np.zeros(n)
@@ -270,35 +259,35 @@ def user_features(
     # ---- discounts
     if DISCOUNT in orders:
         disc = orders[DISCOUNT].to_numpy(dtype=np.float64)[buy]
-        feats["discount_share"] = _safe_div(_bincount(cust, (disc > 0).astype(float), n), lines)
+        feats["discount_share"] = safe_div(counts(cust, (disc > 0).astype(float), n), lines)
     else:
         feats["discount_share"] = np.full(n, np.nan)
 
     # ---- regularity and seasonality
     o_month = o_when.astype("datetime64[M]").astype(np.int64)
     cm = unique(o_c * np.int64(1 << 20) + (o_month - o_month.min()))
-    active_months = _bincount(cm >> 20, None, n)
+    active_months = counts(cm >> 20, None, n)
     feats["active_months"] = active_months
-    feats["active_month_share"] = _safe_div(active_months, np.floor(first_age / 30.44) + 1)
+    feats["active_month_share"] = safe_div(active_months, np.floor(first_age / 30.44) + 1)
     m180 = o_age <= 180
     o_week = np.floor(o_age / 7).astype(np.int64)
     cw = unique(o_c[m180] * np.int64(1 << 20) + o_week[m180])
-    feats["active_weeks_180d"] = _bincount(cw >> 20, None, n)
+    feats["active_weeks_180d"] = counts(cw >> 20, None, n)
     for h in (90, 30):
         m = (o_age <= 365) & (o_age > 365 - h)
-        feats[f"orders_ly_next{h}d"] = _bincount(o_c[m], None, n)
+        feats[f"orders_ly_next{h}d"] = counts(o_c[m], None, n)
     cal_month = (o_month % 12) + 1
     next_months = {
         int(x) for x in pd.date_range(as_of, as_of + pd.Timedelta(days=89), freq="D").month
     }
     in_season = np.isin(cal_month, list(next_months)).astype(np.float64)
-    feats["season_share"] = _safe_div(_bincount(o_c, in_season, n), n_orders)
-    feats["q4_share"] = _safe_div(_bincount(o_c, (cal_month >= 10).astype(float), n), n_orders)
+    feats["season_share"] = safe_div(counts(o_c, in_season, n), n_orders)
+    feats["q4_share"] = safe_div(counts(o_c, (cal_month >= 10).astype(float), n), n_orders)
     o_days = o_when.astype("datetime64[D]").astype(np.int64)
     weekday = (o_days + 3) % 7  # 0 = Monday
-    feats["weekend_share"] = _safe_div(_bincount(o_c, (weekday >= 5).astype(float), n), n_orders)
+    feats["weekend_share"] = safe_div(counts(o_c, (weekday >= 5).astype(float), n), n_orders)
     hour = (o_when - o_when.astype("datetime64[D]")) / np.timedelta64(1, "h")
-    feats["hour_mean"] = _safe_div(_bincount(o_c, hour, n), n_orders)
+    feats["hour_mean"] = safe_div(counts(o_c, hour, n), n_orders)
 
     # ---- where
     if customers is not None and COUNTRY in customers:
@@ -401,12 +390,12 @@ def _item_retention(
     item_ret = (hits + prior * overall) / (total + prior)
     line_c = o_c[line_order]
     line_ret = item_ret[icode]
-    n_lines = _bincount(line_c, None, n)
+    n_lines = counts(line_c, None, n)
     is_last = (o_age <= last_age[o_c])[line_order]
     return {
-        "item_retention": _safe_div(_bincount(line_c, line_ret, n), n_lines),
-        "last_order_retention": _safe_div(
-            _bincount(line_c[is_last], line_ret[is_last], n), _bincount(line_c[is_last], None, n)
+        "item_retention": safe_div(counts(line_c, line_ret, n), n_lines),
+        "last_order_retention": safe_div(
+            counts(line_c[is_last], line_ret[is_last], n), counts(line_c[is_last], None, n)
         ),
     }
 
@@ -424,7 +413,7 @@ def _distinct_categories(
     cc = cat_codes[ci_i] + 1  # 0 = unknown category
     pairs = unique(ci_c * np.int64(k) + cc)
     pairs = pairs[pairs % k != 0]
-    return _bincount(pairs // k, None, n)
+    return counts(pairs // k, None, n)
 
 
 def _country_share(customers: pd.DataFrame, categories: pd.Index) -> np.ndarray:
