@@ -13,7 +13,7 @@ export BENTOML_DO_NOT_TRACK ?= true
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export PIP_DISABLE_PIP_VERSION_CHECK ?= 1
 
-.PHONY: run install install-test test lint format bench demo-data train serve clean
+.PHONY: run install install-test test soak lint format bench demo-data train serve clean
 
 # Installs are stamped on the lock and pyproject: a second `make` with nothing changed does nothing.
 $(VENV)/.stamp-run: pyproject.toml requirements.lock
@@ -43,7 +43,12 @@ run: install demo-data
 	$(BIN)/shopml run --data $(DEMO) --host $(HOST) --port $(PORT)
 
 test: install-test
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -m "not slow"
+
+# the long tests (fuzzing at length, killed workers, concurrent trainings) and a 10-minute soak
+soak: install-test
+	$(BIN)/pytest -q -m slow
+	$(BIN)/python -m training.benchmarks.soak --minutes 10
 
 lint: install-test
 	$(BIN)/ruff check .
