@@ -64,18 +64,25 @@ def calibration(y: np.ndarray, prob: np.ndarray, title: str, bins: int = 10) -> 
     return fig
 
 
-def metric_vs_k(
-    ks: Sequence[int], curves: Mapping[str, Sequence[float]], metric: str, title: str
+def lines(
+    x: Sequence[int], curves: Mapping[str, Sequence[float]], xlabel: str, ylabel: str, title: str
 ) -> Figure:
-    """A ranking metric at several cut-offs k, for the model and its baselines."""
+    """One line per model over ``x`` (the ``shopml`` line drawn thicker)."""
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for name, values in curves.items():
-        ax.plot(ks, values, marker="o", label=name, lw=2 if name == "shopml" else 1)
-    ax.set(xlabel="k", ylabel=metric, title=title)
+        ax.plot(x, values, marker="o", label=name, lw=2 if name == "shopml" else 1)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def metric_vs_k(
+    ks: Sequence[int], curves: Mapping[str, Sequence[float]], metric: str, title: str
+) -> Figure:
+    """A ranking metric at several cut-offs k, for the model and its baselines."""
+    return lines(ks, curves, "k", metric, title)
 
 
 def bars(values: Mapping[str, float], metric: str, title: str) -> Figure:
@@ -122,11 +129,4 @@ def by_horizon(
     horizons: Sequence[int], curves: Mapping[str, Sequence[float]], metric: str, title: str
 ) -> Figure:
     """Error (or coverage) by forecast horizon in weeks."""
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, values in curves.items():
-        ax.plot(horizons, values, marker="o", label=name, lw=2 if name == "shopml" else 1)
-    ax.set(xlabel="weeks ahead", ylabel=metric, title=title)
-    ax.legend(fontsize=8)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
+    return lines(horizons, curves, "weeks ahead", metric, title)

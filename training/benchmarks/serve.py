@@ -319,6 +319,14 @@ def check_targets(rows: list[dict[str, Any]]) -> list[str]:
     return misses
 
 
+def prepare_models(folder: Path) -> Path:
+    """Model folders for a benchmark: the BentoML store's, else a demo set fitted here."""
+    if not export_store_models(folder):
+        log.info("BentoML store lacks some shopml models: fitting a demo set")
+        build_demo_models(folder)
+    return folder
+
+
 def run(
     *,
     model_dir: Path | None = None,
@@ -335,11 +343,7 @@ def run(
     cwd = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory(prefix="shopml-bench-serve-") as tmp:
         tmpdir = Path(tmp)
-        if model_dir is None:
-            model_dir = tmpdir / "models"
-            if not export_store_models(model_dir):
-                log.info("BentoML store lacks some shopml models: fitting a demo set")
-                build_demo_models(model_dir)
+        model_dir = model_dir or prepare_models(tmpdir / "models")
         ids = demo_ids(model_dir)
         script = tmpdir / "post.lua"
         script.write_text(LUA)

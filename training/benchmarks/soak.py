@@ -39,10 +39,9 @@ import numpy as np
 
 from training.benchmarks import RESULTS_DIR, write_results
 from training.benchmarks.serve import (
-    build_demo_models,
     demo_ids,
-    export_store_models,
     free_port,
+    prepare_models,
     server_env,
     start_server,
     stop_server,
@@ -351,11 +350,7 @@ def run(
     cwd = Path(__file__).resolve().parents[2]
     with tempfile.TemporaryDirectory(prefix="shopml-soak-") as tmp:
         tmpdir = Path(tmp)
-        if model_dir is None:
-            model_dir = tmpdir / "models"
-            if not export_store_models(model_dir):
-                log.info("BentoML store lacks some shopml models: fitting a demo set")
-                build_demo_models(model_dir)
+        model_dir = model_dir or prepare_models(tmpdir / "models")
         ids = demo_ids(model_dir)
         port = free_port()
         proc = start_server(port, server_env(model_dir, workers), cwd, tmpdir / "server.log")
