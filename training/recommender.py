@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -33,10 +34,12 @@ from implicit.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import CosineRecommender, bm25_weight
 from threadpoolctl import threadpool_limits
 
-from features.interactions import build_interactions, purchases_before
+from features.arrays import id_codes
+from features.interactions import purchases_before
 from features.schema import CATEGORY, COUNTRY, CUSTOMER_ID, ITEM_ID, ITEM_NAME, ORDER_ID, ORDERED_AT
 from shopml.artifacts.recommender import (
     DEFAULT_PARAMS,
+    FEATURES,
     PRECOMPUTE_WIDTH,
     RecommenderArtifact,
 )
@@ -75,17 +78,120 @@ def ndcg_at_k(recs: list[list[Any]], truth: list[set[Any]], k: int = 10) -> floa
     return total / len(truth)
 
 
-def _days(cutoff: pd.Timestamp, times: pd.Series) -> np.ndarray:
-    return np.asarray((cutoff - times).dt.total_seconds().to_numpy() / 86400.0, dtype=np.float64)
+US_PER_DAY = 86_400_000_000
+
+
+@dataclass(frozen=True)
+class Shop:
+    """Purchases before ``as_of`` as integer codes (one row per distinct order x item) + lookups.
+
+    Encoded once per fit so that every snapshot, label window and validation set is cut from
+    the same arrays without touching string columns again.
+    """
+
+    user: np.ndarray  # code into user_ids
+    item: np.ndarray  # code into item_ids
+    order: np.ndarray  # order code
+    time: np.ndarray  # int64 microseconds since the epoch
+    user_ids: np.ndarray  # sorted strings
+    item_ids: np.ndarray  # sorted strings
+    user_country: np.ndarray  # code into countries per user code, -1 unknown
+    countries: np.ndarray
+    item_names: np.ndarray
+    item_categories: np.ndarray
+
+    def window(self, start: pd.Timestamp | None, end: pd.Timestamp) -> np.ndarray:
+        """Boolean mask of lines with ``start <= ordered_at < end``."""
+        mask = self.time < _us(end)
+        if start is not None:
+            mask &= self.time >= _us(start)
+        return mask
+
+    def truth(self, start: pd.Timestamp, days: int, users: np.ndarray) -> sp.csr_matrix:
+        """Binary ``len(users) x items``: what each user code bought in ``[start, start + days)``."""
+        sel = self.window(start, start + pd.Timedelta(days=days))
+        lookup = np.full(len(self.user_ids), -1, dtype=np.int64)
+        lookup[users] = np.arange(len(users))
+        r = lookup[self.user[sel]]
+        ok = r >= 0
+        m = sp.csr_matrix(
+            (np.ones(int(ok.sum()), dtype=np.float32), (r[ok], self.item[sel][ok])),
+            shape=(len(users), len(self.item_ids)),
+        )
+        m.sum_duplicates()
+        m.data[:] = 1.0
+        return m
+
+
+def _us(when: pd.Timestamp) -> int:
+    return int(pd.Timestamp(when).value // 1000)  # .value is in nanoseconds
+
+
+def encode_shop(
+    orders: pd.DataFrame,
+    items: pd.DataFrame | None = None,
+    customers: pd.DataFrame | None = None,
+) -> Shop:
+    """Encode purchase lines (returns dropped) and the item / customer metadata."""
+    orders = purchases_before(orders, None)
+    u, user_ids = id_codes(orders[CUSTOMER_ID], None)
+    i, item_ids = id_codes(orders[ITEM_ID], None)
+    order_col = orders[ORDER_ID]
+    if isinstance(order_col.dtype, pd.CategoricalDtype):
+        o = order_col.cat.codes.to_numpy().astype(np.int64)
+    else:
+        o = pd.factorize(order_col.astype(str).to_numpy())[0].astype(np.int64)
+    t = orders[ORDERED_AT].to_numpy().astype("datetime64[us]").astype(np.int64)
+    ok = (u >= 0) & (i >= 0) & (o >= 0)
+    u, i, o, t = u[ok], i[ok], o[ok], t[ok]
+    # one line per (order, item), its earliest time
+    key = o * max(len(item_ids), 1) + i
+    first = np.lexsort((t, key))
+    key = key[first]
+    keep = first[np.r_[True, key[1:] != key[:-1]]] if len(key) else first
+    keep.sort()
+    countries = np.array([], dtype="<U1")
+    user_country = np.full(len(user_ids), -1, dtype=np.int64)
+    if customers is not None and COUNTRY in customers.columns and len(user_ids):
+        c = customers.assign(_id=customers[CUSTOMER_ID].astype(str)).drop_duplicates("_id")
+        per_user = c.set_index("_id")[COUNTRY].reindex(user_ids).fillna("").astype(str)
+        per_user_arr = per_user.to_numpy().astype(str)
+        countries = np.unique(per_user_arr[per_user_arr != ""])
+        if len(countries):
+            user_country = np.where(
+                per_user_arr != "", np.searchsorted(countries, per_user_arr), -1
+            ).astype(np.int64)
+    names = np.full(len(item_ids), "", dtype=object)
+    cats = np.full(len(item_ids), "", dtype=object)
+    if items is not None and len(items):
+        meta = items.assign(_id=items[ITEM_ID].astype(str)).drop_duplicates("_id").set_index("_id")
+        if ITEM_NAME in meta.columns:
+            names = meta[ITEM_NAME].reindex(item_ids).fillna("").astype(str).to_numpy()
+        if CATEGORY in meta.columns:
+            cats = meta[CATEGORY].reindex(item_ids).fillna("").astype(str).to_numpy()
+    return Shop(
+        user=u[keep],
+        item=i[keep],
+        order=o[keep],
+        time=t[keep],
+        user_ids=np.asarray(user_ids, dtype=str),
+        item_ids=np.asarray(item_ids, dtype=str),
+        user_country=user_country,
+        countries=countries,
+        item_names=_text(names),
+        item_categories=_text(cats),
+    )
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    arr = np.asarray(values, dtype=str)
+    return arr if arr.size else np.array([], dtype="<U1")
 
 
 def build_state(
-    orders: pd.DataFrame,
+    shop: Shop,
     cutoff: pd.Timestamp,
-    item_ids: np.ndarray,
     *,
-    items: pd.DataFrame | None = None,
-    customers: pd.DataFrame | None = None,
     factors: int = 64,
     regularization: float = 0.05,
     iterations: int = 15,
@@ -96,127 +202,79 @@ def build_state(
     num_threads: int = 1,
     params: dict[str, Any] | None = None,
 ) -> RecommenderArtifact:
-    """Fit every component on purchases before ``cutoff`` (items fixed to ``item_ids``)."""
-    inter = build_interactions(orders, cutoff, weight="orders", item_ids=item_ids)
-    user_ids, n_items = inter.user_ids, len(item_ids)
-    n_users = len(user_ids)
-    rows = purchases_before(orders, cutoff)
-    u = pd.Index(user_ids).get_indexer(rows[CUSTOMER_ID].astype(str).to_numpy())
-    i = pd.Index(item_ids).get_indexer(rows[ITEM_ID].astype(str).to_numpy())
-    ok = (i >= 0) & (u >= 0)
-    frame = pd.DataFrame(
-        {
-            "u": u[ok],
-            "i": i[ok],
-            "o": rows[ORDER_ID].astype(str).to_numpy()[ok],
-            "age": _days(cutoff, rows[ORDERED_AT])[ok],
-        }
-    )
-    # one row per (user, item, order), its age in days
-    lines = frame.groupby(["u", "i", "o"], sort=False).age.min().reset_index()
-    g = lines.groupby(["u", "i"], sort=True).age
-    stats = pd.DataFrame(
-        {
-            "n": g.size(),
-            "last": g.min(),
-            "first": g.max(),
-        }
-    )
-    lines["r30"] = lines.age < 30
-    lines["r90"] = lines.age < 90
-    stats["n30"] = lines.groupby(["u", "i"], sort=True).r30.sum()
-    stats["n90"] = lines.groupby(["u", "i"], sort=True).r90.sum()
-    stats = stats.reset_index()
-    su, si = stats.u.to_numpy(), stats.i.to_numpy()
-    indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.add.at(indptr, su + 1, 1)
-    indptr = np.cumsum(indptr)
-    orders_u = frame.groupby("u").o.nunique().reindex(range(n_users), fill_value=0)
-    age_u = frame.groupby("u").age
-    n_arr = stats.n.to_numpy(np.float32)
+    """Fit every component on the shop's purchases before ``cutoff`` (all of its items)."""
+    sel = shop.window(None, cutoff)
+    n_items = len(shop.item_ids)
+    users, u = np.unique(shop.user[sel], return_inverse=True)
+    n_users = len(users)
+    i, o = shop.item[sel], shop.order[sel]
+    age = (_us(cutoff) - shop.time[sel]) / US_PER_DAY
+    # per (user, item): orders, days since last / first order, orders in the last 30 / 90 days
+    key = u.astype(np.int64) * n_items + i
+    order = np.lexsort((age, key))
+    key, age_s = key[order], age[order]
+    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
+    end = np.r_[start[1:], len(key)].astype(np.int64)
+    su, si = key[start] // n_items, key[start] % n_items
+    n_arr = (end - start).astype(np.float32)
+    last, first = age_s[start], age_s[end - 1]
+    n30 = np.add.reduceat((age_s < 30).astype(np.float32), start) if len(start) else n_arr
+    n90 = np.add.reduceat((age_s < 90).astype(np.float32), start) if len(start) else n_arr
+    indptr = np.r_[0, np.cumsum(np.bincount(su, minlength=n_users))].astype(np.int64)
+    _, first_line = np.unique(o, return_index=True)
+    orders_u = np.bincount(u[first_line], minlength=n_users).astype(np.float32)
+    u_last = np.full(n_users, np.inf)
+    np.minimum.at(u_last, u, age)
+    u_first = np.zeros(n_users)
+    np.maximum.at(u_first, u, age)
     buyers = np.bincount(si, minlength=n_items).astype(np.float32)
-    repeaters = np.bincount(si, weights=n_arr >= 2, minlength=n_items).astype(np.float32)
     rep = n_arr >= 2
-    gaps = (stats["first"].to_numpy() - stats["last"].to_numpy())[rep] / (n_arr[rep] - 1)
+    repeaters = np.bincount(si[rep], minlength=n_items).astype(np.float32)
+    gaps = (first - last)[rep] / (n_arr[rep] - 1)
     interval = np.full(n_items, float(np.median(gaps)) if len(gaps) else 60.0, dtype=np.float32)
     if len(gaps):
         med = pd.Series(gaps).groupby(si[rep]).median()
         interval[med.index.to_numpy()] = med.to_numpy()
-
-    def pop(days: float | None) -> np.ndarray:
-        sel = lines if days is None else lines[lines.age < days]
-        pairs = sel.drop_duplicates(["u", "i"])
-        return np.bincount(pairs.i.to_numpy(), minlength=n_items).astype(np.float32)
-
-    # countries
-    countries = np.array([], dtype="<U1")
-    user_country = np.full(n_users, -1, dtype=np.int64)
-    country_pop = np.zeros((0, n_items), dtype=np.float32)
-    if customers is not None and COUNTRY in customers.columns:
-        cmap = dict(
-            zip(customers[CUSTOMER_ID].astype(str), customers[COUNTRY].astype(str), strict=True)
-        )
-        per_user = np.array([cmap.get(x, "") for x in user_ids.tolist()], dtype=str)
-        countries = np.unique(per_user[per_user != ""])
-        if len(countries):
-            user_country = np.where(per_user != "", np.searchsorted(countries, per_user), -1)
-            uc = user_country[su]
-            keep = uc >= 0
-            country_pop = np.zeros((len(countries), n_items), dtype=np.float32)
-            np.add.at(country_pop, (uc[keep], si[keep]), 1.0)
-    # item metadata
-    names = np.full(n_items, "", dtype=object)
-    cats = np.full(n_items, "", dtype=object)
-    if items is not None and len(items):
-        meta = items.assign(_id=items[ITEM_ID].astype(str)).drop_duplicates("_id").set_index("_id")
-        if ITEM_NAME in meta.columns:
-            names = meta[ITEM_NAME].reindex(item_ids).fillna("").astype(str).to_numpy()
-        if CATEGORY in meta.columns:
-            cats = meta[CATEGORY].reindex(item_ids).fillna("").astype(str).to_numpy()
-    # ALS on bm25-weighted user x item
-    X = inter.matrix
-    with threadpool_limits(1, "blas"):
-        als = AlternatingLeastSquares(
-            factors=factors,
-            regularization=regularization,
-            iterations=iterations,
-            random_state=random_state,
-            num_threads=num_threads,
-        )
-        if X.nnz:
-            als.fit(
-                bm25_weight(X, K1=bm25_k1, B=bm25_b).tocsr().astype(np.float32), show_progress=False
-            )
-            uf = np.asarray(als.user_factors, dtype=np.float32)
-            itf = np.asarray(als.item_factors, dtype=np.float32)
-        else:
-            uf = np.zeros((n_users, factors), dtype=np.float32)
-            itf = np.zeros((n_items, factors), dtype=np.float32)
-    nn_idx, nn_sim = cosine_neighbours(X, knn_k)
+    user_country = shop.user_country[users]
+    country_pop = np.zeros((len(shop.countries), n_items), dtype=np.float32)
+    uc = user_country[su]
+    np.add.at(country_pop, (uc[uc >= 0], si[uc >= 0]), 1.0)
+    X = sp.csr_matrix((n_arr, si, indptr), shape=(n_users, n_items))
+    uf, itf = fit_als(
+        X,
+        factors=factors,
+        regularization=regularization,
+        iterations=iterations,
+        bm25_k1=bm25_k1,
+        bm25_b=bm25_b,
+        random_state=random_state,
+        num_threads=num_threads,
+    )
+    nn_idx, nn_sim = cosine_neighbours(X, knn_k, num_threads)
     return RecommenderArtifact(
         as_of=str(cutoff),
-        user_ids=user_ids,
-        item_ids=np.asarray(item_ids, dtype=str),
-        item_names=np.asarray(names, dtype=str),
-        item_categories=np.asarray(cats, dtype=str),
-        countries=countries,
+        user_ids=shop.user_ids[users],
+        item_ids=shop.item_ids,
+        item_names=shop.item_names,
+        item_categories=shop.item_categories,
+        countries=shop.countries,
         user_country=user_country,
         hist_indptr=indptr,
         hist_indices=si.astype(np.int64),
         hist_n=n_arr,
-        hist_last=stats["last"].to_numpy(np.float32),
-        hist_first=stats["first"].to_numpy(np.float32),
-        hist_n30=stats.n30.to_numpy(np.float32),
-        hist_n90=stats.n90.to_numpy(np.float32),
-        u_orders=orders_u.to_numpy(np.float32),
-        u_days_last=age_u.min().reindex(range(n_users), fill_value=0).to_numpy(np.float32),
-        u_tenure=age_u.max().reindex(range(n_users), fill_value=0).to_numpy(np.float32),
+        hist_last=last.astype(np.float32),
+        hist_first=first.astype(np.float32),
+        hist_n30=n30.astype(np.float32),
+        hist_n90=n90.astype(np.float32),
+        u_orders=orders_u,
+        u_days_last=u_last.astype(np.float32),
+        u_tenure=u_first.astype(np.float32),
         item_buyers=buyers,
         item_repeaters=repeaters,
         item_interval=interval,
-        pop30=pop(30),
-        pop90=pop(90),
-        popall=pop(None),
+        pop30=np.bincount(si, weights=last < 30, minlength=n_items).astype(np.float32),
+        pop90=np.bincount(si, weights=last < 90, minlength=n_items).astype(np.float32),
+        popall=buyers.copy(),
         country_pop=country_pop,
         user_factors=uf,
         item_factors=itf,
@@ -226,50 +284,92 @@ def build_state(
     )
 
 
-def cosine_neighbours(X: sp.csr_matrix, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` cosine neighbours of every item (binary user x item), self excluded."""
+def fit_als(
+    X: sp.csr_matrix,
+    *,
+    factors: int,
+    regularization: float,
+    iterations: int,
+    bm25_k1: float,
+    bm25_b: float,
+    random_state: int,
+    num_threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """User and item factors of implicit ALS on the bm25-weighted user x item matrix."""
+    if not X.nnz:
+        return (
+            np.zeros((X.shape[0], factors), dtype=np.float32),
+            np.zeros((X.shape[1], factors), dtype=np.float32),
+        )
+    with threadpool_limits(1, "blas"):
+        als = AlternatingLeastSquares(
+            factors=factors,
+            regularization=regularization,
+            iterations=iterations,
+            random_state=random_state,
+            num_threads=num_threads,
+        )
+        weighted = bm25_weight(X, K1=bm25_k1, B=bm25_b).tocsr().astype(np.float32)
+        als.fit(weighted, show_progress=False)
+    return (
+        np.asarray(als.user_factors, dtype=np.float32),
+        np.asarray(als.item_factors, dtype=np.float32),
+    )
+
+
+def cosine_neighbours(
+    X: sp.csr_matrix, k: int, num_threads: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` cosine neighbours of every item (binary user x item), self excluded.
+
+    Ties are broken by the lower item column; missing neighbours are -1 with similarity 0.
+    """
     n = X.shape[1]
-    B = X.copy().astype(np.float32)
+    B = X.astype(np.float32, copy=True).tocsr()
     B.data[:] = 1.0
-    knn = CosineRecommender(K=k + 1, num_threads=1)
-    knn.fit(B.tocsr(), show_progress=False)
+    knn = CosineRecommender(K=k + 1, num_threads=num_threads)
+    knn.fit(B, show_progress=False)
     S = knn.similarity.tocsr()
     S.setdiag(0.0)
     S.eliminate_zeros()
     k = max(min(k, n - 1), 1)
+    rows = np.repeat(np.arange(n), np.diff(S.indptr))
+    order = np.lexsort((S.indices, -S.data, rows))
+    rows, cols, vals = rows[order], S.indices[order], S.data[order]
+    rank = np.arange(len(rows)) - S.indptr[rows]
+    ok = rank < k
     idx = np.full((n, k), -1, dtype=np.int64)
     sim = np.zeros((n, k), dtype=np.float32)
-    for j in range(n):
-        lo, hi = S.indptr[j], S.indptr[j + 1]
-        cols, vals = S.indices[lo:hi], S.data[lo:hi]
-        order = np.lexsort((cols, -vals))[:k]
-        idx[j, : len(order)] = cols[order]
-        sim[j, : len(order)] = vals[order]
+    idx[rows[ok], rank[ok]] = cols[ok]
+    sim[rows[ok], rank[ok]] = vals[ok]
     return idx, sim
 
 
-def window_truth(
-    orders: pd.DataFrame, start: pd.Timestamp, days: int, user_ids: np.ndarray, item_ids: np.ndarray
-) -> sp.csr_matrix:
-    """Binary users x items: what each user bought in ``[start, start + days)``."""
-    rows = purchases_before(orders, start + pd.Timedelta(days=days), start)
-    return build_interactions(
-        rows, None, weight="binary", user_ids=user_ids, item_ids=item_ids
-    ).matrix
-
-
 def training_rows(
-    state: RecommenderArtifact, users: np.ndarray, truth: sp.csr_matrix, chunk: int = 512
+    state: RecommenderArtifact,
+    users: np.ndarray,
+    truth: sp.csr_matrix,
+    rng: np.random.Generator,
+    negative_rate: float,
+    chunk: int = 512,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Re-ranker rows for ``users`` of ``state``: features, labels, position in ``users``."""
+    """Re-ranker rows for ``users`` of ``state``: features, labels, position in ``users``.
+
+    Every positive candidate is kept, negatives with probability ``negative_rate``.
+    """
     Fs, ys, rs = [], [], []
     for start in range(0, len(users), chunk):
         rows = users[start : start + chunk]
         parts = state._parts(rows)
         r, c = np.nonzero(state.candidates(rows, parts))
+        y = np.asarray(truth[rows[r], c]).ravel() > 0
+        keep = y | (rng.random(len(y)) < negative_rate)
+        r, c, y = r[keep], c[keep], y[keep]
         Fs.append(state.features(rows, r, c, parts))
-        ys.append(np.asarray(truth[rows[r], c]).ravel() > 0)
+        ys.append(y)
         rs.append(r + start)
+    if not Fs:
+        return np.zeros((0, len(FEATURES))), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     return np.vstack(Fs), np.concatenate(ys), np.concatenate(rs)
 
 
@@ -296,15 +396,6 @@ def _evaluate(
     finally:
         state.params = saved
     return [ndcg_at_k(r, truth) for r in recs]
-
-
-def _countries(customers: pd.DataFrame | None, ids: np.ndarray) -> list[str | None]:
-    if customers is None or COUNTRY not in customers.columns:
-        return [None] * len(ids)
-    cmap = dict(
-        zip(customers[CUSTOMER_ID].astype(str), customers[COUNTRY].astype(str), strict=True)
-    )
-    return [cmap.get(u) for u in ids.tolist()]
 
 
 class RecommenderModel:
@@ -356,20 +447,11 @@ class RecommenderModel:
 
     # ------------------------------------------------------------------ fit
     def _state(
-        self,
-        orders: pd.DataFrame,
-        cutoff: pd.Timestamp,
-        item_ids: np.ndarray,
-        items: pd.DataFrame | None,
-        customers: pd.DataFrame | None,
-        params: dict[str, Any],
+        self, shop: Shop, cutoff: pd.Timestamp, params: dict[str, Any]
     ) -> RecommenderArtifact:
         return build_state(
-            orders,
+            shop,
             cutoff,
-            item_ids,
-            items=items,
-            customers=customers,
             factors=self.factors,
             regularization=self.regularization,
             iterations=self.iterations,
@@ -391,10 +473,9 @@ class RecommenderModel:
         """Fit on purchases strictly before ``as_of``; choose strategies on validation."""
         t0 = time.perf_counter()
         as_of = pd.Timestamp(as_of)
-        orders = purchases_before(orders, as_of)  # nothing on/after as_of is ever seen
-        orders = orders.astype({CUSTOMER_ID: str, ITEM_ID: str, ORDER_ID: str})
-        item_ids = np.unique(orders[ITEM_ID].astype(str).to_numpy())
-        if len(item_ids) == 0:
+        # nothing on/after as_of is ever seen
+        shop = encode_shop(purchases_before(orders, as_of), items, customers)
+        if len(shop.item_ids) == 0:
             raise ValueError(f"no purchases before {as_of}: nothing to fit")
         params: dict[str, Any] = {
             **DEFAULT_PARAMS,
@@ -403,40 +484,37 @@ class RecommenderModel:
             "n_pop": self.n_pop,
         }
         rng = np.random.default_rng(self.random_state)
-        all_users = np.unique(orders[CUSTOMER_ID].astype(str).to_numpy())
-        held = set(all_users[rng.random(len(all_users)) < self.holdout].tolist())
+        held = rng.random(len(shop.user_ids)) < self.holdout  # per user code
         Xs: list[np.ndarray] = []
         ys: list[np.ndarray] = []
         hs: list[np.ndarray] = []
         val_state: RecommenderArtifact | None = None
         val_days = 0
-        held_list = sorted(held)
         for d, w in self.ranker_cutoffs:
             cutoff = as_of - pd.Timedelta(days=d)
-            if not (orders[ORDERED_AT] < cutoff).any():
+            if not shop.window(None, cutoff).any():
                 continue
-            state = self._state(orders, cutoff, item_ids, items, customers, params)
+            state = self._state(shop, cutoff, params)
             if val_state is None:
                 val_state, val_days = state, d
             if not self.use_ranker:
                 break
-            truth = window_truth(orders, cutoff, min(w, d), state.user_ids, item_ids)
+            codes = np.searchsorted(shop.user_ids, state.user_ids)
+            truth = shop.truth(cutoff, min(w, d), codes)
             users = np.flatnonzero(truth.getnnz(axis=1) > 0)
-            F, y, r = training_rows(state, users, truth)
-            keep = y | (rng.random(len(y)) < self.negative_rate)
-            F, y, r = F[keep], y[keep], r[keep]
+            F, y, r = training_rows(state, users, truth, rng, self.negative_rate)
             Xs.append(F)
             ys.append(y)
-            hs.append(np.isin(state.user_ids[users], held_list)[r])
+            hs.append(held[codes[users]][r])
             log.debug("cutoff %s: %d ranker rows, %.1f s", cutoff, len(y), time.perf_counter() - t0)
         ranker = None
         validation: dict[str, Any] = {}
         if val_state is not None:
             ranker, validation, chosen = self._validate(
-                orders, as_of, val_state, val_days, held_list, Xs, ys, hs, customers
+                shop, as_of, val_state, val_days, held, Xs, ys, hs
             )
             params.update(chosen)
-        self.state_ = self._state(orders, as_of, item_ids, items, customers, params)
+        self.state_ = self._state(shop, as_of, params)
         self.state_.ranker = ranker
         self.state_.params["validation"] = validation
         if self.precompute_width > 0:
@@ -453,21 +531,21 @@ class RecommenderModel:
 
     def _validate(
         self,
-        orders: pd.DataFrame,
+        shop: Shop,
         as_of: pd.Timestamp,
         state: RecommenderArtifact,
         days: int,
-        held: list[str],
+        held: np.ndarray,
         Xs: list[np.ndarray],
         ys: list[np.ndarray],
         hs: list[np.ndarray],
-        customers: pd.DataFrame | None,
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """Score every strategy on held-out users of the validation window; refit the ranker."""
         cutoff = as_of - pd.Timedelta(days=days)
         item_ids = state.item_ids
-        truth = window_truth(orders, cutoff, days, state.user_ids, item_ids)
-        rows = np.flatnonzero((truth.getnnz(axis=1) > 0) & np.isin(state.user_ids, held))
+        codes = np.searchsorted(shop.user_ids, state.user_ids)
+        truth = shop.truth(cutoff, days, codes)
+        rows = np.flatnonzero((truth.getnnz(axis=1) > 0) & held[codes])
         validation: dict[str, Any] = {"window": [str(cutoff), str(as_of)], "users": len(rows)}
         chosen: dict[str, Any] = {}
         ranker = None
@@ -510,27 +588,24 @@ class RecommenderModel:
         state.params = saved
         validation["ndcg@10"] = scores
         # cold users: first purchase inside the validation window
-        cold_ids = np.setdiff1d(
-            np.unique(purchases_before(orders, as_of, cutoff)[CUSTOMER_ID].astype(str).to_numpy()),
-            state.user_ids,
-        )
-        if len(cold_ids):
-            cold_truth = window_truth(orders, cutoff, days, cold_ids, item_ids)
+        recent = np.unique(shop.user[shop.window(cutoff, as_of)])
+        cold = np.setdiff1d(recent, codes)
+        if len(cold):
+            cold_truth = shop.truth(cutoff, days, cold)
             sets = [
-                {
-                    item_ids[j]
-                    for j in cold_truth.indices[cold_truth.indptr[r] : cold_truth.indptr[r + 1]]
-                }
-                for r in range(len(cold_ids))
+                set(item_ids[cold_truth.indices[cold_truth.indptr[r] : cold_truth.indptr[r + 1]]])
+                for r in range(len(cold))
             ]
-            countries = _countries(customers, cold_ids)
+            cc = shop.user_country[cold]
+            countries = [str(shop.countries[c]) if c >= 0 else None for c in cc.tolist()]
+            cold_ids = shop.user_ids[cold].tolist()
             best_c: tuple[float, dict[str, Any]] | None = None
             scores_c: dict[str, float] = {}
             for window in ("all", "90"):
                 weights = self.cold_country_weights if len(state.countries) else (0.0,)
                 for wc in weights:
                     state.params = {**saved, "cold_window": window, "cold_country_weight": wc}
-                    recs = state.recommend_batch(list(cold_ids), 10, countries=countries)
+                    recs = state.recommend_batch(cold_ids, 10, countries=countries)
                     value = ndcg_at_k(recs, sets)
                     scores_c[f"{window} country={wc}"] = round(value, 5)
                     if best_c is None or value > best_c[0]:
@@ -539,7 +614,7 @@ class RecommenderModel:
             assert best_c is not None
             chosen.update(best_c[1])
             validation["cold_ndcg@10"] = scores_c
-            validation["cold_users"] = len(cold_ids)
+            validation["cold_users"] = len(cold)
         # the validated ranker (fitted without the held-out users) is the one shipped
         if "ranker" not in (chosen.get("strategy_all"), chosen.get("strategy_new")):
             ranker = None

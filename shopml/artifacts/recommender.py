@@ -334,13 +334,16 @@ class RecommenderArtifact:
         """Rank every known user once (top ``width``) for both list kinds; see the module doc."""
         width = max(1, min(int(width), self.n_items))
         n = self.n_users
-        lists: list[list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]] = [[], []]
+        # per list kind: lengths, items, scores, kinds, reason items (one array per chunk)
+        out: list[list[list[np.ndarray]]] = [[[] for _ in range(5)] for _ in range(2)]
         for start in range(0, n, chunk):
             rows = np.arange(start, min(start + chunk, n))
+            local = np.arange(len(rows))[:, None]
             parts = self._parts(rows)
             bought = parts["bought"]
             dense: dict[str, tuple[np.ndarray, np.ndarray]] = {}
             per_mode = []
+            targets = np.zeros(bought.shape, dtype=bool)
             for exclude in ("never", "always"):
                 strategy = self._strategy(exclude)
                 if strategy not in dense:
@@ -350,35 +353,28 @@ class RecommenderArtifact:
                 if exclude == "always":
                     s = np.where(bought, -np.inf, s)
                 top, vals = _topk(s, width)
-                per_mode.append((top, vals, personal))
-            via = np.full(self.n_items, -1, dtype=np.int32)  # scratch: item -> reason item
-            for i, row in enumerate(rows.tolist()):
-                found = [(top[i][top[i] >= 0], vals[i], p[i]) for top, vals, p in per_mode]
-                kinds = [
-                    np.where(bought[i, it], 2, np.where(p[it], 1, 0)).astype(np.int8)
-                    for it, _, p in found
-                ]
-                targets = np.concatenate(
-                    [it[k == 1] for (it, _, _), k in zip(found, kinds, strict=True)]
-                )
-                t, h = self._via(row, targets)
-                via[t] = h
-                for mode, ((items, v, _), kind) in enumerate(zip(found, kinds, strict=True)):
-                    reason = np.where(kind == 1, via[items], -1)
-                    lists[mode].append((items, v[: len(items)], kind, reason))
-                via[t] = -1
-        flat = lists[0] + lists[1]
-        lengths = np.array([len(x[0]) for x in flat], dtype=np.int64)
+                valid = top >= 0  # a prefix of each row
+                tc = np.maximum(top, 0)
+                kind = np.where(bought[local, tc], 2, np.where(personal[local, tc], 1, 0))
+                kind = kind.astype(np.int8)
+                targets[local, tc] |= valid & (kind == 1)
+                per_mode.append((top, vals, kind, valid, tc))
+            via = self._via_chunk(rows, targets)
+            for mode, (top, vals, kind, valid, tc) in enumerate(per_mode):
+                reason = np.where(kind == 1, via[local, tc], -1)
+                for j, arr in enumerate((valid.sum(axis=1), top, vals, kind, reason)):
+                    out[mode][j].append(arr if j == 0 else arr[valid])
+        lengths = np.concatenate(out[0][0] + out[1][0]).astype(np.int64)
         self.pre_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
         def cat(j: int, dt: type) -> np.ndarray:
-            parts = [x[j] for x in flat]
+            parts = out[0][j] + out[1][j]
             return np.concatenate(parts).astype(dt) if parts else np.zeros(0, dtype=dt)
 
-        self.pre_items = cat(0, np.int32)
-        self.pre_scores = cat(1, np.float64)
-        self.pre_kind = cat(2, np.int8)
-        self.pre_via = cat(3, np.int32)
+        self.pre_items = cat(1, np.int32)
+        self.pre_scores = cat(2, np.float64)
+        self.pre_kind = cat(3, np.int8)
+        self.pre_via = cat(4, np.int32)
         self.params["precomputed_width"] = width
 
     def _personal(self, parts: dict[str, Any], strategy: str) -> np.ndarray:
@@ -387,18 +383,22 @@ class RecommenderArtifact:
             return self._collab(parts)
         return np.zeros(parts["bought"].shape, dtype=bool)
 
-    def _via(self, row: int, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Target items with a neighbour among the user's past items, and the closest one."""
-        hist = self.hist_indices[self.hist_indptr[row] : self.hist_indptr[row + 1]]
-        if not len(hist) or not len(targets):
-            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    def _via_chunk(self, rows: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """(len(rows), n_items) int32: for each target item, the user's past item closest to it
+        (highest neighbour similarity, ties to the lower column); -1 where none is a neighbour."""
+        starts, ends = self.hist_indptr[rows], self.hist_indptr[rows + 1]
+        local = np.repeat(np.arange(len(rows)), ends - starts)
+        hist = self.hist_indices[_ranges(starts, ends)]
         nb = self.nn_idx[hist]
-        r, c = np.nonzero(np.isin(nb, targets))
-        t, s = nb[r, c], self.nn_sim[hist][r, c]
-        order = np.lexsort((r, -s, t))
-        t, r = t[order], r[order]
-        first = np.r_[True, t[1:] != t[:-1]]
-        return t[first], hist[r[first]]
+        hit = (nb >= 0) & targets[local[:, None], np.maximum(nb, 0)]
+        r, c = np.nonzero(hit)
+        u, t, s = local[r], nb[r, c], self.nn_sim[hist[r], c]
+        order = np.lexsort((r, -s, t, u))
+        u, t, r = u[order], t[order], r[order]
+        first = np.r_[True, (u[1:] != u[:-1]) | (t[1:] != t[:-1])] if len(u) else np.zeros(0, bool)
+        via = np.full(targets.shape, -1, dtype=np.int32)
+        via[u[first], t[first]] = hist[r[first]]
+        return via
 
     def _from_precomputed(
         self,
@@ -473,12 +473,7 @@ class RecommenderArtifact:
         starts, ends = self.hist_indptr[rows], self.hist_indptr[rows + 1]
         lengths = ends - starts
         local = np.repeat(np.arange(len(rows)), lengths)
-        pos = (
-            np.concatenate([np.arange(s, e) for s, e in zip(starts, ends, strict=True)])
-            if len(rows)
-            else np.array([], dtype=np.int64)
-        )
-        pos = pos.astype(np.int64)
+        pos = _ranges(starts, ends)
         cols = self.hist_indices[pos]
         out = {}
         for name, values, fill in (
@@ -826,3 +821,12 @@ def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     out_idx[r, rank] = np.where(np.isfinite(v), c, -1)
     out_val[r, rank] = v
     return out_idx, out_val
+
+
+def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Concatenation of ``arange(s, e)`` for each pair (int64, vectorised)."""
+    lengths = (ends - starts).astype(np.int64)
+    if not len(lengths) or not lengths.sum():
+        return np.zeros(0, dtype=np.int64)
+    offsets = np.repeat(starts.astype(np.int64) - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
+    return np.arange(int(lengths.sum()), dtype=np.int64) + offsets
