@@ -10,8 +10,9 @@ with Dask's own reductions and passed in:
 - the data's first purchase week and last order time (``min``/``max``): the demand calendar and
   whether label windows are covered;
 - per-item statistics over *all* customers that user features read (number of buyers, repeat
-  buyers, retention of the item's orders): partial counts per customer partition, summed with a
-  Dask ``groupby().sum()``, then turned into the four item-dependent user columns
+  buyers, retention of the item's orders: :func:`features.users.item_statistics`): partial
+  counts per customer partition, summed with a Dask ``groupby().sum()`` and passed to
+  :func:`features.users.user_features` as ``item_stats`` for the four item-dependent columns
   (:data:`ITEM_DEPENDENT_USER_COLUMNS`);
 - the item popularity rank (a rank over all items), from the gathered item frame.
 
@@ -37,9 +38,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features import demand, interactions, items, labels, users
-from features.arrays import counts, safe_div, unique
 from features.io import Dataset
 from features.pipeline import FeatureSet, build_feature_set, check_as_of, default_as_of
+from features.purchases import Purchases
 from features.schema import (
     CUSTOMER_ID,
     DISCOUNT,
@@ -68,7 +69,6 @@ ITEM_DEPENDENT_USER_COLUMNS = (
     "last_order_retention",
 )
 ID_COLUMNS = (CUSTOMER_ID, ITEM_ID, ORDER_ID)
-DAY_NS = np.timedelta64(1, "D")
 
 
 # ---------------------------------------------------------------- cluster
@@ -195,141 +195,16 @@ def _as_categorical(part: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- item statistics for users
 
 
-STAT_COLUMNS = ["buyers", "repeaters", "ret_hits", "ret_lines"]
-
-
 def item_stat_partials(orders: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Per item, from the customers in ``orders`` (all their lines): additive partial counts.
+    """Per item code, :func:`features.users.item_statistics` of the customers in ``orders``.
 
-    ``buyers`` (customers who bought it), ``repeaters`` (of those, bought it on >= 2 days),
-    ``ret_hits`` / ``ret_lines`` (its order lines older than the retention horizon whose
-    customer ordered again within it). Summed over customer partitions they are the statistics
+    The counts are additive: summed over customer partitions they are the statistics
     :func:`features.users.user_features` computes from the whole table.
     """
-    b = _Buys.of(orders, as_of)
-    if b.n_lines == 0:
-        empty = {c: pd.Series(dtype=np.int64) for c in STAT_COLUMNS}
-        return pd.DataFrame(empty, index=pd.Index([], dtype=np.int64, name=ITEM_ID))
-    pair = b.cust * np.int64(b.k) + b.item
-    ci = unique(pair)
-    ci_i = ci % b.k
-    ci_day = unique(pair * np.int64(1 << 20) + (b.day - b.day.min())) >> 20
-    pairs, days = unique(ci_day, return_counts=True)
-    rep = pairs[days >= 2] % b.k
-    came_back, known = b.retention_outcome()
-    n_items = len(b.item_codes)
-    frame = pd.DataFrame(
-        {
-            "buyers": np.bincount(ci_i, minlength=n_items),
-            "repeaters": np.bincount(rep, minlength=n_items),
-            "ret_hits": np.bincount(b.item[known], came_back[known], minlength=n_items),
-            "ret_lines": np.bincount(b.item[known], minlength=n_items),
-        },
-        index=pd.Index(b.item_codes, name=ITEM_ID),
-    )
-    frame = frame[frame["buyers"] > 0]
-    return frame.astype(np.int64)
-
-
-@dataclass(frozen=True)
-class _Buys:
-    """Purchase lines before ``as_of`` as codes, grouped into orders the way users.py does."""
-
-    cust: np.ndarray
-    item: np.ndarray
-    item_codes: np.ndarray
-    day: np.ndarray
-    o_c: np.ndarray
-    o_age: np.ndarray
-    line_order: np.ndarray
-    n_customers: int
-    customer_codes: np.ndarray
-
-    @property
-    def k(self) -> int:
-        return len(self.item_codes) + 1
-
-    @property
-    def n_lines(self) -> int:
-        return len(self.cust)
-
-    @classmethod
-    def of(cls, orders: pd.DataFrame, as_of: pd.Timestamp) -> _Buys:
-        when = orders[ORDERED_AT].to_numpy()
-        is_ret = (
-            orders[IS_RETURN].to_numpy(dtype=bool)
-            if IS_RETURN in orders
-            else orders[QUANTITY].to_numpy() < 0
-        )
-        buy = (when < np.datetime64(as_of)) & ~is_ret
-        cust_codes, customers = pd.factorize(orders[CUSTOMER_ID], sort=True)
-        item_codes, item_ids = pd.factorize(orders[ITEM_ID], sort=True)
-        order_codes, _ = pd.factorize(orders[ORDER_ID], sort=True)
-        cust = cust_codes.astype(np.int64)[buy]
-        age = np.asarray((np.datetime64(as_of) - when[buy]) / DAY_NS, dtype=np.float64)  # type: ignore[operator]
-        frame = pd.DataFrame({"o": order_codes.astype(np.int64)[buy], "c": cust, "age": age})
-        g = frame.groupby("o", sort=False)
-        return cls(
-            cust=cust,
-            item=item_codes.astype(np.int64)[buy],
-            item_codes=np.asarray(item_ids, dtype=np.int64),
-            day=when[buy].astype("datetime64[D]").astype(np.int64),
-            o_c=g["c"].first().to_numpy(),
-            o_age=g["age"].max().to_numpy(),
-            line_order=g.ngroup().to_numpy(),
-            n_customers=len(customers),
-            customer_codes=np.asarray(customers, dtype=np.int64),
-        )
-
-    def retention_outcome(
-        self, horizon: float = users.RETENTION_DAYS
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Per line: did its customer order again within ``horizon`` days; is that known."""
-        order = np.lexsort((-self.o_age, self.o_c))
-        nxt = np.full(len(self.o_c), np.inf)
-        same = self.o_c[order][1:] == self.o_c[order][:-1]
-        gap = self.o_age[order][:-1] - self.o_age[order][1:]
-        nxt[order[:-1]] = np.where(same, gap, np.inf)
-        came_back = (nxt <= horizon).astype(np.float64)[self.line_order]
-        known = (self.o_age > horizon)[self.line_order]
-        return came_back, known
-
-
-def item_dependent_user_columns(
-    orders: pd.DataFrame, as_of: pd.Timestamp, stats: pd.DataFrame, prior: float = 20.0
-) -> pd.DataFrame:
-    """The :data:`ITEM_DEPENDENT_USER_COLUMNS` of the customers in ``orders``, from global stats.
-
-    ``stats``: :func:`item_stat_partials` summed over every customer (index: item code).
-    """
-    b = _Buys.of(orders, as_of)
-    n = b.n_customers
-    st = stats.reindex(b.item_codes, fill_value=0)
-    buyers = st["buyers"].to_numpy(dtype=np.float64)
-    rate = safe_div(st["repeaters"].to_numpy(dtype=np.float64), buyers)
-    hits, lines = st["ret_hits"].to_numpy(np.float64), st["ret_lines"].to_numpy(np.float64)
-    total_hits, total_lines = float(stats["ret_hits"].sum()), float(stats["ret_lines"].sum())
-    overall = total_hits / total_lines if total_lines > 0 else 0.0
-    item_ret = (hits + prior * overall) / (lines + prior)
-
-    ci = unique(b.cust * np.int64(b.k) + b.item)
-    ci_c, ci_i = ci // b.k, ci % b.k
-    distinct = np.bincount(ci_c, minlength=n).astype(np.float64)
-    line_c = b.o_c[b.line_order]
-    line_ret = item_ret[b.item]
-    n_lines = np.bincount(line_c, minlength=n).astype(np.float64)
-    last_age = np.full(n, np.inf)
-    np.minimum.at(last_age, b.o_c, b.o_age)
-    is_last = (b.o_age <= last_age[b.o_c])[b.line_order]
-    cols = {
-        "item_popularity": safe_div(counts(ci_c, np.log1p(buyers[ci_i]), n), distinct),
-        "item_repeat_rate": safe_div(counts(ci_c, np.nan_to_num(rate[ci_i]), n), distinct),
-        "item_retention": safe_div(counts(line_c, line_ret, n), n_lines),
-        "last_order_retention": safe_div(
-            counts(line_c[is_last], line_ret[is_last], n), counts(line_c[is_last], None, n)
-        ),
-    }
-    return pd.DataFrame(cols, index=pd.Index(b.customer_codes, name=CUSTOMER_ID))
+    stats = users.item_statistics(Purchases.of(orders, as_of))
+    stats = stats[stats["buyers"] > 0]
+    stats.index = pd.Index(np.asarray(stats.index, dtype=np.int64), name=ITEM_ID)
+    return stats
 
 
 # ---------------------------------------------------------------- per-partition tasks
@@ -343,12 +218,9 @@ def _users_part(
     customers_table: pd.DataFrame | None,
 ) -> pd.DataFrame:
     part = _in_row_order(part)
-    out = users.user_features(part, as_of, items=items_table, customers=customers_table)
-    if len(out):
-        fixed = item_dependent_user_columns(part, as_of, stats)
-        for name in ITEM_DEPENDENT_USER_COLUMNS:
-            out[name] = fixed[name].reindex(out.index).to_numpy()
-    return out
+    return users.user_features(
+        part, as_of, items=items_table, customers=customers_table, item_stats=stats
+    )
 
 
 def _items_part(

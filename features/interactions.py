@@ -14,6 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.arrays import id_codes
+from features.purchases import Purchases
 from features.schema import CUSTOMER_ID, IS_RETURN, ITEM_ID, ORDER_ID, ORDERED_AT, QUANTITY
 
 WEIGHTS = ("orders", "quantity", "binary")
@@ -76,15 +77,30 @@ def build_interactions(
     item_id: str = ITEM_ID,
     order_id: str = ORDER_ID,
     quantity: str = QUANTITY,
+    purchases: Purchases | None = None,
 ) -> Interactions:
     """User x item matrix from purchases in ``[since, as_of)``.
 
     ``weight``: ``orders`` = number of distinct orders containing the item (the default),
     ``quantity`` = units bought, ``binary`` = 1 if ever bought. ``user_ids``/``item_ids`` fix
     the id maps (sorted string arrays, e.g. from an earlier call); rows outside them are dropped.
+    ``purchases``: the :class:`~features.purchases.Purchases` of ``orders`` at ``as_of``; the
+    default matrix (all history, ``orders`` weight, contract column names) is then read from
+    their customer-item chains instead of sorting the lines again.
     """
     if weight not in WEIGHTS:
         raise ValueError(f"unknown weight {weight!r}; use one of {', '.join(WEIGHTS)}")
+    default_columns = (customer_id, item_id, order_id) == (CUSTOMER_ID, ITEM_ID, ORDER_ID)
+    if (
+        weight == "orders"
+        and since is None
+        and user_ids is None
+        and item_ids is None
+        and default_columns
+        and as_of is not None
+        and IS_RETURN in orders
+    ):
+        return _from_chains(purchases if purchases is not None else Purchases.of(orders, as_of))
     rows = purchases_before(orders, as_of, since)
     if user_ids is not None:
         user_ids = np.asarray(user_ids, dtype=str)
@@ -115,6 +131,29 @@ def build_interactions(
     m.sum_duplicates()
     m.sort_indices()
     return Interactions(m.astype(np.float32).tocsr(), user_ids, item_ids)
+
+
+def _from_chains(p: Purchases) -> Interactions:
+    """The default matrix: distinct orders per (customer, item) pair of the purchase chains."""
+    chains = p.chains
+    start, end = chains.pair_start, chains.pair_end
+    rows, user_ids = _sorted_ids(p.customers, chains.customer[start])
+    cols, item_ids = _sorted_ids(p.items, chains.item[start])
+    values = (end - start + 1).astype(np.float64)
+    m = sp.csr_matrix((values, (rows, cols)), shape=(len(user_ids), len(item_ids)))
+    m.sum_duplicates()
+    m.sort_indices()
+    return Interactions(m.astype(np.float32).tocsr(), user_ids, item_ids)
+
+
+def _sorted_ids(categories: pd.Index, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``codes`` among the used ids sorted as strings, and those ids."""
+    used = np.bincount(codes, minlength=len(categories)) > 0
+    names = np.asarray(categories.astype(str).to_numpy()[used], dtype=str)
+    order = np.argsort(names, kind="stable")
+    position = np.full(len(categories), -1, dtype=np.int64)
+    position[np.flatnonzero(used)[order]] = np.arange(len(order))
+    return position[codes], names[order]
 
 
 def user_item_stats(

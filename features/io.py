@@ -22,12 +22,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.adapters import ADAPTERS, Adapted, apply_mapping, detect_format, load_mapping
-from features.schema import CUSTOMERS, ITEM_ID, ITEMS, ContractError
+from features.schema import CUSTOMER_ID, CUSTOMERS, ITEM_ID, ITEMS, ORDER_ID, ContractError
 from features.validation import ValidationReport, validate_entities, validate_orders
 
 log = logging.getLogger(__name__)
 
 SUFFIXES = (".parquet", ".csv.gz", ".csv")
+ID_COLUMNS = (CUSTOMER_ID, ORDER_ID, ITEM_ID)
 SQL_SCHEMES = ("postgresql", "postgres", "mysql", "mariadb", "sqlite", "mssql", "oracle")
 
 
@@ -102,39 +103,94 @@ def read_file(path: Path) -> pd.DataFrame:
 def read_parquet(path: Path) -> pd.DataFrame:
     """Read Parquet (a file or a folder of parts); dictionary columns become one categorical.
 
-    pyarrow gives every row group its own dictionary; unifying them through pandas is slow for
-    high-cardinality ids (millions of order ids), so each id column is decoded and re-encoded once
-    by Arrow and handed to pandas as codes + categories.
+    The contract's id columns (``customer_id``, ``order_id``, ``item_id``) stored as plain
+    strings are dictionary-encoded by Arrow as well, so millions of ids never become Python
+    strings. Columns are read one at a time, which keeps the Arrow copy small.
     """
     dataset = pq.ParquetDataset(path)
     columns = {}
     names = [n for n in dataset.schema.names if not n.startswith("__index_level_")]
-    for name in names:  # one column at a time keeps the Arrow copy small
+    for name in names:
         column = dataset.read([name]).column(0)
-        columns[name] = (
-            _categorical(column) if pa.types.is_dictionary(column.type) else column.to_pandas()
-        )
+        if pa.types.is_dictionary(column.type) or (name in ID_COLUMNS and _is_text(column.type)):
+            columns[name] = _categorical(column)
+        else:
+            columns[name] = column.to_pandas()
         del column
         pa.default_memory_pool().release_unused()
     return pd.DataFrame(columns, copy=False)
 
 
+def _is_text(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind))
+
+
 def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
-    if column.num_chunks == 1:
+    """One categorical from a string or dictionary column (missing values get code -1).
+
+    A single dictionary chunk keeps its dictionary's order. Otherwise the categories are the
+    distinct values in order of first appearance (what ``dictionary_encode`` of the decoded values
+    gives), computed without decoding: each distinct chunk dictionary is encoded once (the chunks
+    of one row group share theirs) and the chunk indices are mapped through it.
+    """
+    if pa.types.is_dictionary(column.type) and column.num_chunks == 1:
         encoded = column.chunk(0)
-    else:
-        plain = pa.chunked_array([c.dictionary.take(c.indices) for c in column.chunks])
-        encoded = pc.dictionary_encode(plain.combine_chunks())
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    if encoded.null_count:
-        missing = encoded.is_null().to_numpy(zero_copy_only=False)
-        codes = np.where(missing, -1, np.nan_to_num(codes))
-    categories = pd.Index(encoded.dictionary.to_pandas())
-    if not pd.api.types.is_string_dtype(categories.dtype) and categories.dtype != object:
-        return pd.Categorical.from_codes(codes.astype(np.int64), categories=categories)
-    return pd.Categorical.from_codes(
-        codes.astype(np.int64), categories=categories.astype("str"), validate=False
+        return _from_codes(_indices(encoded), encoded.dictionary)
+    if not pa.types.is_dictionary(column.type):
+        encoded = pc.dictionary_encode(column)  # chunks share one dictionary (first appearance)
+        codes = np.concatenate([_indices(c) for c in encoded.chunks] or [np.zeros(0, np.int64)])
+        dictionary = (
+            encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.string())
+        )
+        return _from_codes(codes, dictionary)
+    which = []  # per chunk: the number of its distinct dictionary
+    dictionaries: list[pa.Array] = []
+    for chunk in column.chunks:
+        d = chunk.dictionary
+        if not dictionaries or not (
+            _same_buffers(d, dictionaries[-1]) or d.equals(dictionaries[-1])
+        ):
+            dictionaries.append(d)
+        which.append(len(dictionaries) - 1)
+    unified = pc.dictionary_encode(pa.chunked_array(dictionaries).combine_chunks())
+    remap = _indices(unified)
+    starts = np.cumsum([0] + [len(d) for d in dictionaries])
+    codes = np.concatenate(
+        [_mapped(_indices(c), remap, starts[w]) for c, w in zip(column.chunks, which, strict=True)]
     )
+    seen = pd.unique(codes[codes >= 0])  # unified codes in order of first appearance
+    recode = np.full(len(unified.dictionary) + 1, -1, dtype=np.int64)
+    recode[seen] = np.arange(len(seen))
+    return _from_codes(recode[codes], unified.dictionary.take(pa.array(seen)))
+
+
+def _same_buffers(a: pa.Array, b: pa.Array) -> bool:
+    """True when two arrays are views of the same memory (chunks of one row group)."""
+    key = [(x.address, x.size) if x is not None else None for x in a.buffers()]
+    return (
+        a.offset == b.offset
+        and len(a) == len(b)
+        and key == [(x.address, x.size) if x is not None else None for x in b.buffers()]
+    )
+
+
+def _indices(chunk: pa.DictionaryArray) -> np.ndarray:
+    """The chunk's dictionary indices as int64, -1 where the value is missing."""
+    idx = chunk.indices
+    if idx.null_count:
+        idx = pc.fill_null(idx, -1)
+    return np.asarray(idx.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _mapped(indices: np.ndarray, remap: np.ndarray, start: int) -> np.ndarray:
+    return np.where(indices >= 0, remap[np.maximum(indices, 0) + start], -1)
+
+
+def _from_codes(codes: np.ndarray, dictionary: pa.Array) -> pd.Categorical:
+    categories = pd.Index(dictionary.to_pandas())
+    if not pd.api.types.is_string_dtype(categories.dtype) and categories.dtype != object:
+        return pd.Categorical.from_codes(codes, categories=categories)
+    return pd.Categorical.from_codes(codes, categories=categories.astype("str"), validate=False)
 
 
 def read_sql(url: str, table: str | None = None, query: str | None = None) -> pd.DataFrame:

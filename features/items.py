@@ -10,16 +10,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from features.schema import (
-    CATEGORY,
-    CUSTOMER_ID,
-    IS_RETURN,
-    ITEM_ID,
-    ORDER_ID,
-    ORDERED_AT,
-    QUANTITY,
-    UNIT_PRICE,
-)
+from features.purchases import Purchases
+from features.schema import CATEGORY, ITEM_ID, ORDERED_AT, QUANTITY, UNIT_PRICE
 
 WINDOWS_DAYS = (30, 90, 365)
 PRICE_RECENT_DAYS = 30
@@ -53,21 +45,25 @@ def item_features(
     (1 = most buyers in the last 90 days), ``repeat_rate`` (share of buyers with >= 2 orders of
     the item), ``repeat_interval_days`` (median days between a buyer's orders of it; NaN when
     never re-bought), ``return_rate`` (returned / bought units) and ``category`` when an items
-    table is given.
+    table is given. An order counts for its customer at the time of its earliest line.
+    :func:`item_features_of` does the same from :class:`~features.purchases.Purchases`.
     """
-    as_of = pd.Timestamp(as_of)
-    past = before(orders, as_of)
-    bought = past[~past[IS_RETURN].to_numpy()]
-    item = bought[ITEM_ID].cat.remove_unused_categories()
-    codes = item.cat.codes.to_numpy()
-    n = len(item.cat.categories)
-    age = days_before(as_of, bought[ORDERED_AT])
-    qty = bought[QUANTITY].to_numpy()
-    price = bought[UNIT_PRICE].to_numpy()
-    cust = bought[CUSTOMER_ID].cat.codes.to_numpy().astype(np.int64)
-    order = bought[ORDER_ID].cat.codes.to_numpy().astype(np.int64)
+    return item_features_of(Purchases.of(orders, as_of), items=items)
 
-    pairs = _ItemPairs.build(codes, cust, order, age)
+
+def item_features_of(purchases: Purchases, *, items: pd.DataFrame | None = None) -> pd.DataFrame:
+    """:func:`item_features` of the orders and ``as_of`` that ``purchases`` were built from."""
+    p = purchases
+    orders, as_of = p.orders, p.as_of
+    sold = np.bincount(p.item, minlength=p.n_items) > 0
+    compact = np.cumsum(sold) - 1  # item code -> row of the result
+    codes = compact[p.item]
+    n = int(sold.sum())
+    age = days_before(as_of, orders[ORDERED_AT])[p.buy]
+    qty = p.line(QUANTITY)
+    price = p.line(UNIT_PRICE)
+
+    pairs = _ItemPairs.build(p, compact, days_before(as_of, pd.Series(p.o_when)))
     out: dict[str, np.ndarray] = {}
     for w in WINDOWS_DAYS:
         m = age < w
@@ -76,14 +72,18 @@ def item_features(
         out[f"buyers_{w}d"] = np.bincount(pairs.buyer_item[pairs.buyer_last < w], minlength=n)
     out["units_total"] = np.bincount(codes, qty, minlength=n)
     out["buyers_total"] = np.bincount(pairs.buyer_item, minlength=n)
-    out["first_sold_days"] = _reduce(np.maximum, codes, age, n, -np.inf)
-    out["last_sold_days"] = _reduce(np.minimum, codes, age, n, np.inf)
+    first_sold = np.full(n, -np.inf)
+    np.maximum.at(first_sold, codes, age)
+    last_sold = np.full(n, np.inf)
+    np.minimum.at(last_sold, codes, age)
+    out["first_sold_days"] = first_sold
+    out["last_sold_days"] = last_sold
 
     price_mean = np.bincount(codes, price * qty, minlength=n) / np.maximum(out["units_total"], 1e-9)
     recent = age < PRICE_RECENT_DAYS
     recent_units = np.bincount(codes[recent], qty[recent], minlength=n)
     recent_price = np.bincount(codes[recent], (price * qty)[recent], minlength=n)
-    last_price = _last_value(codes, age, price, n)
+    last_price = _last_value(codes, age, last_sold, price, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["price_last"] = np.where(recent_units > 0, recent_price / recent_units, last_price)
         out["price_mean"] = price_mean
@@ -94,11 +94,11 @@ def item_features(
     ).to_numpy()
     out["repeat_rate"], out["repeat_interval_days"] = pairs.repeat_stats(n)
 
-    returns = past[past[IS_RETURN].to_numpy()]
-    returned = returns.groupby(ITEM_ID, observed=True)[QUANTITY].sum().abs()
-    frame = pd.DataFrame(out, index=pd.Index(item.cat.categories, name=ITEM_ID))
+    index = pd.Index(p.items[sold], name=ITEM_ID)
+    frame = pd.DataFrame(out, index=index)
     frame["return_rate"] = (
-        returned.reindex(frame.index).fillna(0.0) / frame["units_total"].clip(lower=1e-9)
+        _returned_units(p, orders).reindex(frame.index).fillna(0.0)
+        / frame["units_total"].clip(lower=1e-9)
     ).clip(upper=1.0)
     if items is not None and CATEGORY in items.columns:
         cats = items.set_index(items[ITEM_ID].astype(str))[CATEGORY]
@@ -106,26 +106,22 @@ def item_features(
     return frame
 
 
-def _reduce(
-    ufunc: np.ufunc, group: np.ndarray, value: np.ndarray, n: int, empty: float
-) -> np.ndarray:
-    """``ufunc``-reduction (max/min) of ``value`` per ``group`` code; ``empty`` for no rows."""
-    out = np.full(n, empty)
-    if len(group):
-        order = np.argsort(group, kind="stable")
-        g = group[order]
-        starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
-        out[g[starts]] = ufunc.reduceat(value[order], starts)
-    return out
+def _returned_units(p: Purchases, orders: pd.DataFrame) -> pd.Series:
+    """Units returned before ``as_of`` per item id (positive)."""
+    qty = orders[QUANTITY].to_numpy(dtype=np.float64)[p.ret]
+    item = p.item_all[p.ret]
+    returned = pd.Series(qty).groupby(item).sum().abs()
+    returned.index = p.items[returned.index.to_numpy()]
+    return returned
 
 
 @dataclass(frozen=True)
 class _ItemPairs:
-    """Distinct (item, order) pairs and distinct (item, buyer) pairs, computed once by sorting.
+    """Distinct (item, order) pairs and distinct (item, buyer) pairs, from the purchase chains.
 
-    ``order_*``: one entry per item in an order (its age in days); ``buyer_*``: one entry per item
-    and customer (the age of their latest order of it); ``chain_*``: the (item, order) pairs
-    sorted by item, customer and time, for repeat statistics.
+    ``order_*``: one entry per item in an order (the order's age in days); ``buyer_*``: one entry
+    per item and customer (the age of their latest order of it, their number of orders of it);
+    ``chain_*``: the days between consecutive orders of an item by one customer.
     """
 
     order_item: np.ndarray
@@ -137,31 +133,20 @@ class _ItemPairs:
     chain_gap: np.ndarray
 
     @classmethod
-    def build(
-        cls, item: np.ndarray, cust: np.ndarray, order: np.ndarray, age: np.ndarray
-    ) -> _ItemPairs:
-        key = item.astype(np.int64) * (int(order.max(initial=0)) + 1) + order
-        idx = np.argsort(key, kind="stable")
-        k = key[idx]
-        first = idx[np.r_[True, k[1:] != k[:-1]]] if len(k) else idx
-        p_item, p_cust, p_age = item[first], cust[first], age[first]
-        # sort the pairs by (item, customer), oldest order first
-        chain = np.lexsort((-p_age, p_cust, p_item))
-        c_item, c_cust, c_age = p_item[chain], p_cust[chain], p_age[chain]
-        new = np.r_[True, (c_item[1:] != c_item[:-1]) | (c_cust[1:] != c_cust[:-1])]
-        if not len(c_item):
-            new = np.zeros(0, dtype=bool)
-        starts = np.flatnonzero(new)
-        ends = np.r_[starts[1:], len(c_item)] - 1
-        same = ~new[1:]
+    def build(cls, p: Purchases, compact: np.ndarray, order_age: np.ndarray) -> _ItemPairs:
+        chains = p.chains
+        item = compact[chains.item]
+        age = order_age[chains.order]
+        start, end = chains.pair_start, chains.pair_end
+        same = ~chains.new_pair[1:]
         return cls(
-            order_item=p_item,
-            order_age=p_age,
-            buyer_item=c_item[starts],
-            buyer_last=c_age[ends],
-            buyer_orders=ends - starts + 1,
-            chain_item=c_item[1:][same],
-            chain_gap=(c_age[:-1] - c_age[1:])[same],
+            order_item=item,
+            order_age=age,
+            buyer_item=item[start],
+            buyer_last=age[end],
+            buyer_orders=end - start + 1,
+            chain_item=item[1:][same],
+            chain_gap=(age[:-1] - age[1:])[same],
         )
 
     def repeat_stats(self, n: int) -> tuple[np.ndarray, np.ndarray]:
@@ -177,9 +162,14 @@ class _ItemPairs:
         return rate, interval
 
 
-def _last_value(group: np.ndarray, age: np.ndarray, value: np.ndarray, n: int) -> np.ndarray:
-    """``value`` of the most recent row (smallest age) of each group."""
+def _last_value(
+    group: np.ndarray, age: np.ndarray, newest: np.ndarray, value: np.ndarray, n: int
+) -> np.ndarray:
+    """``value`` of the most recent row (age == ``newest`` of its group; the last such row)."""
+    rows = np.flatnonzero(age == newest[group])
+    last = np.full(n, -1)
+    np.maximum.at(last, group[rows], rows)
     out = np.full(n, np.nan)
-    order = np.lexsort((-age, group))  # within each group, oldest first; last row = newest
-    out[group[order]] = value[order]
+    has = last >= 0
+    out[has] = value[last[has]]
     return out

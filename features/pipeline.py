@@ -14,9 +14,19 @@ import scipy.sparse as sp
 
 from features import demand, interactions, items, labels, users
 from features.io import Dataset, atomic_dir, write_json, write_parquet
-from features.schema import ITEM_ID, ORDERED_AT, ContractError
+from features.purchases import Purchases
+from features.schema import (
+    IS_RETURN,
+    ITEM_ID,
+    ORDERED_AT,
+    QUANTITY,
+    UNIT_PRICE,
+    ContractError,
+)
 
 log = logging.getLogger(__name__)
+
+DEMAND_COLUMNS = [ITEM_ID, ORDERED_AT, QUANTITY, UNIT_PRICE, IS_RETURN]
 
 
 @dataclass
@@ -68,17 +78,21 @@ def build_feature_set(
         log.info("%s features: %.2f s", name, timings[name])
         return result
 
+    bought = timed("purchases", Purchases.of, orders, as_of)
     user_frame = timed(
         "users",
-        users.user_features,
-        orders,
-        as_of,
+        users.user_features_of,
+        bought,
         items=dataset.items,
         customers=dataset.customers,
     )
-    item_frame = timed("items", items.item_features, orders, as_of, items=dataset.items)
-    matrix = timed("interactions", interactions.build_interactions, orders, as_of)
-    weekly = timed("demand", demand.weekly_demand, orders, as_of)
+    item_frame = timed("items", items.item_features_of, bought, items=dataset.items)
+    matrix = timed("interactions", interactions.build_interactions, orders, as_of, purchases=bought)
+    del bought
+    # only the columns demand reads: its row filters then copy those, not the whole table
+    weekly = timed(
+        "demand", demand.weekly_demand, orders[[c for c in DEMAND_COLUMNS if c in orders]], as_of
+    )
     label_frame = None
     if pd.Timestamp(orders[ORDERED_AT].max()) >= as_of:
         label_frame = timed(

@@ -837,6 +837,15 @@ def generate(config: ShopConfig) -> Iterator[pd.DataFrame]:
 # ----------------------------------------------------------------------------- writing
 
 
+def _as_export(frame: pd.DataFrame) -> pd.DataFrame:
+    """Order ids as plain strings, as a shop's export has them.
+
+    Written as a categorical, every Parquet row group would carry the whole chunk's order-id
+    dictionary (millions of ids, decoded once per row group by every reader).
+    """
+    return frame.assign(**{ORDER_ID: frame[ORDER_ID].astype("str")})
+
+
 def write_shop(config: ShopConfig, out_dir: str | Path, progress: bool = True) -> dict[str, int]:
     """Write ``orders.parquet/part-*.parquet``, ``items.parquet``, ``customers.parquet`` and
     ``shop.json`` into ``out_dir`` atomically (the folder is replaced whole); return row counts.
@@ -851,7 +860,7 @@ def write_shop(config: ShopConfig, out_dir: str | Path, progress: bool = True) -
         parts = tmp / ORDERS_DIR
         parts.mkdir()
         for k, frame in enumerate(generate(config)):
-            write_parquet(frame, parts / PART_NAME.format(k))
+            write_parquet(_as_export(frame), parts / PART_NAME.format(k))
             counts["order_lines"] += len(frame)
             counts["return_lines"] += int(frame[IS_RETURN].sum())
             counts["orders"] += len(frame[ORDER_ID].cat.categories)

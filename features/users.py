@@ -15,15 +15,13 @@ import numpy as np
 import pandas as pd
 
 from features.arrays import counts, safe_div, unique
+from features.purchases import Purchases
 from features.schema import (
     CATEGORY,
     COUNTRY,
     CUSTOMER_ID,
     DISCOUNT,
-    IS_RETURN,
     ITEM_ID,
-    ORDER_ID,
-    ORDERED_AT,
     QUANTITY,
     UNIT_PRICE,
 )
@@ -31,26 +29,10 @@ from features.schema import (
 WINDOWS = (30, 90, 180)
 DECAYS = (7, 30, 90, 180)
 RETENTION_DAYS = 30.0
-DAY = np.timedelta64(1, "D")
 
 #: The feature columns (in order) :func:`user_features` returns.
 RFM_FEATURES = ["recency_days", "n_orders", "monetary_total", "tenure_days"]
 BTYD_COLUMNS = ["repeat_days", "span_days", "tenure_days"]  # x, t_x, T of BTYD models (days)
-
-
-def _as_timestamp(as_of: object) -> pd.Timestamp:
-    ts = pd.Timestamp(as_of)  # type: ignore[arg-type]
-    if ts is pd.NaT:
-        raise ValueError("as_of must be a date")
-    return ts
-
-
-def _codes(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes and categories of an id column (categorical or not)."""
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        return series.cat.codes.to_numpy().astype(np.int64), series.cat.categories
-    codes, uniques = pd.factorize(series, sort=True)
-    return codes.astype(np.int64), pd.Index(uniques)
 
 
 def user_features(
@@ -59,8 +41,14 @@ def user_features(
     *,
     items: pd.DataFrame | None = None,
     customers: pd.DataFrame | None = None,
+    item_stats: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """User features as of ``as_of`` from order lines strictly before it.
+
+    ``item_stats``: the :func:`item_statistics` of all customers when ``orders`` holds only some
+    of them (a partition), so that the item-dependent columns see every customer.
+    :func:`user_features_of` does the same from :class:`~features.purchases.Purchases` built
+    already (shared with the item and interaction features).
 
     Columns (days and currency):
 
@@ -92,28 +80,23 @@ def user_features(
       ``item_retention``, ``last_order_retention`` (see :func:`_item_retention`).
     - where: ``country_share`` (share of customers in the same country; with ``customers``).
     """
-    as_of = _as_timestamp(as_of)
-    when = orders[ORDERED_AT].to_numpy()
-    before = when < np.datetime64(as_of)
-    cust_all, categories = _codes(orders[CUSTOMER_ID])
-    n = len(categories)
-
-    is_ret = (
-        orders[IS_RETURN].to_numpy(dtype=bool)
-        if IS_RETURN in orders
-        else (orders[QUANTITY].to_numpy() < 0)
+    return user_features_of(
+        Purchases.of(orders, as_of), items=items, customers=customers, item_stats=item_stats
     )
-    buy = before & ~is_ret
-    ret = before & is_ret
 
-    cust = cust_all[buy]
-    age = np.asarray((np.datetime64(as_of) - when[buy]) / DAY, dtype=np.float64)  # type: ignore[operator]
-    qty = orders[QUANTITY].to_numpy(dtype=np.float64)[buy]
-    price = orders[UNIT_PRICE].to_numpy(dtype=np.float64)[buy]
-    rev = qty * price
-    order_codes, _ = _codes(orders[ORDER_ID])
-    ocode = order_codes[buy]
 
+def user_features_of(
+    purchases: Purchases,
+    *,
+    items: pd.DataFrame | None = None,
+    customers: pd.DataFrame | None = None,
+    item_stats: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """:func:`user_features` of the orders and ``as_of`` that ``purchases`` were built from."""
+    p = purchases
+    orders, as_of = p.orders, p.as_of
+    categories, n = p.customers, p.n_customers
+    cust = p.customer
     lines = counts(cust, None, n)
     present = lines > 0
     if not present.any():
@@ -123,17 +106,9 @@ def user_features(
             index=pd.Index([], name=CUSTOMER_ID, dtype=categories.dtype),
         )
 
-    # ---- order level: (customer, order) pairs; an order belongs to its first customer
-    t_us = when[buy].astype("datetime64[us]").astype(np.int64)
-    ord_frame = pd.DataFrame({"o": ocode, "c": cust, "age": age, "t": t_us, "rev": rev, "q": qty})
-    g = ord_frame.groupby("o", sort=False)
-    o_c = g["c"].first().to_numpy()
-    o_age = g["age"].max().to_numpy()
-    o_when = g["t"].min().to_numpy().astype("datetime64[us]")
-    o_rev = g["rev"].sum().to_numpy()
-    o_q = g["q"].sum().to_numpy()
-    o_n = g["c"].size().to_numpy().astype(np.float64)
-    line_order = g.ngroup().to_numpy()  # line -> row of the order-level arrays
+    # ---- order level: one row per order (its first customer, earliest line)
+    o_c, o_age, o_rev = p.o_customer, p.o_age, p.o_value
+    o_when = p.o_when.astype("datetime64[us]")
     n_orders = counts(o_c, None, n)
 
     feats: dict[str, np.ndarray] = {}
@@ -148,11 +123,14 @@ def user_features(
     feats["monetary_mean"] = safe_div(monetary, n_orders)
     feats["tenure_days"] = first_age
 
-    # ---- distinct purchase days and the gaps between them
-    day = when[buy].astype("datetime64[D]").astype(np.int64)
-    key = unique(cust * np.int64(1 << 32) + (day - day.min()))
-    d_c = key >> 32
-    d_day = (key & ((1 << 32) - 1)).astype(np.float64)
+    # ---- orders by customer and time: distinct purchase days and the gaps between them
+    seq = p.by_customer
+    s_c = o_c[seq]
+    new_c = np.r_[True, s_c[1:] != s_c[:-1]]
+    s_day = p.o_day[seq]
+    is_day = new_c | np.r_[True, s_day[1:] != s_day[:-1]]
+    d_c = s_c[is_day]
+    d_day = (s_day[is_day] - s_day.min()).astype(np.float64)
     n_days = counts(d_c, None, n)
     same = d_c[1:] == d_c[:-1]
     gaps = np.diff(d_day)[same]
@@ -163,17 +141,18 @@ def user_features(
     gap_mean = safe_div(gap_sum, n_gaps)
     gap_var = safe_div(gap_sq, n_gaps) - gap_mean**2
     feats["repeat_days"] = n_days - 1
+    is_first = np.r_[True, ~same]
+    is_last = np.r_[~same, True]
     first_day = np.full(n, np.inf)
-    np.minimum.at(first_day, d_c, d_day)
+    first_day[d_c[is_first]] = d_day[is_first]
     last_day = np.full(n, -np.inf)
-    np.maximum.at(last_day, d_c, d_day)
+    last_day[d_c[is_last]] = d_day[is_last]
     feats["span_days"] = last_day - first_day
     feats["gap_mean"] = gap_mean
     feats["gap_std"] = np.sqrt(np.clip(gap_var, 0, None))
     feats["gap_ratio"] = safe_div(last_age, gap_mean)
     last_gap = np.full(n, np.nan)
-    # the last gap of each customer is the gap of its last (sorted) distinct day
-    is_last = np.r_[d_c[1:] != d_c[:-1], True]
+    # the last gap of each customer is the gap of its last distinct day
     has_prev = np.r_[False, same]
     sel = is_last & has_prev
     last_gap[d_c[sel]] = np.diff(d_day, prepend=np.nan)[sel]
@@ -181,7 +160,6 @@ def user_features(
     feats["tenure_per_order"] = safe_div(first_age, n_orders)
     feats["gap_trend"] = safe_div(last_gap, gap_mean)
     # early engagement: the first gap and repeat days within 90 days of the first purchase day
-    is_first = np.r_[True, ~same]
     first_of = np.repeat(d_day[is_first], np.diff(np.r_[np.flatnonzero(is_first), len(d_day)]))
     since_first = d_day - first_of
     first_gap = np.full(n, np.nan)
@@ -205,51 +183,42 @@ def user_features(
         feats[f"orders_decay{hl}"] = counts(o_c, np.exp(-o_age * np.log(2) / hl), n)
 
     # ---- basket
-    feats["basket_lines"] = safe_div(counts(o_c, o_n, n), n_orders)
-    feats["basket_units"] = safe_div(counts(o_c, o_q, n), n_orders)
-    units = counts(cust, qty, n)
+    feats["basket_lines"] = safe_div(counts(o_c, p.o_lines, n), n_orders)
+    feats["basket_units"] = safe_div(counts(o_c, p.o_units, n), n_orders)
+    units = counts(cust, p.line(QUANTITY), n)
     feats["unit_price_mean"] = safe_div(monetary, units)
     feats["units_per_line"] = safe_div(units, lines)
 
-    # ---- breadth: distinct items and categories
-    item_codes, item_cats = _codes(orders[ITEM_ID])
-    icode = item_codes[buy]
-    ci = unique(cust * np.int64(len(item_cats) + 1) + icode)
-    ci_c = ci // (len(item_cats) + 1)
-    ci_i = ci % (len(item_cats) + 1)
+    # ---- breadth: distinct items and categories; what the customer's items are like
+    chains = p.chains
+    starts = chains.pair_start
+    ci_c, ci_i = chains.customer[starts], chains.item[starts]
     distinct_items = counts(ci_c, None, n)
     feats["distinct_items"] = distinct_items
     feats["items_per_order"] = safe_div(distinct_items, n_orders)
-    # item popularity and repeat rate, from history before as_of only
-    item_buyers = np.bincount(ci_i, minlength=len(item_cats)).astype(np.float64)
-    # distinct (customer, item, day) -> per (customer, item) number of days
-    cid_key = unique(
-        (cust * np.int64(len(item_cats) + 1) + icode) * np.int64(1 << 20) + (day - day.min())
-    )
-    ci_of_day = cid_key >> 20
-    ci_days = unique(ci_of_day, return_counts=True)
-    rep_pairs = ci_days[0][ci_days[1] >= 2]
-    item_repeaters = np.bincount(rep_pairs % (len(item_cats) + 1), minlength=len(item_cats))
-    item_repeat_rate = safe_div(item_repeaters.astype(np.float64), item_buyers)
+    stats = item_stats if item_stats is not None else item_statistics(p)
+    st = stats.reindex(p.items, fill_value=0)
+    item_buyers = st["buyers"].to_numpy(dtype=np.float64)
+    item_repeat_rate = safe_div(st["repeaters"].to_numpy(dtype=np.float64), item_buyers)
     feats["item_popularity"] = safe_div(
         counts(ci_c, np.log1p(item_buyers[ci_i]), n), distinct_items
     )
     feats["item_repeat_rate"] = safe_div(
         counts(ci_c, np.nan_to_num(item_repeat_rate[ci_i]), n), distinct_items
     )
-    feats.update(_item_retention(o_c, o_age, line_order, icode, len(item_cats), last_age, n))
+    feats.update(_item_retention(p, stats, last_age))
     if items is not None:
-        feats["distinct_categories"] = _distinct_categories(items, item_cats, ci_c, ci_i, n)
+        feats["distinct_categories"] = _distinct_categories(items, p.items, ci_c, ci_i, n)
 
     # ---- returns
-    rc = cust_all[ret]
+    rc = p.customer_all[p.ret]
     if len(rc):
         r_rev = np.abs(
-            orders[QUANTITY].to_numpy(dtype=np.float64)[ret]
-            * orders[UNIT_PRICE].to_numpy(dtype=np.float64)[ret]
+            orders[QUANTITY].to_numpy(dtype=np.float64)[p.ret]
+            * orders[UNIT_PRICE].to_numpy(dtype=np.float64)[p.ret]
         )
-        span = np.int64(order_codes.max(initial=0) + 1)  # codes can exceed the row count
-        r_orders = unique(rc * span + order_codes[ret])
+        span = np.int64(p.order_all.max(initial=0) + 1)  # codes can exceed the row count
+        r_orders = unique(rc * span + p.order_all[p.ret])
         feats["return_orders"] = counts(r_orders // span, None, n)
         feats["return_rate"] = safe_div(counts(rc, r_rev, n), monetary)
     else:
@@ -258,21 +227,23 @@ def user_features(
 
     # ---- discounts
     if DISCOUNT in orders:
-        disc = orders[DISCOUNT].to_numpy(dtype=np.float64)[buy]
+        disc = p.line(DISCOUNT)
         feats["discount_share"] = safe_div(counts(cust, (disc > 0).astype(float), n), lines)
     else:
         feats["discount_share"] = np.full(n, np.nan)
 
     # ---- regularity and seasonality
     o_month = o_when.astype("datetime64[M]").astype(np.int64)
-    cm = unique(o_c * np.int64(1 << 20) + (o_month - o_month.min()))
-    active_months = counts(cm >> 20, None, n)
+    s_month = o_month[seq]
+    new_month = new_c | np.r_[True, s_month[1:] != s_month[:-1]]
+    active_months = counts(s_c[new_month], None, n)
     feats["active_months"] = active_months
     feats["active_month_share"] = safe_div(active_months, np.floor(first_age / 30.44) + 1)
-    m180 = o_age <= 180
     o_week = np.floor(o_age / 7).astype(np.int64)
-    cw = unique(o_c[m180] * np.int64(1 << 20) + o_week[m180])
-    feats["active_weeks_180d"] = counts(cw >> 20, None, n)
+    recent = seq[o_age[seq] <= 180]
+    r_c, r_week = o_c[recent], o_week[recent]
+    new_week = np.r_[True, (r_c[1:] != r_c[:-1]) | (r_week[1:] != r_week[:-1])]
+    feats["active_weeks_180d"] = counts(r_c[new_week[: len(r_c)]], None, n)
     for h in (90, 30):
         m = (o_age <= 365) & (o_age > 365 - h)
         feats[f"orders_ly_next{h}d"] = counts(o_c[m], None, n)
@@ -354,44 +325,73 @@ def feature_names(with_items: bool = False, with_customers: bool = False) -> lis
     return names
 
 
+#: Per-item statistics over all customers that user features read (:func:`item_statistics`).
+ITEM_STAT_COLUMNS = ["buyers", "repeaters", "ret_hits", "ret_lines"]
+
+
+def item_statistics(purchases: Purchases, horizon: float = RETENTION_DAYS) -> pd.DataFrame:
+    """Per item (index: the item id categories), counts over the customers in ``purchases``.
+
+    ``buyers`` (customers who bought it), ``repeaters`` (of those, bought it on >= 2 days),
+    ``ret_hits`` / ``ret_lines`` (its order lines older than ``horizon`` days whose customer
+    ordered again within ``horizon`` days). The counts add up over disjoint sets of customers,
+    which is how the Dask engine computes them per partition and sums them.
+    """
+    p = purchases
+    chains = p.chains
+    start, end = chains.pair_start, chains.pair_end
+    day = p.o_day
+    repeat = day[chains.order[start]] != day[chains.order[end]]  # oldest and newest order
+    came_back, known = _came_back(p, horizon)
+    line_known = known[p.line_order]
+    item = p.item[line_known]
+    frame = pd.DataFrame(
+        {
+            "buyers": np.bincount(chains.item[start], minlength=p.n_items),
+            "repeaters": np.bincount(chains.item[start][repeat], minlength=p.n_items),
+            "ret_hits": np.bincount(
+                item, weights=came_back[p.line_order][line_known], minlength=p.n_items
+            ),
+            "ret_lines": np.bincount(item, minlength=p.n_items),
+        },
+        index=p.items,
+    )
+    return frame.astype(np.int64)
+
+
+def _came_back(p: Purchases, horizon: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per order: did its customer order again within ``horizon`` days; is that known yet."""
+    seq, o_c, o_age = p.by_customer, p.o_customer, p.o_age
+    nxt = np.full(p.n_orders, np.inf)
+    same = o_c[seq][1:] == o_c[seq][:-1]
+    gap = o_age[seq][:-1] - o_age[seq][1:]
+    nxt[seq[:-1]] = np.where(same, gap, np.inf)
+    return (nxt <= horizon).astype(np.float64), o_age > horizon
+
+
 def _item_retention(
-    o_c: np.ndarray,
-    o_age: np.ndarray,
-    line_order: np.ndarray,
-    icode: np.ndarray,
-    n_items: int,
-    last_age: np.ndarray,
-    n: int,
-    horizon: float = RETENTION_DAYS,
-    prior: float = 20.0,
+    p: Purchases, stats: pd.DataFrame, last_age: np.ndarray, prior: float = 20.0
 ) -> dict[str, np.ndarray]:
     """What the customer buys, scored by how often its buyers came back.
 
     For every order placed more than ``horizon`` days before ``as_of`` (so the outcome is known
     before ``as_of``), "came back" = the same customer ordered again within ``horizon`` days. An
-    item's retention is the smoothed share of its order lines that came back; a customer's
-    ``item_retention`` is the mean over all their lines, ``last_order_retention`` the mean over the
-    lines of their last order.
+    item's retention is the smoothed share of its order lines that came back (``stats``: the
+    :func:`item_statistics` over all customers); a customer's ``item_retention`` is the mean over
+    all their lines, ``last_order_retention`` the mean over the lines of their last order.
     """
-    order = np.lexsort((-o_age, o_c))  # by customer, then time ascending
-    nxt = np.full(len(o_c), np.inf)
-    same = o_c[order][1:] == o_c[order][:-1]
-    gap = o_age[order][:-1] - o_age[order][1:]
-    nxt_sorted = np.where(same, gap, np.inf)
-    nxt[order[:-1]] = nxt_sorted
-    came_back = (nxt <= horizon).astype(np.float64)
-    known = o_age > horizon
-    line_known = known[line_order]
-    hits = np.bincount(
-        icode[line_known], weights=came_back[line_order][line_known], minlength=n_items
-    )
-    total = np.bincount(icode[line_known], minlength=n_items).astype(np.float64)
-    overall = hits.sum() / total.sum() if total.sum() > 0 else 0.0
+    n = p.n_customers
+    st = stats.reindex(p.items, fill_value=0)
+    hits = st["ret_hits"].to_numpy(dtype=np.float64)
+    total = st["ret_lines"].to_numpy(dtype=np.float64)
+    all_hits, all_lines = float(stats["ret_hits"].sum()), float(stats["ret_lines"].sum())
+    overall = all_hits / all_lines if all_lines > 0 else 0.0
     item_ret = (hits + prior * overall) / (total + prior)
-    line_c = o_c[line_order]
-    line_ret = item_ret[icode]
+    o_c, o_age = p.o_customer, p.o_age
+    line_c = o_c[p.line_order]
+    line_ret = item_ret[p.item]
     n_lines = counts(line_c, None, n)
-    is_last = (o_age <= last_age[o_c])[line_order]
+    is_last = (o_age <= last_age[o_c])[p.line_order]
     return {
         "item_retention": safe_div(counts(line_c, line_ret, n), n_lines),
         "last_order_retention": safe_div(

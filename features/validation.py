@@ -94,10 +94,9 @@ def _require_columns(df: pd.DataFrame, table: Table, source: str) -> None:
 
 
 def _as_id(s: pd.Series) -> pd.Series:
+    """Ids as a categorical of stripped strings; empty ids are missing."""
     if isinstance(s.dtype, pd.CategoricalDtype):
-        if not pd.api.types.is_string_dtype(s.cat.categories.dtype):
-            s = s.cat.rename_categories(list(s.cat.categories.astype(str)))
-        return s
+        return _strip_categories(s)
     if pd.api.types.is_float_dtype(s.dtype):
         whole = s.dropna()
         if (whole == np.floor(whole)).all():
@@ -105,6 +104,39 @@ def _as_id(s: pd.Series) -> pd.Series:
     out = s.astype("string").str.strip()
     out = out.mask(out == "")
     return out.astype("category")
+
+
+def _strip_categories(s: pd.Series) -> pd.Series:
+    """A categorical id column with its categories stripped (and merged where they then agree).
+
+    Works on the distinct values only; ``""`` becomes missing, as for plain string ids.
+    """
+    cats = s.cat.categories
+    text = (
+        pd.Index(cats.astype(str), dtype="str") if not pd.api.types.is_string_dtype(cats) else cats
+    )
+    clean = text.str.strip()
+    empty = np.asarray(clean == "", dtype=bool)
+    if clean.equals(text) and not empty.any():
+        return s if text is cats else s.cat.rename_categories(list(text))
+    new_codes, uniques = pd.factorize(clean.where(~empty))
+    codes = s.cat.codes.to_numpy().astype(np.int64)
+    lookup = np.r_[new_codes, -1]  # code -1 (missing) stays missing
+    values = pd.Categorical.from_codes(lookup[codes], categories=pd.Index(uniques, dtype="str"))
+    return pd.Series(values, index=s.index, name=s.name)
+
+
+def drop_unused_categories(s: pd.Series) -> pd.Series:
+    """``s.cat.remove_unused_categories()`` (same order, same codes), by counting codes."""
+    codes = s.cat.codes.to_numpy()
+    used = np.bincount(codes[codes >= 0], minlength=len(s.cat.categories)) > 0
+    if used.all():
+        return s
+    lookup = np.r_[np.cumsum(used) - 1, -1]
+    values = pd.Categorical.from_codes(
+        lookup[codes], categories=s.cat.categories[used], validate=False
+    )
+    return pd.Series(values, index=s.index, name=s.name)
 
 
 def _parse(
@@ -129,7 +161,9 @@ def _parse(
             out = s.astype("float64")
         else:
             out = pd.to_numeric(s.astype("string").str.strip(), errors="coerce").astype("float64")
-        out = out.where(np.isfinite(out.to_numpy(dtype="float64", na_value=np.nan)))
+        finite = np.isfinite(out.to_numpy(dtype="float64", na_value=np.nan))
+        if not finite.all():
+            out = out.where(finite)
     elif col.kind == "bool":
         if pd.api.types.is_bool_dtype(s.dtype):
             out = s.astype("boolean")
@@ -179,15 +213,16 @@ def _hashable(column: pd.Series) -> np.ndarray:
     return np.asarray(column.astype("string").fillna("\x00<NA>").to_numpy(dtype=object))
 
 
-def duplicated_rows(df: pd.DataFrame) -> np.ndarray:
+def duplicated_rows(df: pd.DataFrame, key: list[str] | None = None) -> np.ndarray:
     """Rows equal to an earlier row in every column (``DataFrame.duplicated``, but fast).
 
-    A 64-bit hash per row finds the candidates; the exact comparison runs on those only.
+    A 64-bit hash per row of the ``key`` columns (default: all) finds the candidates; the exact
+    comparison runs on those only.
     """
     if len(df) == 0:
         return np.zeros(0, dtype=bool)
     hashes = np.zeros(len(df), dtype=np.uint64)
-    for name in df.columns:
+    for name in key or df.columns:
         hashes = hashes * np.uint64(0x100000001B3) ^ pd.util.hash_array(_hashable(df[name]))
     candidates = pd.Series(hashes).duplicated(keep=False).to_numpy()
     out = np.zeros(len(df), dtype=bool)
@@ -264,7 +299,7 @@ def validate_orders(
         "return", ok & is_return, KEPT, "negative quantity or cancellation: kept as a return", index
     )
     df[IS_RETURN] = is_return
-    dup = duplicated_rows(df) & ok
+    dup = duplicated_rows(df, key=[ORDER_ID, ITEM_ID]) & ok  # a duplicate repeats both
     if drop_duplicates:
         rule("duplicate_line", dup, "exact duplicate of an earlier line")
         ok = reason == 0
@@ -282,7 +317,7 @@ def validate_orders(
     else:
         clean = df[ok].reset_index(drop=True)
         for col in (CUSTOMER_ID, ORDER_ID, ITEM_ID):
-            clean[col] = clean[col].cat.remove_unused_categories()
+            clean[col] = drop_unused_categories(clean[col])
     report.rows_kept, report.rows_quarantined = len(clean), int((~ok).sum())
     return Validated(clean, quarantine, report)
 
@@ -306,6 +341,6 @@ def validate_entities(raw: pd.DataFrame, table: Table, source: str) -> Validated
     quarantine.insert(0, SOURCE_ROW, np.flatnonzero(drop))
     quarantine.insert(1, REASON, np.where(missing[drop], f"missing_{key}", f"duplicate_{key}"))
     clean = df[~drop].reset_index(drop=True)
-    clean[key] = clean[key].cat.remove_unused_categories()
+    clean[key] = drop_unused_categories(clean[key])
     report.rows_kept, report.rows_quarantined = len(clean), int(drop.sum())
     return Validated(clean, quarantine, report)

@@ -385,3 +385,37 @@ def test_cdnow_keeps_every_customer(cdnow_path: Path) -> None:
 def test_readme_documents_the_contract_as_coded() -> None:
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert contract_markdown().strip() in readme
+
+
+def test_parquet_ids_become_categoricals_in_order_of_appearance(tmp_path: Path) -> None:
+    """Dictionary row groups with their own dictionaries and plain-string ids read alike."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    groups = [(["c2", None, "c1"], ["o2", "o2", "o1"]), (["c3", "c1", "c3"], [" o3", "o1", "o4"])]
+    path = tmp_path / "orders.parquet"
+    schema = pa.schema(
+        [("customer_id", pa.dictionary(pa.int32(), pa.string())), ("order_id", pa.string())]
+    )
+    with pq.ParquetWriter(path, schema) as writer:
+        for customers, orders in groups:
+            cust = pa.array(customers).dictionary_encode()  # each row group: its own dictionary
+            writer.write_table(pa.table({"customer_id": cust, "order_id": pa.array(orders)}))
+    raw = read_file(path)
+    assert raw["customer_id"].cat.categories.tolist() == ["c2", "c1", "c3"]
+    assert raw["customer_id"].cat.codes.tolist() == [0, -1, 1, 2, 1, 2]
+    assert raw["order_id"].cat.categories.tolist() == ["o2", "o1", " o3", "o4"]
+    v = validate_orders(
+        raw.assign(item_id="i", ordered_at="2024-01-01", quantity=1.0, unit_price=1.0)
+    )
+    # as for ids read from CSV: stripped, so " o3" is order "o3"
+    assert v.table["order_id"].astype(str).tolist() == ["o2", "o1", "o3", "o1", "o4"]
+    assert v.report.rows_quarantined == 1  # the missing customer
+
+
+def test_whitespace_only_categorical_ids_are_missing() -> None:
+    raw = GOOD.assign(customer_id=pd.Categorical(["c1", " c1 ", "  ", "c3"]))
+    v = validate_orders(raw)
+    assert v.table["customer_id"].cat.categories.tolist() == ["c1", "c3"]
+    assert v.table["customer_id"].astype(str).tolist() == ["c1", "c1", "c3"]
+    assert rules(v)["missing_customer"] == (1, "quarantined")

@@ -91,3 +91,28 @@ def test_rows_on_or_after_as_of_change_nothing(table: pd.DataFrame) -> None:
         combined[col] = combined[col].astype("category")
     after = item_features(combined, AS_OF)
     pd.testing.assert_frame_equal(before, after)
+
+
+def test_orders_whose_lines_are_not_contiguous(table: pd.DataFrame) -> None:
+    scattered = table.iloc[[4, 0, 6, 3, 1, 7, 2, 5]].reset_index(drop=True)
+    pd.testing.assert_frame_equal(item_features(table, AS_OF), item_features(scattered, AS_OF))
+
+
+def test_default_interactions_match_the_general_path(table: pd.DataFrame) -> None:
+    """The default matrix comes from the purchase chains; ``since`` takes the general path."""
+    from features.interactions import build_interactions
+
+    extra = orders(
+        [("c1", "o1", "mug", "2024-01-10", 1, 10.0), ("c1", "o1", "mug", "2024-01-10", 2, 10.0)]
+    )
+    both = pd.concat([table, extra], ignore_index=True)
+    for col in ("customer_id", "order_id", "item_id"):
+        both[col] = both[col].astype("category")
+    fast = build_interactions(both, AS_OF)
+    general = build_interactions(both, AS_OF, since="1900-01-01")
+    np.testing.assert_array_equal(fast.user_ids, general.user_ids)
+    np.testing.assert_array_equal(fast.item_ids, general.item_ids)
+    assert (fast.matrix != general.matrix).nnz == 0 and fast.matrix.dtype == general.matrix.dtype
+    tea, mug = fast.item_index()["tea"], fast.item_index()["mug"]
+    assert fast.matrix[fast.user_index()["c1"], tea] == 3  # three orders
+    assert fast.matrix[fast.user_index()["c1"], mug] == 1  # two lines of one order

@@ -280,3 +280,18 @@ def test_return_orders_on_a_subset_of_a_categorical_frame() -> None:
     feats = user_features(frame, "2024-02-01")
     assert feats.loc["a", "return_orders"] == 1
     assert feats.loc["b", "return_orders"] == 1
+
+
+def test_orders_whose_lines_are_not_contiguous() -> None:
+    """Lines of one order scattered over the table (no run per order) give the same features."""
+    rows = [
+        *ROWS,
+        ("B", "o7", "x", "2024-01-15 08:00", 2.0, 3.0, False),
+        ("B", "o7", "y", "2024-01-15 08:00", 1.0, 4.0, False),
+        ("B", "o7", "z", "2024-01-15 08:00", 1.0, 2.5, False),
+    ]
+    contiguous = user_features(frame(rows), AS_OF)
+    scattered = user_features(frame([rows[i] for i in (6, 0, 7, 2, 1, 8, 3, 5, 4, 9)]), AS_OF)
+    pd.testing.assert_frame_equal(contiguous, scattered)
+    assert contiguous.loc["B", "n_orders"] == 2 and contiguous.loc["B", "basket_lines"] == 2
+    assert contiguous.loc["B", "monetary_total"] == 10 + 12.5

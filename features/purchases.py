@@ -1,0 +1,217 @@
+"""Purchase lines before ``as_of`` as integer codes, grouped into orders: computed once, shared.
+
+User, item and interaction features all read the same purchase lines (not returns, strictly
+before ``as_of``). :class:`Purchases` holds them as integer codes and one row per order: an order
+belongs to its first line's customer and is dated by its earliest line (in a valid export every
+line of an order has both). When each order's lines are contiguous, as in any export, the orders
+come from run boundaries (no sort, no hashing); otherwise from a pandas group-by.
+
+Two orderings are computed at most once and only when asked for: the orders by customer and time
+(:attr:`Purchases.by_customer`) and the distinct (customer, item, order) triples sorted by
+customer, item and time (:attr:`Purchases.chains`), from one sort of an int64 key.
+Build one with :meth:`Purchases.of` and pass it to the feature functions as ``purchases=``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from features.schema import (
+    CUSTOMER_ID,
+    IS_RETURN,
+    ITEM_ID,
+    ORDER_ID,
+    ORDERED_AT,
+    QUANTITY,
+    UNIT_PRICE,
+)
+
+DAY = np.timedelta64(1, "D")
+
+
+def as_timestamp(as_of: object) -> pd.Timestamp:
+    """``as_of`` as a Timestamp; a clear error for something that is not a date."""
+    ts = pd.Timestamp(as_of)  # type: ignore[arg-type]
+    if ts is pd.NaT:
+        raise ValueError("as_of must be a date")
+    return ts
+
+
+def id_codes(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes (int64, -1 if missing) and categories of an id column.
+
+    A categorical keeps its categories and their order; anything else is factorized, sorted.
+    """
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        return series.cat.codes.to_numpy().astype(np.int64), series.cat.categories
+    codes, uniques = pd.factorize(series, sort=True)
+    return codes.astype(np.int64), pd.Index(uniques)
+
+
+@dataclass(frozen=True)
+class Chains:
+    """Distinct (customer, item, order) triples, sorted by customer, item and order time.
+
+    ``customer``/``item`` are codes, ``order`` rows of the order-level arrays; ``new_pair`` marks
+    the first triple of each (customer, item) pair. Within a pair the orders run oldest first.
+    """
+
+    customer: np.ndarray
+    item: np.ndarray
+    order: np.ndarray
+    new_pair: np.ndarray
+
+    @property
+    def pair_start(self) -> np.ndarray:
+        return np.flatnonzero(self.new_pair)
+
+    @property
+    def pair_end(self) -> np.ndarray:
+        """Index of the last (newest) triple of each pair."""
+        start = self.pair_start
+        return np.r_[start[1:], len(self.new_pair)][: len(start)] - 1
+
+
+class Purchases:
+    """Purchase lines strictly before ``as_of`` (codes, in table order) and their orders.
+
+    Line level (purchase lines only): ``customer``, ``item``, ``line_order`` (the row of the
+    line's order). Order level (orders in order of their first purchase line): ``o_customer``,
+    ``o_time`` (earliest line, the table's datetime64 unit), ``o_value`` (sum of quantity x unit
+    price), ``o_units``, ``o_lines``. ``buy``/``ret`` are masks over the whole table.
+    """
+
+    def __init__(self, orders: pd.DataFrame, as_of: object) -> None:
+        self.as_of = as_timestamp(as_of)
+        self.orders = orders
+        when = orders[ORDERED_AT].to_numpy()
+        is_ret = (
+            orders[IS_RETURN].to_numpy(dtype=bool)
+            if IS_RETURN in orders
+            else (orders[QUANTITY].to_numpy() < 0)
+        )
+        before = when < np.datetime64(self.as_of)
+        self.buy = before & ~is_ret
+        self.ret = before & is_ret
+        cust, self.customers = id_codes(orders[CUSTOMER_ID])
+        item, self.items = id_codes(orders[ITEM_ID])
+        order, _ = id_codes(orders[ORDER_ID])
+        self.customer_all = cust
+        self.item_all = item
+        self.order_all = order
+        self.customer = cust[self.buy]
+        self.item = item[self.buy]
+        self._group_orders(order[self.buy], when[self.buy])
+
+    @classmethod
+    def of(cls, orders: pd.DataFrame, as_of: object) -> Purchases:
+        """The purchases of ``orders`` before ``as_of``."""
+        return cls(orders, as_of)
+
+    @property
+    def n_customers(self) -> int:
+        return len(self.customers)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_orders(self) -> int:
+        return len(self.o_customer)
+
+    def line(self, column: str) -> np.ndarray:
+        """A float column of the purchase lines (e.g. quantity), in table order."""
+        return self.orders[column].to_numpy(dtype=np.float64)[self.buy]
+
+    def _group_orders(self, order: np.ndarray, when: np.ndarray) -> None:
+        qty = self.line(QUANTITY)
+        value = qty * self.line(UNIT_PRICE)
+        t = when.view(np.int64)
+        n = len(order)
+        starts = np.flatnonzero(np.r_[True, order[1:] != order[:-1]]) if n else np.zeros(0, int)
+        distinct = int(np.count_nonzero(np.bincount(order, minlength=1))) if n else 0
+        if len(starts) == distinct:  # every order's lines are contiguous: runs are the orders
+            # np.*.reduceat is what pandas' group-by runs on sorted groups: same sums, same bits
+            self.o_customer = self.customer[starts]
+            self.o_time = np.minimum.reduceat(t, starts) if n else t[:0]
+            self.o_value = np.add.reduceat(value, starts) if n else value[:0]
+            self.o_units = np.add.reduceat(qty, starts) if n else qty[:0]
+            self.o_lines = np.diff(np.r_[starts, n]).astype(np.float64)
+            self.line_order = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+        else:
+            frame = pd.DataFrame({"o": order, "c": self.customer, "t": t, "v": value, "q": qty})
+            g = frame.groupby("o", sort=False)
+            self.o_customer = g["c"].first().to_numpy()
+            self.o_time = g["t"].min().to_numpy()
+            self.o_value = g["v"].sum().to_numpy()
+            self.o_units = g["q"].sum().to_numpy()
+            self.o_lines = g["c"].size().to_numpy().astype(np.float64)
+            self.line_order = np.asarray(g.ngroup().to_numpy(), dtype=np.int64)
+        self._time_unit = np.datetime_data(when.dtype)[0] if n else "us"
+
+    @property
+    def o_when(self) -> np.ndarray:
+        """Order times as datetime64 (the table's unit)."""
+        return self.o_time.view(f"datetime64[{self._time_unit}]")
+
+    @cached_property
+    def o_age(self) -> np.ndarray:
+        """Days from each order to ``as_of`` (float)."""
+        return np.asarray((np.datetime64(self.as_of) - self.o_when) / DAY, dtype=np.float64)  # type: ignore[operator]
+
+    @cached_property
+    def o_day(self) -> np.ndarray:
+        """Calendar day of each order (days since 1970)."""
+        return self.o_when.astype("datetime64[D]").astype(np.int64)
+
+    @cached_property
+    def time_rank(self) -> np.ndarray:
+        """Rank of each order by time (ties: first order first)."""
+        age = self.o_age
+        if len(age) < 2 or bool(np.all(age[1:] <= age[:-1])):
+            return np.arange(len(age))
+        rank = np.empty(len(age), dtype=np.int64)
+        rank[np.argsort(-age, kind="stable")] = np.arange(len(age))
+        return rank
+
+    @cached_property
+    def by_customer(self) -> np.ndarray:
+        """Order rows sorted by customer, then time (ties: first order first)."""
+        rank = self.time_rank
+        n = np.int64(max(self.n_orders, 1))
+        key = self.o_customer.astype(np.int64) * n + rank
+        key.sort()
+        by_rank = np.empty(len(rank), dtype=np.int64)
+        by_rank[rank] = np.arange(len(rank))
+        return by_rank[key % n]
+
+    @cached_property
+    def chains(self) -> Chains:
+        """:class:`Chains` of the purchase lines (one sort of an int64 key)."""
+        item_bits = max(int(self.n_items).bit_length(), 1)
+        order_bits = max(int(self.n_orders).bit_length(), 1)
+        cust_bits = max(int(self.n_customers).bit_length(), 1)
+        rank = self.time_rank[self.line_order]
+        if cust_bits + item_bits + order_bits <= 63:
+            key = (self.customer << item_bits | self.item) << order_bits | rank
+            key.sort()
+            keep = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
+            key = key[keep]
+            r = key & ((1 << order_bits) - 1)
+            pair = key >> order_bits
+            c, i = pair >> item_bits, pair & ((1 << item_bits) - 1)
+        else:  # too many ids for one key: sort by three keys
+            idx = np.lexsort((rank, self.item, self.customer))
+            c, i, r = self.customer[idx], self.item[idx], rank[idx]
+            keep = np.r_[True, (c[1:] != c[:-1]) | (i[1:] != i[:-1]) | (r[1:] != r[:-1])]
+            c, i, r = c[keep], i[keep], r[keep]
+            pair = c * np.int64(self.n_items + 1) + i
+        new_pair = np.r_[True, pair[1:] != pair[:-1]] if len(pair) else np.zeros(0, bool)
+        by_rank = np.empty(len(self.time_rank), dtype=np.int64)
+        by_rank[self.time_rank] = np.arange(len(self.time_rank))
+        return Chains(c, i, by_rank[r], new_pair)
