@@ -43,6 +43,8 @@ class KindResult:
     backtest: Backtest
     decision: Decision
     seconds: float
+    backtest_seconds: float = 0.0
+    fit_seconds: float = 0.0
 
 
 def backtest_key(ds: Dataset, kind: str, as_of: pd.Timestamp, bt: Backtest) -> str:
@@ -105,6 +107,7 @@ def _train_kind(
         tracker.log_params({"kind": kind, "as_of": str(as_of.date()), **params})
         log.info("%s: backtest on the %d days before %s", kind, job.window_days, as_of.date())
         bt = job.backtest(ds, as_of, params)
+        backtest_s = time.perf_counter() - start
         tracker.log_params({"backtest_window": bt.window, "gate_metric": bt.gate_metric})
         for name, metrics in bt.metrics.items():
             tracker.log_metrics(metrics, prefix=f"{_slug(name)}.")
@@ -123,7 +126,9 @@ def _train_kind(
         key = backtest_key(ds, kind, as_of, bt)
         log.info("%s: fit on all data before %s", kind, as_of.date())
         with scratch_dir() as tmp:
+            fit_start = time.perf_counter()
             fitted = job.fit(ds, as_of, params, Path(tmp) / "model")
+            fit_s = time.perf_counter() - fit_start
             tracker.log_dict({**fitted.summary, "notes": fitted.notes}, "fit_summary.json")
             version = tracker.log_model(
                 kind,
@@ -148,8 +153,10 @@ def _train_kind(
         verdict = "promoted to champion" if decision.promote else "NOT promoted"
         log.info("%s: version %s %s: %s", kind, version.version, verdict, decision.reason)
         seconds = time.perf_counter() - start
-        tracker.log_metrics({"train_seconds": seconds})
-    return KindResult(kind, version, bt, decision, seconds)
+        tracker.log_metrics(
+            {"train_seconds": seconds, "backtest_seconds": backtest_s, "fit_seconds": fit_s}
+        )
+    return KindResult(kind, version, bt, decision, seconds, backtest_s, fit_s)
 
 
 def _gate(

@@ -123,6 +123,75 @@ def measure(engine: str, folder: Path, workers: int, train: bool) -> dict[str, A
     return row
 
 
+def measure_train(folder: Path, threads: int) -> dict[str, Any]:
+    """The whole ``shopml train`` (all four models: backtests, fits, registration) on the shop,
+    in a throw-away local MLflow store; wall time per model and step, then the recommender's
+    serving figures measured in a fresh process. Call in a fresh process (clean peak RSS)."""
+    from features.io import load_dataset
+    from shopml.config import Experiment
+    from training.tracking import Tracker
+    from training.train import train
+
+    row: dict[str, Any] = {"engine": "pandas", "step": "shopml train (all models)"}
+    start = time.perf_counter()
+    dataset = load_dataset(folder)
+    row["order_lines"] = len(dataset.orders)
+    row["load_validate_s"] = round(time.perf_counter() - start, 2)
+    with tempfile.TemporaryDirectory(prefix="shopml-scale-mlflow-") as store:
+        os.environ["SHOPML_ARTIFACT_ROOT"] = (Path(store) / "artifacts").as_uri()
+        tracker = Tracker(f"sqlite:///{store}/mlflow.db", experiment="scale")
+        exp = Experiment.model_validate({"name": "scale", "data": {"path": str(folder)}})
+        start = time.perf_counter()
+        results = train(exp, tracker, dataset=dataset, threads=threads)
+        row["train_all_s"] = round(time.perf_counter() - start, 1)
+        row["models_s"] = {
+            r.kind: {
+                "total": round(r.seconds, 1),
+                "backtest": round(r.backtest_seconds, 1),
+                "fit": round(r.fit_seconds, 1),
+            }
+            for r in results
+        }
+        row["peak_rss_gb"] = round(_peak_gb(), 3)
+        del dataset
+        folder_rec = tracker.download("recommender", Path(store) / "recommender")
+        probe = [sys.executable, "-m", "training.benchmarks.scale", "--measure", "serving"]
+        probe += ["--data", str(folder_rec), "--result", str(Path(store) / "serving.json")]
+        subprocess.run(probe, check=True, cwd=ROOT)
+        row["recommender_serving"] = json.loads((Path(store) / "serving.json").read_text())
+    return row
+
+
+def _rss_gb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+
+
+def measure_serving(folder: Path) -> dict[str, Any]:
+    """Load time and resident memory of the recommender as the service loads it, and the time
+    to recommend 10 items to every known user (batch)."""
+    from shopml.artifacts.recommender import RecommenderArtifact
+
+    before = _rss_gb()
+    start = time.perf_counter()
+    rec = RecommenderArtifact.load(folder)
+    load_s = time.perf_counter() - start
+    loaded = _rss_gb()
+    users = list(rec.user_ids)
+    start = time.perf_counter()
+    rec.recommend_batch(users, k=10)
+    batch_s = time.perf_counter() - start
+    size = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    return {
+        "users": len(users),
+        "items": rec.n_items,
+        "artifact_mb": round(size / 1e6, 1),
+        "load_s": round(load_s, 2),
+        "rss_gb": round(loaded - before, 3),
+        "batch_recommend_all_users_s": round(batch_s, 1),
+    }
+
+
 def run(
     customers: int,
     items: int,
@@ -131,6 +200,8 @@ def run(
     engines: tuple[str, ...] = ("pandas", "dask"),
     workers: int = 2,
     train: bool = True,
+    full_train: bool = False,
+    threads: int = 2,
     out: Path = RESULTS,
 ) -> list[dict[str, Any]]:
     """Generate/reuse the shop, measure every engine in its own subprocess, write ``out``."""
@@ -151,6 +222,22 @@ def run(
         row["process_s"] = round(time.perf_counter() - start, 1)
         rows.append(row)
         log.info("%s: %s", engine, {k: v for k, v in row.items() if k != "steps_s"})
+    if full_train:
+        with tempfile.NamedTemporaryFile(suffix=".json") as result:
+            cmd = [sys.executable, "-m", "training.benchmarks.scale", "--measure", "train"]
+            cmd += ["--data", str(shop), "--threads", str(threads), "--result", result.name]
+            log.info(
+                "shopml train (all four models) on %s order lines", f"{counts['order_lines']:,}"
+            )
+            subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+            whole = json.loads(Path(result.name).read_text())
+        log.info("shopml train: %s", whole)
+        for row in rows:
+            if row["engine"] == "pandas":
+                row["train_all_s"] = whole["train_all_s"]
+                row["train_all_peak_rss_gb"] = whole["peak_rss_gb"]
+                row["models_s"] = whole["models_s"]
+                row["recommender_serving"] = whole["recommender_serving"]
     out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "benchmark": "scale",
@@ -166,6 +253,7 @@ def run(
 
 def _write_markdown(payload: dict[str, Any], path: Path) -> None:
     cols = ["engine", "order_lines", "customers", "items", "features_s", "train_s", "peak_rss_gb"]
+    cols += ["train_all_s", "train_all_peak_rss_gb"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
     for row in payload["rows"]:
         lines.append("| " + " | ".join(f"{row.get(c, '')}" for c in cols) + " |")
@@ -182,15 +270,28 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engines", nargs="+", default=["pandas", "dask"])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--no-train", dest="train", action="store_false")
+    parser.add_argument(
+        "--full-train",
+        action="store_true",
+        help="also run the whole shopml train (all four models) and the recommender's serving figures",
+    )
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--out", type=Path, default=RESULTS)
-    parser.add_argument("--measure", choices=["pandas", "dask"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--measure", choices=["pandas", "dask", "train", "serving"], help=argparse.SUPPRESS
+    )
     parser.add_argument("--data", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     logging.getLogger("distributed").setLevel(logging.WARNING)
     if args.measure:
-        row = measure(args.measure, args.data, args.workers, args.train)
+        if args.measure == "train":
+            row = measure_train(args.data, args.threads)
+        elif args.measure == "serving":
+            row = measure_serving(args.data)
+        else:
+            row = measure(args.measure, args.data, args.workers, args.train)
         args.result.write_text(json.dumps(row))
         return
     run(
@@ -200,6 +301,8 @@ def main(argv: list[str] | None = None) -> None:
         engines=tuple(args.engines),
         workers=args.workers,
         train=args.train,
+        full_train=args.full_train,
+        threads=args.threads,
         out=args.out,
     )
 
