@@ -23,7 +23,20 @@ from features.schema import (
 )
 from shopml.artifacts.demand import DemandArtifact
 from shopml.artifacts.inventory import plan
-from training.demand import CLASSES, DemandModel, _interval_scale, demand_class
+from training.demand import (
+    CLASSES,
+    DemandModel,
+    ItemStatics,
+    Validation,
+    _interval_scale,
+    _pinball_scale,
+    _point_search,
+    december_ratio,
+    demand_class,
+    ramp_phi,
+    remaining_ramp,
+    season_position,
+)
 
 START = pd.Timestamp("2010-12-01")
 AS_OF = pd.Timestamp("2011-09-05")  # last complete week ends 2011-09-04
@@ -140,7 +153,7 @@ def test_save_load_round_trip(fitted: DemandModel, tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(loaded.forecast(ids, 12), fitted.forecast(ids, 12))
     art = DemandArtifact.load(tmp_path / "m")
     assert art.origin == pd.Timestamp("2011-09-04")
-    assert list(art.boosters) == ["lgb"] and len(art.boosters["lgb"]) == 3
+    assert list(art.boosters) == ["lgb_raw"] and len(art.boosters["lgb_raw"]) == 3
 
 
 def test_deterministic(shop: tuple[pd.DataFrame, pd.DataFrame], fitted: DemandModel) -> None:
@@ -161,9 +174,13 @@ def test_no_leakage(shop: tuple[pd.DataFrame, pd.DataFrame], fitted: DemandModel
 
 
 def test_recovers_known_seasonal_ramp(shop: tuple[pd.DataFrame, pd.DataFrame]) -> None:
-    """This shop ramps all year, so its validation windows see the ramp: strength learnt there."""
+    """Half the items sell 4x more in December: from September the forecast rises for them only.
+
+    No validation window of this shop reaches October, so the ramp runs at its fixed strength.
+    """
     orders, items = shop
-    art = small_model(ramp_strength=None).fit(orders, AS_OF, items).artifact_
+    art = small_model().fit(orders, AS_OF, items).artifact_
+    assert art.meta["combination"]["gamma"] == 1.0
     season = np.array([int(i) % 2 == 0 for i in art.items])
     mean = art.point
     ramp_xmas = mean[season, 8:].sum() / mean[season, :4].sum()
@@ -197,6 +214,67 @@ def test_demand_classes() -> None:
     hist = np.stack([weekly, erratic, intermittent, lumpy, np.zeros(26)])
     names = [CLASSES[c] for c in demand_class(hist)]
     assert names == ["smooth", "erratic", "intermittent", "lumpy", "intermittent"]
+
+
+def test_season_position_is_tied_to_the_calendar() -> None:
+    assert season_position(pd.Timestamp("2011-06-05")) == 0.0
+    assert season_position(pd.Timestamp("2011-10-01")) == 0.0
+    assert season_position(pd.Timestamp("2011-11-08")) == pytest.approx(38 / 75)
+    assert season_position(pd.Timestamp("2011-12-20")) == 1.0
+    # from June nothing of the season within 8 weeks; from 2 October the rise still ahead only
+    assert (ramp_phi(pd.Timestamp("2011-06-05"), 8) == 0).all()
+    phi = ramp_phi(pd.Timestamp("2011-10-02"), 12)
+    assert phi[0] == pytest.approx(7 / 75) and phi[-1] == pytest.approx(1 - 1 / 75)
+    assert (np.diff(phi) >= 0).all()
+
+
+def test_remaining_ramp_takes_off_the_lift_already_reached() -> None:
+    """Two December sellers (4x): one still at its off-season level, one already 4x up."""
+    weeks = pd.date_range("2010-12-05", "2011-09-04", freq="7D")
+    dec = np.asarray(weeks.month == 12)
+    base = np.full((6, len(weeks)), 10.0)
+    base[:2, dec] = 40.0
+    base[1, -8:] = 40.0  # the season has started for item 1
+    statics = ItemStatics(category=np.arange(6), first_week=np.zeros(6, dtype=int))
+    t = len(weeks) - 1
+    ratio = december_ratio(base, weeks, t, statics, base[:, -12:].mean(axis=1))
+    left = remaining_ramp(base, weeks, t, statics, ratio)
+    assert ratio[0] == pytest.approx(ratio[1]) and ratio[0] > 0.5
+    assert left[0] == pytest.approx(ratio[0], abs=0.05)  # nothing reached yet
+    assert left[1] < 0.25 * ratio[1]  # mostly reached
+    assert (left[2:] <= ratio[2:] + 1e-12).all()
+
+
+def test_point_weights_bound_the_shop_wide_bias_not_each_group() -> None:
+    """A big smooth group and a small intermittent one; components (median, mean).
+
+    The intermittent group alone is 100 % low with its median (0) but holds 1 % of the volume:
+    the joint search keeps its median (best MASE) since the shop-wide bias stays near -1 %.
+    """
+    from training.demand import Components
+
+    rng = np.random.default_rng(0)
+    big = rng.normal(100, 5, (50, 4))
+    small = np.where(rng.random((50, 4)) < 0.2, 5.0, 0.0)
+    y = np.vstack([big, small])
+    med = np.vstack([np.full((50, 4), 100.0), np.zeros((50, 4))])
+    mean = np.vstack([np.full((50, 4), 100.0), np.full((50, 4), 1.0)])
+    point = np.stack([med, mean])
+    comp = Components(point[:, None].repeat(3, 1), point, np.zeros(100), np.zeros(4), 0.0,
+                      np.r_[np.zeros(50, int), np.ones(50, int)])  # fmt: skip
+    v = Validation(comp, y, np.ones(100))
+    grid = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
+    members = [[np.arange(50)], [np.arange(50, 100)]]
+    _, (_w_big, w_small) = _point_search([v], [point], members, grid)
+    assert w_small.tolist() == [1.0, 0.0]
+
+
+def test_pinball_scale_finds_the_true_quantiles() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.normal(10, 2, 20_000)
+    q = np.stack([np.full_like(y, 9.0), np.full_like(y, 10.0), np.full_like(y, 11.0)])
+    lo, hi = _pinball_scale(y, q)
+    assert lo == pytest.approx(2.56, abs=0.1) and hi == pytest.approx(2.56, abs=0.1)
 
 
 def test_interval_scale_reaches_80_percent() -> None:

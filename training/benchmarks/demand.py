@@ -4,7 +4,10 @@ Weekly units per StockCode (cleaned purchases), weeks ending Sunday, first full 
 2010-12-12, missing weeks 0. Series: items with sales in >= 10 training weeks. Origins (the week
 that ends the training data): 2011-08-28 (h = 12), 2011-07-31 (h = 12), 2011-10-02 (h = 8).
 
-Run with ``python -m training.benchmarks.demand``.
+Run with ``python -m training.benchmarks.demand`` (test origins, ``online-retail-D.json``) or
+``python -m training.benchmarks.demand --validation``: the same rows at validation origins whose
+windows end by 2011-07-31, before every test window (``online-retail-D-validation.json``). Model
+choices are made there (and on the synthetic shop), never on the test windows.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ log = logging.getLogger(__name__)
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "online_retail"
 ORIGINS: dict[str, int] = {"2011-08-28": 12, "2011-07-31": 12, "2011-10-02": 8}
 MAIN_ORIGIN = "2011-08-28"
+#: validation origins: every window ends by 2011-07-31, the first test origin (h so that it does)
+VALIDATION_ORIGINS: dict[str, int] = {"2011-05-08": 12, "2011-05-22": 10, "2011-06-05": 8}
 QUANTILES = (0.1, 0.5, 0.9)
 MIN_WEEKS = 10
 NUM_THREADS = 2
@@ -248,19 +253,21 @@ def evaluate_origin(
     return out
 
 
-def mean_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """``D-mean``: per model, the mean of each metric over the three origins."""
+def mean_rows(
+    rows: list[dict[str, Any]], origins: dict[str, int] = ORIGINS, quoted: bool = True
+) -> list[dict[str, Any]]:
+    """``D-mean``: per model, the mean of each metric over the origins."""
     out = []
     models = dict.fromkeys(r["model"] for r in rows if r["task"] != "D-mean")
     keys = ("mase", "rmsse", "wape", "bias", "pinball@0.1", "pinball@0.5", "pinball@0.9",
             "coverage80", "mase_p50", "wape_p50", "bias_p50", "fit_s")  # fmt: skip
     for model in models:
         mine = [r for r in rows if r["model"] == model and "source" not in r]
-        if len(mine) != len(ORIGINS):
+        if len(mine) != len(origins):
             continue
         metrics = {k: float(np.mean([r[k] for r in mine])) for k in keys if k in mine[0]}
         out.append(_row("D-mean", model, **metrics))
-    for name, metrics in QUOTED["D-mean"].items():
+    for name, metrics in QUOTED["D-mean"].items() if quoted else ():
         out.append(_row("D-mean", name, **metrics, source="BENCHMARKS.md"))
     return out
 
@@ -275,13 +282,33 @@ def run(dataset: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def validate(dataset: Any) -> list[dict[str, Any]]:
+    """Every row at :data:`VALIDATION_ORIGINS` (no test window); writes the validation results."""
+    rows: list[dict[str, Any]] = []
+    for origin, horizon in VALIDATION_ORIGINS.items():
+        rows += evaluate_origin(dataset.orders, dataset.items, origin, horizon)
+    rows += mean_rows(rows, VALIDATION_ORIGINS, quoted=False)
+    write_results(
+        "online-retail",
+        "D",
+        rows,
+        as_of=max(VALIDATION_ORIGINS),
+        stem="online-retail-D-validation",
+        note="validation origins only: windows end by 2011-07-31, before every test window",
+    )
+    return rows
+
+
 def main() -> None:
     """Load ../shared/data Online Retail and run protocol D."""
     from features.io import load_dataset
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    rows = run(load_dataset(DATA / "online_retail.parquet"))
+    import sys
+
+    job = validate if "--validation" in sys.argv[1:] else run
+    rows = job(load_dataset(DATA / "online_retail.parquet"))
     for r in rows:
         if r["model"] == "shopml":
             log.info("%s", {k: v for k, v in r.items() if k != "combination"})
