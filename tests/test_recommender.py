@@ -314,3 +314,42 @@ def test_short_precomputed_lists_fall_back_to_live(orders: pd.DataFrame) -> None
     assert none.recommend("u0", 10) == art.recommend_live("u0", 10)
     with pytest.raises(KeyError):
         art.recommend_live("nobody", 5)
+
+
+def test_two_threads_give_the_same_components_and_lists(
+    orders: pd.DataFrame, model: RecommenderModel
+) -> None:
+    two = small_model(num_threads=2).fit(
+        orders, AS_OF, items=make_items(), customers=make_customers()
+    )
+    a, b = model.artifact, two.artifact
+    for name in ("hist_n", "hist_decay", "item_age", "user_factors", "item_factors", "nn_idx"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+    assert b.params["strategy_all"] == a.params["strategy_all"]
+    # chunks ranked on two threads give the same lists as one pass
+    lists = (b.pre_indptr, b.pre_items, b.pre_scores, b.pre_kind, b.pre_via)
+    b.precompute(b.params["precomputed_width"], chunk=7, threads=2)
+    again = (b.pre_indptr, b.pre_items, b.pre_scores, b.pre_kind, b.pre_via)
+    assert all(np.array_equal(x, y) for x, y in zip(lists, again, strict=True))
+
+
+def test_ranker_features_known_answers(model: RecommenderModel) -> None:
+    from shopml.artifacts.recommender import FEATURES
+
+    art = model.artifact
+    row = art._user_index["u0"]
+    rows = np.array([row])
+    hist = art.hist_indices[art.hist_indptr[row] : art.hist_indptr[row + 1]]
+    cols = np.r_[hist, np.setdiff1d(np.arange(art.n_items), hist)[:1]]
+    F = art.features(rows, np.zeros(len(cols), dtype=np.int64), cols, art._parts(rows))
+    f = dict(zip(FEATURES, F.T, strict=True))
+    # buy-again rank: a permutation 0..len(hist)-1 over the past items, "never" for the other
+    assert sorted(f["ba_rank"][:-1].tolist()) == list(range(len(hist)))
+    assert f["ba_rank"][-1] == 999.0
+    top = cols[int(np.argmin(f["ba_rank"]))]
+    assert f["n"][cols == top][0] == f["n"][:-1].max()
+    # items of the user's last order are 0 days older than it; past items decay below n
+    assert f["since_user_last"][:-1].min() == pytest.approx(0.0, abs=1e-4)
+    assert np.all(f["decay"][:-1] <= f["n"][:-1]) and f["decay"][-1] == 0
+    assert np.all(f["item_age"][:-1] >= f["days_first"][:-1] - 1e-3)  # sold before u0 bought it
+    assert np.all((f["country_share"] >= 0) & (f["country_share"] <= 1))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -220,6 +221,9 @@ def build_state(
     last, first = age_s[start], age_s[end - 1]
     n30 = np.add.reduceat((age_s < 30).astype(np.float32), start) if len(start) else n_arr
     n90 = np.add.reduceat((age_s < 90).astype(np.float32), start) if len(start) else n_arr
+    decay = np.add.reduceat(np.exp(-age_s / 30.0), start) if len(start) else n_arr
+    item_age = np.zeros(n_items)
+    np.maximum.at(item_age, i, age)
     indptr = np.r_[0, np.cumsum(np.bincount(su, minlength=n_users))].astype(np.int64)
     _, first_line = np.unique(o, return_index=True)
     orders_u = np.bincount(u[first_line], minlength=n_users).astype(np.float32)
@@ -280,6 +284,8 @@ def build_state(
         item_factors=itf,
         nn_idx=nn_idx,
         nn_sim=nn_sim,
+        hist_decay=decay.astype(np.float32),
+        item_age=item_age.astype(np.float32),
         params=dict(params or DEFAULT_PARAMS),
     )
 
@@ -373,6 +379,16 @@ def training_rows(
     return np.vstack(Fs), np.concatenate(ys), np.concatenate(rs)
 
 
+def fit_ranker(F: np.ndarray, y: np.ndarray, groups: np.ndarray, params: dict[str, Any]) -> Any:
+    """LightGBM re-ranker: a binary classifier, or a ranker over ``groups`` (contiguous ids)
+    when ``params["objective"]`` is a ranking objective. Returns the booster."""
+    if params.get("objective") in ("lambdarank", "rank_xendcg"):
+        starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
+        sizes = np.diff(np.r_[starts, len(groups)])
+        return lgb.LGBMRanker(**params).fit(F, y.astype(np.int32), group=sizes).booster_
+    return lgb.LGBMClassifier(**params).fit(F, y).booster_
+
+
 def _evaluate(
     state: RecommenderArtifact,
     rows: np.ndarray,
@@ -414,7 +430,7 @@ class RecommenderModel:
         n_als: int = 50,
         n_knn: int = 50,
         n_pop: int = 30,
-        ranker_cutoffs: tuple[tuple[int, int], ...] = ((90, 90), (60, 60), (30, 30)),
+        ranker_cutoffs: tuple[tuple[int, int], ...] = ((90, 90), (45, 45)),
         ranker_params: dict[str, Any] | None = None,
         use_ranker: bool = True,
         holdout: float = 0.2,
@@ -447,7 +463,7 @@ class RecommenderModel:
 
     # ------------------------------------------------------------------ fit
     def _state(
-        self, shop: Shop, cutoff: pd.Timestamp, params: dict[str, Any]
+        self, shop: Shop, cutoff: pd.Timestamp, params: dict[str, Any], threads: int | None = None
     ) -> RecommenderArtifact:
         return build_state(
             shop,
@@ -459,7 +475,7 @@ class RecommenderModel:
             bm25_b=self.bm25_b,
             knn_k=self.knn_k,
             random_state=self.random_state,
-            num_threads=self.num_threads,
+            num_threads=self.num_threads if threads is None else threads,
             params=params,
         )
 
@@ -483,38 +499,16 @@ class RecommenderModel:
             "n_knn": self.n_knn,
             "n_pop": self.n_pop,
         }
-        rng = np.random.default_rng(self.random_state)
-        held = rng.random(len(shop.user_ids)) < self.holdout  # per user code
-        Xs: list[np.ndarray] = []
-        ys: list[np.ndarray] = []
-        hs: list[np.ndarray] = []
-        val_state: RecommenderArtifact | None = None
-        val_days = 0
-        for d, w in self.ranker_cutoffs:
-            cutoff = as_of - pd.Timedelta(days=d)
-            if not shop.window(None, cutoff).any():
-                continue
-            state = self._state(shop, cutoff, params)
-            if val_state is None:
-                val_state, val_days = state, d
-            if not self.use_ranker:
-                break
-            codes = np.searchsorted(shop.user_ids, state.user_ids)
-            truth = shop.truth(cutoff, min(w, d), codes)
-            users = np.flatnonzero(truth.getnnz(axis=1) > 0)
-            F, y, r = training_rows(state, users, truth, rng, self.negative_rate)
-            Xs.append(F)
-            ys.append(y)
-            hs.append(held[codes[users]][r])
-            log.debug("cutoff %s: %d ranker rows, %.1f s", cutoff, len(y), time.perf_counter() - t0)
-        ranker = None
-        validation: dict[str, Any] = {}
-        if val_state is not None:
-            ranker, validation, chosen = self._validate(
-                shop, as_of, val_state, val_days, held, Xs, ys, hs
-            )
+        # the final snapshot does not depend on validation: with >= 2 threads it is built on
+        # one of them while the others run the validation snapshots
+        parallel = self.num_threads >= 2
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            final = pool.submit(self._state, shop, as_of, dict(params), 1) if parallel else None
+            threads = self.num_threads - 1 if parallel else self.num_threads
+            ranker, validation, chosen = self._learn(shop, as_of, threads)
             params.update(chosen)
-        self.state_ = self._state(shop, as_of, params)
+            self.state_ = final.result() if final else self._state(shop, as_of, params)
+        self.state_.params = {**self.state_.params, **params}
         self.state_.ranker = ranker
         self.state_.params["validation"] = validation
         if self.precompute_width > 0:
@@ -529,6 +523,42 @@ class RecommenderModel:
         )
         return self
 
+    def _learn(
+        self, shop: Shop, as_of: pd.Timestamp, threads: int
+    ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
+        """Snapshots before ``as_of``: re-ranker rows, then :meth:`_validate` (ranker, scores,
+        chosen parameters)."""
+        params = {**DEFAULT_PARAMS, "n_als": self.n_als, "n_knn": self.n_knn, "n_pop": self.n_pop}
+        rng = np.random.default_rng(self.random_state)
+        held = rng.random(len(shop.user_ids)) < self.holdout  # per user code
+        Xs: list[np.ndarray] = []
+        ys: list[np.ndarray] = []
+        hs: list[np.ndarray] = []
+        gs: list[np.ndarray] = []  # one group (user at a cutoff) per ranked list
+        val_state: RecommenderArtifact | None = None
+        val_days = 0
+        for d, w in self.ranker_cutoffs:
+            cutoff = as_of - pd.Timedelta(days=d)
+            if not shop.window(None, cutoff).any():
+                continue
+            state = self._state(shop, cutoff, params, threads)
+            if val_state is None:
+                val_state, val_days = state, d
+            if not self.use_ranker:
+                break
+            codes = np.searchsorted(shop.user_ids, state.user_ids)
+            truth = shop.truth(cutoff, min(w, d), codes)
+            users = np.flatnonzero(truth.getnnz(axis=1) > 0)
+            F, y, r = training_rows(state, users, truth, rng, self.negative_rate)
+            Xs.append(F)
+            ys.append(y)
+            hs.append(held[codes[users]][r])
+            gs.append(r + len(gs) * len(shop.user_ids))
+            log.debug("cutoff %s: %d ranker rows", cutoff, len(y))
+        if val_state is None:
+            return None, {}, {}
+        return self._validate(shop, as_of, val_state, val_days, held, Xs, ys, hs, gs)
+
     def _validate(
         self,
         shop: Shop,
@@ -539,6 +569,7 @@ class RecommenderModel:
         Xs: list[np.ndarray],
         ys: list[np.ndarray],
         hs: list[np.ndarray],
+        gs: list[np.ndarray],
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """Score every strategy on held-out users of the validation window; refit the ranker."""
         cutoff = as_of - pd.Timedelta(days=days)
@@ -556,7 +587,7 @@ class RecommenderModel:
             keep = ~np.concatenate(hs)
             F, y = np.vstack(Xs)[keep], np.concatenate(ys)[keep]
             if y.any() and not y.all():
-                ranker = lgb.LGBMClassifier(**rparams).fit(F, y).booster_
+                ranker = fit_ranker(F, y, np.concatenate(gs)[keep], rparams)
         truth_all = [
             set(truth.indices[truth.indptr[r] : truth.indptr[r + 1]].tolist()) for r in rows
         ]

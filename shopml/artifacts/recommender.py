@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -77,6 +78,11 @@ FEATURES = (
     "expected",
     "tenure",
     "u_items90",
+    "decay",
+    "since_user_last",
+    "ba_rank",
+    "item_age",
+    "country_share",
 )
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -158,6 +164,8 @@ class RecommenderArtifact:
     item_factors: np.ndarray
     nn_idx: np.ndarray
     nn_sim: np.ndarray
+    hist_decay: np.ndarray
+    item_age: np.ndarray
     params: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
     ranker: Any = None  # lightgbm.Booster or None
     pre_indptr: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
@@ -182,8 +190,12 @@ class RecommenderArtifact:
         repeat = np.bincount(rows, weights=(self.hist_n >= 2), minlength=len(self.user_ids))
         self.u_repeat = (repeat / np.maximum(lengths, 1)).astype(np.float32)
         self.item_rate = (self.item_repeaters / (self.item_buyers + 2.0)).astype(np.float32)
+        # rank of each past item in its user's buy-again order (0 = first)
+        ba = self.hist_n * (1 + self.item_rate[self.hist_indices]) - 1e-3 * self.hist_last
+        self._hist_rank = _rank_within(rows, ba)
         self._pop90_order = np.argsort(-self.pop90, kind="stable")
         self._nn_matrix: sp.csr_matrix | None = None
+        self._nn_sentinel: np.ndarray | None = None
         names = sorted(self._categories)
         self._category_code = {c: i for i, c in enumerate(names)}
         code = np.full(self.n_items, -1, dtype=np.int32)
@@ -331,39 +343,21 @@ class RecommenderArtifact:
         return len(self.pre_indptr) == 2 * self.n_users + 1
 
     def precompute(self, width: int = PRECOMPUTE_WIDTH, chunk: int = 512, threads: int = 1) -> None:
-        """Rank every known user once (top ``width``) for both list kinds; see the module doc."""
+        """Rank every known user once (top ``width``) for both list kinds; see the module doc.
+
+        Chunks of users run on ``threads`` threads (numpy and LightGBM release the GIL).
+        """
         width = max(1, min(int(width), self.n_items))
         n = self.n_users
-        # per list kind: lengths, items, scores, kinds, reason items (one array per chunk)
-        out: list[list[list[np.ndarray]]] = [[[] for _ in range(5)] for _ in range(2)]
-        for start in range(0, n, chunk):
-            rows = np.arange(start, min(start + chunk, n))
-            local = np.arange(len(rows))[:, None]
-            parts = self._parts(rows)
-            bought = parts["bought"]
-            dense: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-            per_mode = []
-            targets = np.zeros(bought.shape, dtype=bool)
-            for exclude in ("never", "always"):
-                strategy = self._strategy(exclude)
-                if strategy not in dense:
-                    s = self._dense_scores(rows, strategy, parts, None, threads)
-                    dense[strategy] = (s, self._personal(parts, strategy))
-                s, personal = dense[strategy]
-                if exclude == "always":
-                    s = np.where(bought, -np.inf, s)
-                top, vals = _topk(s, width)
-                valid = top >= 0  # a prefix of each row
-                tc = np.maximum(top, 0)
-                kind = np.where(bought[local, tc], 2, np.where(personal[local, tc], 1, 0))
-                kind = kind.astype(np.int8)
-                targets[local, tc] |= valid & (kind == 1)
-                per_mode.append((top, vals, kind, valid, tc))
-            via = self._via_chunk(rows, targets)
-            for mode, (top, vals, kind, valid, tc) in enumerate(per_mode):
-                reason = np.where(kind == 1, via[local, tc], -1)
-                for j, arr in enumerate((valid.sum(axis=1), top, vals, kind, reason)):
-                    out[mode][j].append(arr if j == 0 else arr[valid])
+        self._neighbour_arrays()  # built once, before threads share them
+        starts = range(0, n, chunk)
+        if threads > 1 and len(starts) > 1:
+            with ThreadPoolExecutor(max_workers=threads) as pool:
+                done = list(pool.map(lambda s: self._precompute_chunk(s, chunk, width), starts))
+        else:
+            done = [self._precompute_chunk(s, chunk, width, threads) for s in starts]
+        # per list kind (never, always): lengths, items, scores, kinds, reason items
+        out = [[[part[mode][j] for part in done] for j in range(5)] for mode in range(2)]
         lengths = np.concatenate(out[0][0] + out[1][0]).astype(np.int64)
         self.pre_indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
 
@@ -377,6 +371,39 @@ class RecommenderArtifact:
         self.pre_via = cat(4, np.int32)
         self.params["precomputed_width"] = width
 
+    def _precompute_chunk(
+        self, start: int, chunk: int, width: int, threads: int = 1
+    ) -> list[list[np.ndarray]]:
+        """Both precomputed lists of users ``start .. start + chunk`` (see :meth:`precompute`)."""
+        rows = np.arange(start, min(start + chunk, self.n_users))
+        local = np.arange(len(rows))[:, None]
+        parts = self._parts(rows)
+        bought = parts["bought"]
+        dense: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        per_mode = []
+        targets = np.zeros(bought.shape, dtype=bool)
+        for exclude in ("never", "always"):
+            strategy = self._strategy(exclude)
+            if strategy not in dense:
+                s = self._dense_scores(rows, strategy, parts, None, threads)
+                dense[strategy] = (s, self._personal(parts, strategy))
+            s, personal = dense[strategy]
+            if exclude == "always":
+                s = np.where(bought, -np.inf, s)
+            top, vals = _topk(s, width)
+            valid = top >= 0  # a prefix of each row
+            tc = np.maximum(top, 0)
+            kind = np.where(bought[local, tc], 2, np.where(personal[local, tc], 1, 0))
+            kind = kind.astype(np.int8)
+            targets[local, tc] |= valid & (kind == 1)
+            per_mode.append((top, vals, kind, valid, tc))
+        via = self._via_chunk(rows, targets)
+        result = []
+        for top, vals, kind, valid, tc in per_mode:
+            reason = np.where(kind == 1, via[local, tc], -1)
+            result.append([valid.sum(axis=1), top[valid], vals[valid], kind[valid], reason[valid]])
+        return result
+
     def _personal(self, parts: dict[str, Any], strategy: str) -> np.ndarray:
         """Boolean (rows, n_items): items in the user's ALS or kNN top (for the reason)."""
         if strategy in ("ranker", "als", "knn"):
@@ -389,15 +416,23 @@ class RecommenderArtifact:
         starts, ends = self.hist_indptr[rows], self.hist_indptr[rows + 1]
         local = np.repeat(np.arange(len(rows)), ends - starts)
         hist = self.hist_indices[_ranges(starts, ends)]
-        nb = self.nn_idx[hist]
-        hit = (nb >= 0) & targets[local[:, None], np.maximum(nb, 0)]
+        _, sentinel = self._neighbour_arrays()
+        width = self.n_items + 1
+        flat = np.zeros((len(rows), width), dtype=bool)
+        flat[:, :-1] = targets
+        nb = sentinel[hist]
+        hit = flat.ravel()[nb + (local * width)[:, None]]
         r, c = np.nonzero(hit)
         u, t, s = local[r], nb[r, c], self.nn_sim[hist[r], c]
-        order = np.lexsort((r, -s, t, u))
-        u, t, r = u[order], t[order], r[order]
-        first = np.r_[True, (u[1:] != u[:-1]) | (t[1:] != t[:-1])] if len(u) else np.zeros(0, bool)
+        # per (user, target): the highest similarity, then the lowest past item among those
+        best = np.full(targets.shape, -np.inf, dtype=np.float32)
+        np.maximum.at(best, (u, t), s)
+        top = s == best[u, t]
+        pick = np.full(targets.shape, len(hist), dtype=np.int64)
+        np.minimum.at(pick, (u[top], t[top]), r[top])
         via = np.full(targets.shape, -1, dtype=np.int32)
-        via[u[first], t[first]] = hist[r[first]]
+        found = pick < len(hist)
+        via[found] = hist[pick[found]]
         return via
 
     def _from_precomputed(
@@ -482,6 +517,8 @@ class RecommenderArtifact:
             ("first", self.hist_first, NOT_BOUGHT_DAYS),
             ("n30", self.hist_n30, 0.0),
             ("n90", self.hist_n90, 0.0),
+            ("decay", self.hist_decay, 0.0),
+            ("rank", self._hist_rank, NOT_BOUGHT_DAYS),
         ):
             dense = np.full((len(rows), self.n_items), fill, dtype=np.float32)
             dense[local, cols] = values[pos]
@@ -498,7 +535,14 @@ class RecommenderArtifact:
                 np.float32
             )
         # float64 sums rounded to float32: the same values as the one-user path above
-        if self._nn_matrix is None:
+        matrix, _ = self._neighbour_arrays()
+        dense = (sp.csr_matrix(bought.astype(np.float64)) @ matrix).todense()
+        return np.asarray(dense, dtype=np.float32)
+
+    def _neighbour_arrays(self) -> tuple[sp.csr_matrix, np.ndarray]:
+        """Item-item similarity as a sparse matrix, and the neighbour lists as int32 with
+        -1 replaced by ``n_items`` (built on first use)."""
+        if self._nn_matrix is None or self._nn_sentinel is None:
             n, kk = self.nn_idx.shape
             ok = self.nn_idx.ravel() >= 0
             r = np.repeat(np.arange(n), kk)[ok]
@@ -506,8 +550,9 @@ class RecommenderArtifact:
                 (self.nn_sim.ravel()[ok].astype(np.float64), (r, self.nn_idx.ravel()[ok])),
                 shape=(n, n),
             )
-        dense = (sp.csr_matrix(bought.astype(np.float64)) @ self._nn_matrix).todense()
-        return np.asarray(dense, dtype=np.float32)
+            nn = self.nn_idx
+            self._nn_sentinel = np.where(nn < 0, self.n_items, nn).astype(np.int32)
+        return self._nn_matrix, self._nn_sentinel
 
     def _allowed(
         self,
@@ -576,8 +621,22 @@ class RecommenderArtifact:
             "expected": share * u_rate * 90,
             "tenure": tenure,
             "u_items90": self.u_items90[uu],
+            "decay": h["decay"],
+            "since_user_last": np.where(bought, h["last"] - self.u_days_last[uu], NOT_BOUGHT_DAYS),
+            "ba_rank": h["rank"],
+            "item_age": self.item_age[cand_c],
+            "country_share": self._country_share(uu, cand_c),
         }
         return np.column_stack([cols[f] for f in FEATURES]).astype(np.float64)
+
+    def _country_share(self, users: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        """Share of the item's buyers from the user's country (-1 when the country is unknown)."""
+        c = self.user_country[users] if len(self.countries) else np.full(len(users), -1)
+        out = np.full(len(users), -1.0, dtype=np.float32)
+        ok = c >= 0
+        if ok.any():
+            out[ok] = self.country_pop[c[ok], cols[ok]] / np.maximum(self.item_buyers[cols[ok]], 1)
+        return out
 
     def _parts(self, rows: np.ndarray) -> dict[str, Any]:
         hist = self._hist_dense(rows)
@@ -830,3 +889,15 @@ def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     offsets = np.repeat(starts.astype(np.int64) - np.r_[0, np.cumsum(lengths)[:-1]], lengths)
     return np.arange(int(lengths.sum()), dtype=np.int64) + offsets
+
+
+def _rank_within(groups: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """0-based rank of each value (highest first) among the entries of its group."""
+    if not len(values):
+        return np.zeros(0, dtype=np.float32)
+    order = np.lexsort((-values, groups))
+    g = groups[order]
+    starts = np.flatnonzero(np.r_[True, g[1:] != g[:-1]])
+    rank = np.empty(len(values), dtype=np.float32)
+    rank[order] = np.arange(len(values)) - np.repeat(starts, np.diff(np.r_[starts, len(g)]))
+    return rank
