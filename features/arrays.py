@@ -45,7 +45,7 @@ def id_codes(values: pd.Series, index: np.ndarray | None) -> tuple[np.ndarray, n
         cats = values.cat.categories.astype(str).to_numpy().astype(str)
         codes = values.cat.codes.to_numpy().astype(np.int64)
         if index is None:
-            index = np.sort(cats[unique(codes[codes >= 0])])
+            index = np.sort(cats[np.bincount(codes[codes >= 0], minlength=len(cats)) > 0])
         lookup = np.asarray(pd.Index(index).get_indexer(cats), dtype=np.int64)
         mapped = np.where(codes >= 0, lookup[np.maximum(codes, 0)], -1)
         return mapped, np.asarray(index, dtype=str)
@@ -67,3 +67,15 @@ def safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
         out = np.asarray(a / b, dtype=np.float64)
     out[~np.isfinite(out)] = np.nan
     return out
+
+
+def categorical(codes: np.ndarray, categories: pd.Index) -> pd.Categorical:
+    """A categorical from codes (-1: missing) into categories that are known to be distinct.
+
+    ``pd.Categorical.from_codes`` checks that the categories are unique by hashing them, which
+    for millions of order ids costs seconds and keeps a Python object per id alive; ids that come
+    out of a dictionary encoding (or a subset of such) are unique already.
+    """
+    fast = getattr(pd.CategoricalDtype, "_from_fastpath", None)  # pandas' own shortcut
+    dtype = fast(categories, False) if fast is not None else pd.CategoricalDtype(categories)
+    return pd.Categorical.from_codes(codes, dtype=dtype, validate=False)

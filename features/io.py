@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from features.adapters import ADAPTERS, Adapted, apply_mapping, detect_format, load_mapping
+from features.arrays import categorical
 from features.schema import CUSTOMER_ID, CUSTOMERS, ITEM_ID, ITEMS, ORDER_ID, ContractError
 from features.validation import ValidationReport, validate_entities, validate_orders
 
@@ -134,15 +135,10 @@ def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
     of one row group share theirs) and the chunk indices are mapped through it.
     """
     if pa.types.is_dictionary(column.type) and column.num_chunks == 1:
-        encoded = column.chunk(0)
-        return _from_codes(_indices(encoded), encoded.dictionary)
+        encoded = column.chunk(0)  # a dictionary from the file: check it has no repeats
+        return _from_codes(_indices(encoded), encoded.dictionary, distinct=False)
     if not pa.types.is_dictionary(column.type):
-        encoded = pc.dictionary_encode(column)  # chunks share one dictionary (first appearance)
-        codes = np.concatenate([_indices(c) for c in encoded.chunks] or [np.zeros(0, np.int64)])
-        dictionary = (
-            encoded.chunk(0).dictionary if encoded.num_chunks else pa.array([], pa.string())
-        )
-        return _from_codes(codes, dictionary)
+        return _from_codes(*_encode_runs(column))
     which = []  # per chunk: the number of its distinct dictionary
     dictionaries: list[pa.Array] = []
     for chunk in column.chunks:
@@ -162,6 +158,29 @@ def _categorical(column: pa.ChunkedArray) -> pd.Categorical:
     recode = np.full(len(unified.dictionary) + 1, -1, dtype=np.int64)
     recode[seen] = np.arange(len(seen))
     return _from_codes(recode[codes], unified.dictionary.take(pa.array(seen)))
+
+
+def _encode_runs(column: pa.ChunkedArray) -> tuple[np.ndarray, pa.Array]:
+    """Codes (first-appearance order) and distinct values of a plain column, hashing run heads.
+
+    Lines of one order (or one customer's lines in a sorted export) sit next to each other: only
+    the first value of each run of equal values is hashed, and when those are strictly increasing
+    (ids exported in order) nothing is hashed at all.
+    """
+    values = column.combine_chunks()
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.int64), values
+    change = pc.fill_null(pc.not_equal(values[1:], values[:-1]), True)
+    new_run = np.r_[True, change.to_numpy(zero_copy_only=False)]
+    heads = values.filter(pa.array(new_run))
+    run = np.cumsum(new_run) - 1
+    increasing = heads.null_count == 0 and (
+        len(heads) < 2 or pc.all(pc.less(heads[:-1], heads[1:])).as_py()
+    )
+    if increasing:
+        return run, heads
+    encoded = pc.dictionary_encode(heads)
+    return _indices(encoded)[run], encoded.dictionary
 
 
 def _same_buffers(a: pa.Array, b: pa.Array) -> bool:
@@ -186,11 +205,14 @@ def _mapped(indices: np.ndarray, remap: np.ndarray, start: int) -> np.ndarray:
     return np.where(indices >= 0, remap[np.maximum(indices, 0) + start], -1)
 
 
-def _from_codes(codes: np.ndarray, dictionary: pa.Array) -> pd.Categorical:
+def _from_codes(codes: np.ndarray, dictionary: pa.Array, distinct: bool = True) -> pd.Categorical:
+    """A categorical from codes into an Arrow dictionary (``distinct``: no repeated values)."""
     categories = pd.Index(dictionary.to_pandas())
-    if not pd.api.types.is_string_dtype(categories.dtype) and categories.dtype != object:
-        return pd.Categorical.from_codes(codes, categories=categories)
-    return pd.Categorical.from_codes(codes, categories=categories.astype("str"), validate=False)
+    if pd.api.types.is_string_dtype(categories.dtype) or categories.dtype == object:
+        categories = categories.astype("str")
+    if distinct:
+        return categorical(codes, categories)
+    return pd.Categorical.from_codes(codes, categories=categories, validate=False)
 
 
 def read_sql(url: str, table: str | None = None, query: str | None = None) -> pd.DataFrame:

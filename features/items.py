@@ -54,45 +54,27 @@ def item_features(
 def item_features_of(purchases: Purchases, *, items: pd.DataFrame | None = None) -> pd.DataFrame:
     """:func:`item_features` of the orders and ``as_of`` that ``purchases`` were built from."""
     p = purchases
-    orders, as_of = p.orders, p.as_of
+    orders = p.orders
     sold = np.bincount(p.item, minlength=p.n_items) > 0
-    compact = np.cumsum(sold) - 1  # item code -> row of the result
-    codes = compact[p.item]
+    compact = (np.cumsum(sold) - 1).astype(np.int32)  # item code -> row of the result
     n = int(sold.sum())
-    age = days_before(as_of, orders[ORDERED_AT])[p.buy]
-    qty = p.line(QUANTITY)
-    price = p.line(UNIT_PRICE)
-
-    pairs = _ItemPairs.build(p, compact, days_before(as_of, pd.Series(p.o_when)))
+    lines = _line_stats(p, compact, n)  # line-level temporaries die in here
+    pairs = _ItemPairs.build(p, compact, days_before(p.as_of, pd.Series(p.o_when)))
     out: dict[str, np.ndarray] = {}
     for w in WINDOWS_DAYS:
-        m = age < w
-        out[f"units_{w}d"] = np.bincount(codes[m], qty[m], minlength=n)
+        out[f"units_{w}d"] = lines[f"units_{w}d"]
         out[f"orders_{w}d"] = np.bincount(pairs.order_item[pairs.order_age < w], minlength=n)
         out[f"buyers_{w}d"] = np.bincount(pairs.buyer_item[pairs.buyer_last < w], minlength=n)
-    out["units_total"] = np.bincount(codes, qty, minlength=n)
+    out["units_total"] = lines["units_total"]
     out["buyers_total"] = np.bincount(pairs.buyer_item, minlength=n)
-    first_sold = np.full(n, -np.inf)
-    np.maximum.at(first_sold, codes, age)
-    last_sold = np.full(n, np.inf)
-    np.minimum.at(last_sold, codes, age)
-    out["first_sold_days"] = first_sold
-    out["last_sold_days"] = last_sold
-
-    price_mean = np.bincount(codes, price * qty, minlength=n) / np.maximum(out["units_total"], 1e-9)
-    recent = age < PRICE_RECENT_DAYS
-    recent_units = np.bincount(codes[recent], qty[recent], minlength=n)
-    recent_price = np.bincount(codes[recent], (price * qty)[recent], minlength=n)
-    last_price = _last_value(codes, age, last_sold, price, n)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out["price_last"] = np.where(recent_units > 0, recent_price / recent_units, last_price)
-        out["price_mean"] = price_mean
-        out["price_change"] = out["price_last"] / price_mean - 1.0
+    for name in ("first_sold_days", "last_sold_days", "price_last", "price_mean", "price_change"):
+        out[name] = lines[name]
     buyers_90 = out["buyers_90d"].astype(float)
     out["popularity_rank"] = (
         pd.Series(buyers_90 + out["buyers_total"] * 1e-9).rank(ascending=False, method="first")
     ).to_numpy()
     out["repeat_rate"], out["repeat_interval_days"] = pairs.repeat_stats(n)
+    del pairs
 
     index = pd.Index(p.items[sold], name=ITEM_ID)
     frame = pd.DataFrame(out, index=index)
@@ -104,6 +86,37 @@ def item_features_of(purchases: Purchases, *, items: pd.DataFrame | None = None)
         cats = items.set_index(items[ITEM_ID].astype(str))[CATEGORY]
         frame[CATEGORY] = cats.reindex(frame.index.astype(str)).astype("string").to_numpy()
     return frame
+
+
+def _line_stats(p: Purchases, compact: np.ndarray, n: int) -> dict[str, np.ndarray]:
+    """Units over windows, first and last sale, prices: per item row, from the lines."""
+    codes = compact[p.item]
+    age = days_before(p.as_of, p.orders[ORDERED_AT])[p.buy]
+    qty = p.line(QUANTITY)
+    price = p.line(UNIT_PRICE)
+    out: dict[str, np.ndarray] = {}
+    for w in WINDOWS_DAYS:
+        m = age < w
+        out[f"units_{w}d"] = np.bincount(codes[m], qty[m], minlength=n)
+    units_total = np.bincount(codes, qty, minlength=n)
+    out["units_total"] = units_total
+    first_sold = np.full(n, -np.inf)
+    np.maximum.at(first_sold, codes, age)
+    last_sold = np.full(n, np.inf)
+    np.minimum.at(last_sold, codes, age)
+    out["first_sold_days"] = first_sold
+    out["last_sold_days"] = last_sold
+    value = price * qty
+    price_mean = np.bincount(codes, value, minlength=n) / np.maximum(units_total, 1e-9)
+    recent = age < PRICE_RECENT_DAYS
+    recent_units = np.bincount(codes[recent], qty[recent], minlength=n)
+    recent_price = np.bincount(codes[recent], value[recent], minlength=n)
+    last_price = _last_value(codes, age, last_sold, price, n)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["price_last"] = np.where(recent_units > 0, recent_price / recent_units, last_price)
+        out["price_mean"] = price_mean
+        out["price_change"] = out["price_last"] / price_mean - 1.0
+    return out
 
 
 def _returned_units(p: Purchases, orders: pd.DataFrame) -> pd.Series:

@@ -42,14 +42,14 @@ def as_timestamp(as_of: object) -> pd.Timestamp:
 
 
 def id_codes(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    """Integer codes (int64, -1 if missing) and categories of an id column.
+    """Integer codes (-1 if missing; the categorical's own int width) and categories of ids.
 
     A categorical keeps its categories and their order; anything else is factorized, sorted.
     """
     if isinstance(series.dtype, pd.CategoricalDtype):
-        return series.cat.codes.to_numpy().astype(np.int64), series.cat.categories
+        return series.cat.codes.to_numpy(), series.cat.categories
     codes, uniques = pd.factorize(series, sort=True)
-    return codes.astype(np.int64), pd.Index(uniques)
+    return codes, pd.Index(uniques)
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,12 @@ class Chains:
     order: np.ndarray
     new_pair: np.ndarray
 
-    @property
+    @cached_property
     def pair_start(self) -> np.ndarray:
-        return np.flatnonzero(self.new_pair)
+        """Index of the first (oldest) triple of each pair."""
+        return np.flatnonzero(self.new_pair).astype(np.int32)
 
-    @property
+    @cached_property
     def pair_end(self) -> np.ndarray:
         """Index of the last (newest) triple of each pair."""
         start = self.pair_start
@@ -125,15 +126,27 @@ class Purchases:
         return len(self.o_customer)
 
     def line(self, column: str) -> np.ndarray:
-        """A float column of the purchase lines (e.g. quantity), in table order."""
+        """A float column of the purchase lines (e.g. quantity), in table order.
+
+        Not kept: one float array per line costs more memory than selecting it again.
+        """
         return self.orders[column].to_numpy(dtype=np.float64)[self.buy]
+
+    @property
+    def o_lines(self) -> np.ndarray:
+        """Number of purchase lines of each order (float)."""
+        return self._o_lines.astype(np.float64)
 
     def _group_orders(self, order: np.ndarray, when: np.ndarray) -> None:
         qty = self.line(QUANTITY)
-        value = qty * self.line(UNIT_PRICE)
+        value = self.line(UNIT_PRICE)
+        value *= qty
         t = when.view(np.int64)
         n = len(order)
-        starts = np.flatnonzero(np.r_[True, order[1:] != order[:-1]]) if n else np.zeros(0, int)
+        new_run = np.empty(n, dtype=bool)
+        new_run[:1] = True
+        np.not_equal(order[1:], order[:-1], out=new_run[1:])
+        starts = np.flatnonzero(new_run)
         distinct = int(np.count_nonzero(np.bincount(order, minlength=1))) if n else 0
         if len(starts) == distinct:  # every order's lines are contiguous: runs are the orders
             # np.*.reduceat is what pandas' group-by runs on sorted groups: same sums, same bits
@@ -141,8 +154,10 @@ class Purchases:
             self.o_time = np.minimum.reduceat(t, starts) if n else t[:0]
             self.o_value = np.add.reduceat(value, starts) if n else value[:0]
             self.o_units = np.add.reduceat(qty, starts) if n else qty[:0]
-            self.o_lines = np.diff(np.r_[starts, n]).astype(np.float64)
-            self.line_order = np.repeat(np.arange(len(starts)), np.diff(np.r_[starts, n]))
+            self._o_lines = np.diff(np.r_[starts, n]).astype(np.int32)
+            line_order: np.ndarray = np.cumsum(new_run, dtype=np.int64)
+            line_order -= 1
+            self.line_order = line_order.astype(np.int32) if n < 2**31 else line_order
         else:
             frame = pd.DataFrame({"o": order, "c": self.customer, "t": t, "v": value, "q": qty})
             g = frame.groupby("o", sort=False)
@@ -150,7 +165,7 @@ class Purchases:
             self.o_time = g["t"].min().to_numpy()
             self.o_value = g["v"].sum().to_numpy()
             self.o_units = g["q"].sum().to_numpy()
-            self.o_lines = g["c"].size().to_numpy().astype(np.float64)
+            self._o_lines = g["c"].size().to_numpy().astype(np.int32)
             self.line_order = np.asarray(g.ngroup().to_numpy(), dtype=np.int64)
         self._time_unit = np.datetime_data(when.dtype)[0] if n else "us"
 
@@ -164,31 +179,49 @@ class Purchases:
         """Days from each order to ``as_of`` (float)."""
         return np.asarray((np.datetime64(self.as_of) - self.o_when) / DAY, dtype=np.float64)  # type: ignore[operator]
 
-    @cached_property
+    @property
     def o_day(self) -> np.ndarray:
         """Calendar day of each order (days since 1970)."""
         return self.o_when.astype("datetime64[D]").astype(np.int64)
 
     @cached_property
-    def time_rank(self) -> np.ndarray:
-        """Rank of each order by time (ties: first order first)."""
-        age = self.o_age
-        if len(age) < 2 or bool(np.all(age[1:] <= age[:-1])):
-            return np.arange(len(age))
-        rank = np.empty(len(age), dtype=np.int64)
-        rank[np.argsort(-age, kind="stable")] = np.arange(len(age))
+    def time_rank(self) -> np.ndarray | None:
+        """A rank of the orders that puts each customer's orders in time order (ties: first
+        order first): None when the rows themselves do (an export sorted by time, or by customer
+        and time), else the rank of each order by time."""
+        n = np.int64(max(self.n_orders, 1))
+        key = self.o_customer.astype(np.int64) * n
+        key += np.arange(len(key))
+        key.sort()
+        key %= n  # order rows by customer, then row
+        age = self.o_age[key]
+        c = self.o_customer[key]
+        if len(key) < 2 or bool(np.all((age[1:] <= age[:-1]) | (c[1:] != c[:-1]))):
+            self.__dict__["by_customer"] = key.astype(np.int32)
+            return None
+        rank = np.empty(len(self.o_age), dtype=np.int64)
+        rank[np.argsort(-self.o_age, kind="stable")] = np.arange(len(self.o_age))
         return rank
+
+    def _by_rank(self, rank: np.ndarray) -> np.ndarray:
+        """Order rows from time ranks."""
+        if self.time_rank is None:
+            return rank
+        inverse = np.empty(len(self.time_rank), dtype=np.int64)
+        inverse[self.time_rank] = np.arange(len(self.time_rank))
+        return inverse[rank]
 
     @cached_property
     def by_customer(self) -> np.ndarray:
         """Order rows sorted by customer, then time (ties: first order first)."""
-        rank = self.time_rank
+        if self.time_rank is None:
+            return self.__dict__["by_customer"]  # found by time_rank
         n = np.int64(max(self.n_orders, 1))
-        key = self.o_customer.astype(np.int64) * n + rank
+        key = self.o_customer.astype(np.int64) * n
+        key += self.time_rank
         key.sort()
-        by_rank = np.empty(len(rank), dtype=np.int64)
-        by_rank[rank] = np.arange(len(rank))
-        return by_rank[key % n]
+        key %= n
+        return self._by_rank(key)
 
     @cached_property
     def chains(self) -> Chains:
@@ -196,22 +229,35 @@ class Purchases:
         item_bits = max(int(self.n_items).bit_length(), 1)
         order_bits = max(int(self.n_orders).bit_length(), 1)
         cust_bits = max(int(self.n_customers).bit_length(), 1)
-        rank = self.time_rank[self.line_order]
+        rank = self.line_order if self.time_rank is None else self.time_rank[self.line_order]
         if cust_bits + item_bits + order_bits <= 63:
-            key = (self.customer << item_bits | self.item) << order_bits | rank
+            key = self.customer.astype(np.int64)  # built in place: one array of the lines
+            key <<= item_bits
+            key |= self.item
+            key <<= order_bits
+            key |= np.asarray(rank, dtype=np.int64)
             key.sort()
-            keep = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, bool)
-            key = key[keep]
-            r = key & ((1 << order_bits) - 1)
-            pair = key >> order_bits
-            c, i = pair >> item_bits, pair & ((1 << item_bits) - 1)
-        else:  # too many ids for one key: sort by three keys
-            idx = np.lexsort((rank, self.item, self.customer))
-            c, i, r = self.customer[idx], self.item[idx], rank[idx]
-            keep = np.r_[True, (c[1:] != c[:-1]) | (i[1:] != i[:-1]) | (r[1:] != r[:-1])]
-            c, i, r = c[keep], i[keep], r[keep]
-            pair = c * np.int64(self.n_items + 1) + i
+            keep = np.empty(len(key), dtype=bool)
+            keep[:1] = True
+            np.not_equal(key[1:], key[:-1], out=keep[1:])
+            if not keep.all():
+                key = key[keep]
+            del keep
+            r = (key & ((1 << order_bits) - 1)).astype(np.int64)
+            key >>= order_bits  # (customer, item) pairs
+            new_pair = np.empty(len(key), dtype=bool)
+            new_pair[:1] = True
+            np.not_equal(key[1:], key[:-1], out=new_pair[1:])
+            i = (key & ((1 << item_bits) - 1)).astype(np.int32)
+            key >>= item_bits
+            c = key.astype(np.int32)
+            del key
+            return Chains(c, i, self._by_rank(r).astype(np.int32), new_pair)
+        # too many ids for one key: sort by three keys
+        idx = np.lexsort((rank, self.item, self.customer))
+        c, i, r = self.customer[idx], self.item[idx], np.asarray(rank[idx], dtype=np.int64)
+        keep = np.r_[True, (c[1:] != c[:-1]) | (i[1:] != i[:-1]) | (r[1:] != r[:-1])]
+        c, i, r = c[keep], i[keep], r[keep]
+        pair = c * np.int64(self.n_items + 1) + i
         new_pair = np.r_[True, pair[1:] != pair[:-1]] if len(pair) else np.zeros(0, bool)
-        by_rank = np.empty(len(self.time_rank), dtype=np.int64)
-        by_rank[self.time_rank] = np.arange(len(self.time_rank))
-        return Chains(c, i, by_rank[r], new_pair)
+        return Chains(c, i, self._by_rank(r), new_pair)

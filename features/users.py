@@ -29,6 +29,7 @@ from features.schema import (
 WINDOWS = (30, 90, 180)
 DECAYS = (7, 30, 90, 180)
 RETENTION_DAYS = 30.0
+DENSE_LIMIT = 1 << 24  # customer x category flags up to 16 MB; a sort above
 
 #: The feature columns (in order) :func:`user_features` returns.
 RFM_FEATURES = ["recency_days", "n_orders", "monetary_total", "tenure_days"]
@@ -94,10 +95,8 @@ def user_features_of(
 ) -> pd.DataFrame:
     """:func:`user_features` of the orders and ``as_of`` that ``purchases`` were built from."""
     p = purchases
-    orders, as_of = p.orders, p.as_of
     categories, n = p.customers, p.n_customers
-    cust = p.customer
-    lines = counts(cust, None, n)
+    lines = counts(p.customer, None, n)
     present = lines > 0
     if not present.any():
         cols = feature_names(items is not None, customers is not None)
@@ -105,32 +104,54 @@ def user_features_of(
             {c: pd.Series(dtype=np.float64) for c in cols},
             index=pd.Index([], name=CUSTOMER_ID, dtype=categories.dtype),
         )
+    # one helper per group of columns: their order- and line-level temporaries die with them
+    feats = _rfm(p)
+    last_age, first_age = feats["recency_days"], feats["tenure_days"]
+    n_orders, monetary = feats["n_orders"], feats["monetary_total"]
+    feats.update(_purchase_days(p, last_age, first_age, n_orders))
+    feats.update(_windows(p))
+    feats.update(_basket(p, lines, n_orders, monetary))
+    feats.update(_breadth(p, n_orders, last_age, items, item_stats))
+    feats.update(_returns_and_discounts(p, lines, monetary))
+    feats.update(_regularity(p, first_age, n_orders))
+    if customers is not None and COUNTRY in customers:
+        feats["country_share"] = _country_share(customers, categories)
+    frame = pd.DataFrame(feats, index=pd.Index(categories, name=CUSTOMER_ID))
+    frame = frame.loc[present]
+    return frame[feature_names(items is not None, customers is not None and COUNTRY in customers)]
 
-    # ---- order level: one row per order (its first customer, earliest line)
-    o_c, o_age, o_rev = p.o_customer, p.o_age, p.o_value
-    o_when = p.o_when.astype("datetime64[us]")
+
+def _rfm(p: Purchases) -> dict[str, np.ndarray]:
+    """Recency, frequency, monetary value, tenure (order level)."""
+    n, o_c, o_age = p.n_customers, p.o_customer, p.o_age
     n_orders = counts(o_c, None, n)
-
-    feats: dict[str, np.ndarray] = {}
     last_age = np.full(n, np.inf)
     np.minimum.at(last_age, o_c, o_age)
     first_age = np.full(n, -np.inf)
     np.maximum.at(first_age, o_c, o_age)
-    feats["recency_days"] = last_age
-    feats["n_orders"] = n_orders
-    monetary = counts(o_c, o_rev, n)
-    feats["monetary_total"] = monetary
-    feats["monetary_mean"] = safe_div(monetary, n_orders)
-    feats["tenure_days"] = first_age
+    monetary = counts(o_c, p.o_value, n)
+    return {
+        "recency_days": last_age,
+        "n_orders": n_orders,
+        "monetary_total": monetary,
+        "monetary_mean": safe_div(monetary, n_orders),
+        "tenure_days": first_age,
+    }
 
-    # ---- orders by customer and time: distinct purchase days and the gaps between them
-    seq = p.by_customer
-    s_c = o_c[seq]
-    new_c = np.r_[True, s_c[1:] != s_c[:-1]]
+
+def _purchase_days(
+    p: Purchases, last_age: np.ndarray, first_age: np.ndarray, n_orders: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Distinct purchase days, the gaps between them, early engagement."""
+    n = p.n_customers
+    seq = p.by_customer  # orders by customer and time
+    s_c = p.o_customer[seq]
     s_day = p.o_day[seq]
-    is_day = new_c | np.r_[True, s_day[1:] != s_day[:-1]]
+    is_day = np.r_[True, (s_c[1:] != s_c[:-1]) | (s_day[1:] != s_day[:-1])]
     d_c = s_c[is_day]
     d_day = (s_day[is_day] - s_day.min()).astype(np.float64)
+    del seq, s_c, s_day, is_day
+    feats: dict[str, np.ndarray] = {}
     n_days = counts(d_c, None, n)
     same = d_c[1:] == d_c[:-1]
     gaps = np.diff(d_day)[same]
@@ -168,8 +189,13 @@ def user_features_of(
     feats["first_gap"] = first_gap
     early = (since_first > 0) & (since_first <= 90)
     feats["repeat_first90d"] = counts(d_c[early], None, n)
+    return feats
 
-    # ---- windows and trend
+
+def _windows(p: Purchases) -> dict[str, np.ndarray]:
+    """Orders and spend over recent windows, their trend, decayed order counts."""
+    n, o_c, o_age, o_rev = p.n_customers, p.o_customer, p.o_age, p.o_value
+    feats: dict[str, np.ndarray] = {}
     for w in WINDOWS:
         m = o_age <= w
         feats[f"orders_{w}d"] = counts(o_c[m], None, n)
@@ -181,18 +207,37 @@ def user_features_of(
     feats["orders_trend"] = feats["orders_90d"] - feats["orders_prev90d"]
     for hl in DECAYS:
         feats[f"orders_decay{hl}"] = counts(o_c, np.exp(-o_age * np.log(2) / hl), n)
+    return feats
 
-    # ---- basket
-    feats["basket_lines"] = safe_div(counts(o_c, p.o_lines, n), n_orders)
-    feats["basket_units"] = safe_div(counts(o_c, p.o_units, n), n_orders)
-    units = counts(cust, p.line(QUANTITY), n)
-    feats["unit_price_mean"] = safe_div(monetary, units)
-    feats["units_per_line"] = safe_div(units, lines)
 
-    # ---- breadth: distinct items and categories; what the customer's items are like
+def _basket(
+    p: Purchases, lines: np.ndarray, n_orders: np.ndarray, monetary: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Basket size and value."""
+    n, o_c = p.n_customers, p.o_customer
+    units = counts(p.customer, p.line(QUANTITY), n)
+    return {
+        "basket_lines": safe_div(counts(o_c, p.o_lines, n), n_orders),
+        "basket_units": safe_div(counts(o_c, p.o_units, n), n_orders),
+        "unit_price_mean": safe_div(monetary, units),
+        "units_per_line": safe_div(units, lines),
+    }
+
+
+def _breadth(
+    p: Purchases,
+    n_orders: np.ndarray,
+    last_age: np.ndarray,
+    items: pd.DataFrame | None,
+    item_stats: pd.DataFrame | None,
+) -> dict[str, np.ndarray]:
+    """Distinct items and categories; what the customer's items are like."""
+    n = p.n_customers
     chains = p.chains
     starts = chains.pair_start
     ci_c, ci_i = chains.customer[starts], chains.item[starts]
+    del starts
+    feats: dict[str, np.ndarray] = {}
     distinct_items = counts(ci_c, None, n)
     feats["distinct_items"] = distinct_items
     feats["items_per_order"] = safe_div(distinct_items, n_orders)
@@ -209,8 +254,15 @@ def user_features_of(
     feats.update(_item_retention(p, stats, last_age))
     if items is not None:
         feats["distinct_categories"] = _distinct_categories(items, p.items, ci_c, ci_i, n)
+    return feats
 
-    # ---- returns
+
+def _returns_and_discounts(
+    p: Purchases, lines: np.ndarray, monetary: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Return orders and rate (line level, returns before as_of); share of discounted lines."""
+    n, orders = p.n_customers, p.orders
+    feats: dict[str, np.ndarray] = {}
     rc = p.customer_all[p.ret]
     if len(rc):
         r_rev = np.abs(
@@ -224,49 +276,52 @@ def user_features_of(
     else:
         feats["return_orders"] = np.zeros(n)
         feats["return_rate"] = np.zeros(n)
-
-    # ---- discounts
     if DISCOUNT in orders:
         disc = p.line(DISCOUNT)
-        feats["discount_share"] = safe_div(counts(cust, (disc > 0).astype(float), n), lines)
+        feats["discount_share"] = safe_div(counts(p.customer, (disc > 0).astype(float), n), lines)
     else:
         feats["discount_share"] = np.full(n, np.nan)
+    return feats
 
-    # ---- regularity and seasonality
+
+def _regularity(p: Purchases, first_age: np.ndarray, n_orders: np.ndarray) -> dict[str, np.ndarray]:
+    """Active months and weeks, same season last year, calendar shares (order level)."""
+    n, o_c, o_age, as_of = p.n_customers, p.o_customer, p.o_age, p.as_of
+    o_when = p.o_when.astype("datetime64[us]")
+    feats: dict[str, np.ndarray] = {}
+    seq = p.by_customer
+    s_c = o_c[seq]
     o_month = o_when.astype("datetime64[M]").astype(np.int64)
     s_month = o_month[seq]
-    new_month = new_c | np.r_[True, s_month[1:] != s_month[:-1]]
+    new_month = np.r_[True, (s_c[1:] != s_c[:-1]) | (s_month[1:] != s_month[:-1])]
     active_months = counts(s_c[new_month], None, n)
+    del s_c, s_month, new_month
     feats["active_months"] = active_months
     feats["active_month_share"] = safe_div(active_months, np.floor(first_age / 30.44) + 1)
-    o_week = np.floor(o_age / 7).astype(np.int64)
     recent = seq[o_age[seq] <= 180]
-    r_c, r_week = o_c[recent], o_week[recent]
+    r_c, r_week = o_c[recent], np.floor(o_age[recent] / 7).astype(np.int64)
     new_week = np.r_[True, (r_c[1:] != r_c[:-1]) | (r_week[1:] != r_week[:-1])]
     feats["active_weeks_180d"] = counts(r_c[new_week[: len(r_c)]], None, n)
+    del recent, r_c, r_week, new_week
     for h in (90, 30):
         m = (o_age <= 365) & (o_age > 365 - h)
         feats[f"orders_ly_next{h}d"] = counts(o_c[m], None, n)
     cal_month = (o_month % 12) + 1
+    del o_month
     next_months = {
         int(x) for x in pd.date_range(as_of, as_of + pd.Timedelta(days=89), freq="D").month
     }
     in_season = np.isin(cal_month, list(next_months)).astype(np.float64)
     feats["season_share"] = safe_div(counts(o_c, in_season, n), n_orders)
     feats["q4_share"] = safe_div(counts(o_c, (cal_month >= 10).astype(float), n), n_orders)
-    o_days = o_when.astype("datetime64[D]").astype(np.int64)
-    weekday = (o_days + 3) % 7  # 0 = Monday
+    del cal_month, in_season
+    o_days = o_when.astype("datetime64[D]")
+    weekday = (o_days.astype(np.int64) + 3) % 7  # 0 = Monday
     feats["weekend_share"] = safe_div(counts(o_c, (weekday >= 5).astype(float), n), n_orders)
-    hour = (o_when - o_when.astype("datetime64[D]")) / np.timedelta64(1, "h")
+    del weekday
+    hour = (o_when - o_days) / np.timedelta64(1, "h")
     feats["hour_mean"] = safe_div(counts(o_c, hour, n), n_orders)
-
-    # ---- where
-    if customers is not None and COUNTRY in customers:
-        feats["country_share"] = _country_share(customers, categories)
-
-    frame = pd.DataFrame(feats, index=pd.Index(categories, name=CUSTOMER_ID))
-    frame = frame.loc[present]
-    return frame[feature_names(items is not None, customers is not None and COUNTRY in customers)]
+    return feats
 
 
 def feature_names(with_items: bool = False, with_customers: bool = False) -> list[str]:
@@ -343,16 +398,14 @@ def item_statistics(purchases: Purchases, horizon: float = RETENTION_DAYS) -> pd
     day = p.o_day
     repeat = day[chains.order[start]] != day[chains.order[end]]  # oldest and newest order
     came_back, known = _came_back(p, horizon)
-    line_known = known[p.line_order]
-    item = p.item[line_known]
+    line_known = known.astype(np.float64)[p.line_order]  # 0/1 weights: exact counts
+    line_hit = (came_back * known)[p.line_order]
     frame = pd.DataFrame(
         {
             "buyers": np.bincount(chains.item[start], minlength=p.n_items),
             "repeaters": np.bincount(chains.item[start][repeat], minlength=p.n_items),
-            "ret_hits": np.bincount(
-                item, weights=came_back[p.line_order][line_known], minlength=p.n_items
-            ),
-            "ret_lines": np.bincount(item, minlength=p.n_items),
+            "ret_hits": np.bincount(p.item, weights=line_hit, minlength=p.n_items),
+            "ret_lines": np.bincount(p.item, weights=line_known, minlength=p.n_items),
         },
         index=p.items,
     )
@@ -411,15 +464,22 @@ def _distinct_categories(
     cat_codes, _ = pd.factorize(mapped)  # -1 for items missing from the catalogue
     k = int(cat_codes.max()) + 2
     cc = cat_codes[ci_i] + 1  # 0 = unknown category
+    if n * k <= DENSE_LIMIT:  # a customer x category table of flags
+        seen = np.zeros(n * k, dtype=bool)
+        seen[ci_c * np.int64(k) + cc] = True
+        return seen.reshape(n, k)[:, 1:].sum(axis=1).astype(np.float64)
     pairs = unique(ci_c * np.int64(k) + cc)
     pairs = pairs[pairs % k != 0]
     return counts(pairs // k, None, n)
 
 
 def _country_share(customers: pd.DataFrame, categories: pd.Index) -> np.ndarray:
-    country = pd.Series(
-        customers[COUNTRY].astype(str).to_numpy(), index=customers[CUSTOMER_ID].astype(str)
-    )
-    country = country[~country.index.duplicated()]
-    share = country.map(country.value_counts(normalize=True))
-    return share.reindex(categories.astype(str)).to_numpy(dtype=np.float64)
+    """Share of (distinct) customers in each customer's country; NaN if not in the table."""
+    ids = pd.Index(customers[CUSTOMER_ID].astype(str).to_numpy())
+    first = ~ids.duplicated()
+    country, _ = pd.factorize(customers[COUNTRY].astype(str).to_numpy()[first])
+    share = np.bincount(country) / len(country)
+    where = pd.Index(categories.astype(str)).get_indexer(ids[first])
+    out = np.full(len(categories), np.nan)
+    out[where[where >= 0]] = share[country[where >= 0]]
+    return out

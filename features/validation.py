@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.arrays import categorical
 from features.schema import (
     CUSTOMER_ID,
     IS_RETURN,
@@ -122,7 +123,7 @@ def _strip_categories(s: pd.Series) -> pd.Series:
     new_codes, uniques = pd.factorize(clean.where(~empty))
     codes = s.cat.codes.to_numpy().astype(np.int64)
     lookup = np.r_[new_codes, -1]  # code -1 (missing) stays missing
-    values = pd.Categorical.from_codes(lookup[codes], categories=pd.Index(uniques, dtype="str"))
+    values = categorical(lookup[codes], pd.Index(uniques, dtype="str"))
     return pd.Series(values, index=s.index, name=s.name)
 
 
@@ -133,9 +134,7 @@ def drop_unused_categories(s: pd.Series) -> pd.Series:
     if used.all():
         return s
     lookup = np.r_[np.cumsum(used) - 1, -1]
-    values = pd.Categorical.from_codes(
-        lookup[codes], categories=s.cat.categories[used], validate=False
-    )
+    values = categorical(lookup[codes], s.cat.categories[used])
     return pd.Series(values, index=s.index, name=s.name)
 
 
@@ -213,6 +212,58 @@ def _hashable(column: pd.Series) -> np.ndarray:
     return np.asarray(column.astype("string").fillna("\x00<NA>").to_numpy(dtype=object))
 
 
+def _row_keys(df: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """One 64-bit value per row, equal for rows equal in ``columns``.
+
+    Two categorical columns whose codes fit in 63 bits together are packed exactly; otherwise a
+    hash of every column.
+    """
+    if len(columns) == 2 and all(isinstance(df[c].dtype, pd.CategoricalDtype) for c in columns):
+        a, b = (df[c].cat.codes.to_numpy().astype(np.int64) + 1 for c in columns)
+        width = int(len(df[columns[1]].cat.categories) + 1).bit_length()
+        if int(len(df[columns[0]].cat.categories) + 1).bit_length() + width <= 63:
+            return np.asarray(a << width | b)
+    hashes = np.zeros(len(df), dtype=np.uint64)
+    for name in columns:
+        hashes = hashes * np.uint64(0x100000001B3) ^ pd.util.hash_array(_hashable(df[name]))
+    return hashes
+
+
+def _repeats_within_runs(df: pd.DataFrame, key: list[str], longest: int = 256) -> np.ndarray | None:
+    """Rows whose (key[0], key[1]) pair repeats, found without hashing when it can be.
+
+    When the rows of each ``key[0]`` value (an order) are contiguous and no order has more than
+    ``longest`` rows, a repeat can only sit a few rows away: compare each row with the next 1, 2,
+    ... rows of its run. None when that does not apply.
+    """
+    first, second = (df[c] for c in key)
+    if not all(isinstance(c.dtype, pd.CategoricalDtype) for c in (first, second)):
+        return None
+    run, item = first.cat.codes.to_numpy(), second.cat.codes.to_numpy()
+    n = len(run)
+    new = np.empty(n, dtype=bool)
+    new[:1] = True
+    np.not_equal(run[1:], run[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    lengths = np.diff(np.r_[starts, n])
+    runs_per_value = np.bincount(run[starts] + 1)  # + 1: a missing order is a value too
+    if lengths.max(initial=0) > longest or runs_per_value.max(initial=0) > 1:
+        return None
+    out = np.zeros(n, dtype=bool)
+    lengths = lengths.astype(np.int32)
+    left = np.repeat(starts.astype(np.int32) + lengths, lengths)  # end of each row's run
+    left -= np.arange(1, n + 1, dtype=np.int32)  # rows after this one in its run
+    rows = np.flatnonzero(left > 0)  # rows with at least one later row in their run
+    step = 1
+    while len(rows):
+        same = rows[item[rows] == item[rows + step]]
+        out[same] = True
+        out[same + step] = True
+        rows = rows[left[rows] > step]
+        step += 1
+    return out
+
+
 def duplicated_rows(df: pd.DataFrame, key: list[str] | None = None) -> np.ndarray:
     """Rows equal to an earlier row in every column (``DataFrame.duplicated``, but fast).
 
@@ -221,10 +272,10 @@ def duplicated_rows(df: pd.DataFrame, key: list[str] | None = None) -> np.ndarra
     """
     if len(df) == 0:
         return np.zeros(0, dtype=bool)
-    hashes = np.zeros(len(df), dtype=np.uint64)
-    for name in key or df.columns:
-        hashes = hashes * np.uint64(0x100000001B3) ^ pd.util.hash_array(_hashable(df[name]))
-    candidates = pd.Series(hashes).duplicated(keep=False).to_numpy()
+    candidates = _repeats_within_runs(df, key) if key and len(key) == 2 else None
+    if candidates is None:
+        keys = pd.Series(_row_keys(df, key or list(df.columns)))
+        candidates = keys.duplicated(keep=False).to_numpy()
     out = np.zeros(len(df), dtype=bool)
     if candidates.any():
         out[candidates] = df[candidates].duplicated(keep="first").to_numpy()

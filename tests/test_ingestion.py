@@ -419,3 +419,21 @@ def test_whitespace_only_categorical_ids_are_missing() -> None:
     assert v.table["customer_id"].cat.categories.tolist() == ["c1", "c3"]
     assert v.table["customer_id"].astype(str).tolist() == ["c1", "c1", "c3"]
     assert rules(v)["missing_customer"] == (1, "quarantined")
+
+
+def test_duplicate_lines_within_and_across_order_layouts() -> None:
+    """Repeats found by comparing rows of one order (contiguous orders) or by hashing (not)."""
+    rows = [
+        ("c1", "o1", "i1", "2024-01-01", "1", "2"),
+        ("c1", "o1", "i2", "2024-01-01", "1", "2"),
+        ("c1", "o1", "i1", "2024-01-01", "1", "2"),  # duplicate of row 0, two rows later
+        ("c1", "o1", "i1", "2024-01-01", "3", "2"),  # same order and item, other quantity
+        ("c2", "o2", "i1", "2024-01-02", "1", "2"),
+    ]
+    frame = pd.DataFrame(rows, columns=list(GOOD.columns))
+    contiguous = validate_orders(frame)
+    assert rules(contiguous)["duplicate_line"] == (1, "kept")
+    assert contiguous.report.rules[-1].examples == [2]
+    scattered = validate_orders(frame.iloc[[0, 4, 1, 2, 3]].reset_index(drop=True))
+    assert rules(scattered)["duplicate_line"] == (1, "kept")
+    assert scattered.report.rules[-1].examples == [3]
