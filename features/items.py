@@ -24,10 +24,10 @@ def before(
     return orders[orders[ordered_at].to_numpy() < np.datetime64(pd.Timestamp(as_of))]
 
 
-def days_before(as_of: pd.Timestamp, times: pd.Series) -> np.ndarray:
+def days_before(as_of: pd.Timestamp, times: pd.Series | np.ndarray) -> np.ndarray:
     """Days (float) from each timestamp to ``as_of``."""
-    delta = np.datetime64(as_of, "ns") - times.to_numpy(dtype="datetime64[ns]")
-    return np.asarray(delta.astype("timedelta64[ns]").astype(np.int64) / 86_400e9)
+    delta = np.datetime64(as_of, "ns") - np.asarray(times, dtype="datetime64[ns]")
+    return np.asarray(delta.view(np.int64) / 86_400e9)
 
 
 def item_features(
@@ -59,7 +59,7 @@ def item_features_of(purchases: Purchases, *, items: pd.DataFrame | None = None)
     compact = (np.cumsum(sold) - 1).astype(np.int32)  # item code -> row of the result
     n = int(sold.sum())
     lines = _line_stats(p, compact, n)  # line-level temporaries die in here
-    pairs = _ItemPairs.build(p, compact, days_before(p.as_of, pd.Series(p.o_when)))
+    pairs = _ItemPairs.build(p, compact, days_before(p.as_of, p.o_when))
     out: dict[str, np.ndarray] = {}
     for w in WINDOWS_DAYS:
         out[f"units_{w}d"] = lines[f"units_{w}d"]
@@ -91,7 +91,7 @@ def item_features_of(purchases: Purchases, *, items: pd.DataFrame | None = None)
 def _line_stats(p: Purchases, compact: np.ndarray, n: int) -> dict[str, np.ndarray]:
     """Units over windows, first and last sale, prices: per item row, from the lines."""
     codes = compact[p.item]
-    age = days_before(p.as_of, p.orders[ORDERED_AT])[p.buy]
+    age = days_before(p.as_of, p.orders[ORDERED_AT].to_numpy()[p.buy])
     qty = p.line(QUANTITY)
     price = p.line(UNIT_PRICE)
     out: dict[str, np.ndarray] = {}
@@ -111,6 +111,7 @@ def _line_stats(p: Purchases, compact: np.ndarray, n: int) -> dict[str, np.ndarr
     recent = age < PRICE_RECENT_DAYS
     recent_units = np.bincount(codes[recent], qty[recent], minlength=n)
     recent_price = np.bincount(codes[recent], value[recent], minlength=n)
+    del value, qty
     last_price = _last_value(codes, age, last_sold, price, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["price_last"] = np.where(recent_units > 0, recent_price / recent_units, last_price)

@@ -31,6 +31,7 @@ from features.schema import (
 )
 
 DAY = np.timedelta64(1, "D")
+KEY_BITS = 63  # the chains sort packs customer, item and order rank into one int64 up to this
 
 
 def as_timestamp(as_of: object) -> pd.Timestamp:
@@ -74,7 +75,7 @@ class Chains:
     def pair_end(self) -> np.ndarray:
         """Index of the last (newest) triple of each pair."""
         start = self.pair_start
-        return np.r_[start[1:], len(self.new_pair)][: len(start)] - 1
+        return (np.r_[start[1:], len(self.new_pair)][: len(start)] - 1).astype(np.int32)
 
 
 class Purchases:
@@ -230,7 +231,7 @@ class Purchases:
         order_bits = max(int(self.n_orders).bit_length(), 1)
         cust_bits = max(int(self.n_customers).bit_length(), 1)
         rank = self.line_order if self.time_rank is None else self.time_rank[self.line_order]
-        if cust_bits + item_bits + order_bits <= 63:
+        if cust_bits + item_bits + order_bits <= KEY_BITS:
             key = self.customer.astype(np.int64)  # built in place: one array of the lines
             key <<= item_bits
             key |= self.item

@@ -398,14 +398,17 @@ def item_statistics(purchases: Purchases, horizon: float = RETENTION_DAYS) -> pd
     day = p.o_day
     repeat = day[chains.order[start]] != day[chains.order[end]]  # oldest and newest order
     came_back, known = _came_back(p, horizon)
-    line_known = known.astype(np.float64)[p.line_order]  # 0/1 weights: exact counts
-    line_hit = (came_back * known)[p.line_order]
+    # per line 0/1 weights (exact counts), one at a time: each is as long as the lines
+    ret_hits = np.bincount(p.item, weights=(came_back * known)[p.line_order], minlength=p.n_items)
+    ret_lines = np.bincount(
+        p.item, weights=known.astype(np.float64)[p.line_order], minlength=p.n_items
+    )
     frame = pd.DataFrame(
         {
             "buyers": np.bincount(chains.item[start], minlength=p.n_items),
             "repeaters": np.bincount(chains.item[start][repeat], minlength=p.n_items),
-            "ret_hits": np.bincount(p.item, weights=line_hit, minlength=p.n_items),
-            "ret_lines": np.bincount(p.item, weights=line_known, minlength=p.n_items),
+            "ret_hits": ret_hits,
+            "ret_lines": ret_lines,
         },
         index=p.items,
     )

@@ -295,3 +295,12 @@ def test_orders_whose_lines_are_not_contiguous() -> None:
     pd.testing.assert_frame_equal(contiguous, scattered)
     assert contiguous.loc["B", "n_orders"] == 2 and contiguous.loc["B", "basket_lines"] == 2
     assert contiguous.loc["B", "monetary_total"] == 10 + 12.5
+
+
+def test_too_many_ids_for_one_sort_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Customer, item and order codes that do not fit one int64 are sorted as three keys."""
+    import features.purchases
+
+    packed = user_features(frame(ROWS), AS_OF)
+    monkeypatch.setattr(features.purchases, "KEY_BITS", 0)
+    pd.testing.assert_frame_equal(user_features(frame(ROWS), AS_OF), packed)
