@@ -166,8 +166,13 @@ class Readiness:
 READINESS = Readiness()
 
 
-async def send_json(send: Send, status: int, payload: Mapping[str, Any]) -> None:
-    """Send one complete JSON response."""
+async def send_json(
+    send: Send,
+    status: int,
+    payload: Mapping[str, Any],
+    headers: Iterable[tuple[bytes, bytes]] = (),
+) -> None:
+    """Send one complete JSON response (``headers``: extra raw header pairs)."""
     body = json.dumps(payload).encode("utf-8")
     await send(
         {
@@ -176,6 +181,7 @@ async def send_json(send: Send, status: int, payload: Mapping[str, Any]) -> None
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()),
+                *headers,
             ],
         }
     )

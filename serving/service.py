@@ -15,9 +15,13 @@ is ``{"error": ..., "field": ...}`` with a 4xx status. Auth, body-size limit and
 Environment: ``SHOPML_WORKERS`` (default 1), ``SHOPML_MODEL_DIR``, ``SHOPML_API_KEYS``,
 ``SHOPML_API_KEYS_FILE``, ``SHOPML_BIND_HOST``, ``SHOPML_MAX_BODY_BYTES``,
 ``SHOPML_REQUIRE_MODELS`` (comma list or ``all``: ``/readyz`` is 503 until those are loaded),
-``SHOPML_MAX_CONCURRENCY`` (default 64 requests inside the app, BentoML answers 429 beyond; 0: no
-cap. The handlers never yield, so under overload requests queue in the socket before reaching
-this cap: see docs/RELIABILITY.md).
+``SHOPML_MAX_CONCURRENCY`` (default 64 ``/v1`` requests in progress per worker; beyond, 429 with
+``Retry-After``: :mod:`serving.shedding`; 0: no cap).
+
+The handlers are ``async def`` and run on the event loop (no thread hop: the fastest path for
+these sub-millisecond, GIL-holding handlers). Plain ``def`` handlers in BentoML's thread pool were
+measured and rejected: under 4x overload the pool is fed one request per event-loop turn, and
+those turns fill with rejections, so the 200s collapsed to a few per second (docs/RELIABILITY.md).
 """
 
 from __future__ import annotations
@@ -52,14 +56,15 @@ from serving.schemas import (
     SimilarItemsRequest,
     SimilarItemsResponse,
 )
+from serving.shedding import DEFAULT_MAX_CONCURRENCY, ConcurrencyLimit
 
 log = logging.getLogger(__name__)
 
 CUSTOMER_KINDS = ("churn", "repurchase", "value")
 SCORE_COLUMNS = {"churn": "churn_proba", "repurchase": "repurchase_proba", "value": "value"}
 WORKERS = int(os.environ.get("SHOPML_WORKERS", "1"))
-#: Requests inside the app beyond which BentoML answers 429 at once (0: no cap).
-MAX_CONCURRENCY = int(os.environ.get("SHOPML_MAX_CONCURRENCY", "64"))
+#: ``/v1`` requests in progress per worker beyond which the service answers 429 (0: no cap).
+MAX_CONCURRENCY = int(os.environ.get("SHOPML_MAX_CONCURRENCY", str(DEFAULT_MAX_CONCURRENCY)))
 
 
 class _DropClientErrors(logging.Filter):
@@ -88,7 +93,7 @@ def _unavailable(kind: str, source: ModelSource | None, why: str | None) -> JSON
 @bentoml.service(
     name="shopml",
     workers=WORKERS,
-    traffic={"timeout": 30, "max_concurrency": MAX_CONCURRENCY or None},
+    traffic={"timeout": 30},
     logging={"access": {"enabled": False}},
 )
 class Shopml:
@@ -350,4 +355,6 @@ def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# The first middleware added is the outer one: shedding is the cheapest check, so it comes first.
+Shopml.add_asgi_middleware(ConcurrencyLimit, limit=MAX_CONCURRENCY)  # type: ignore[attr-defined]
 Shopml.add_asgi_middleware(ApiGuard)  # type: ignore[attr-defined]

@@ -226,6 +226,27 @@ def test_unreachable_tracking_store_is_a_clear_error_without_the_password(
     assert err.value.__cause__ is None  # the raw driver error (with the URL) is not chained
 
 
+def test_packing_warns_about_a_missing_champion_without_the_password(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``shopml serve``'s packing names the store in its warning, with the password masked."""
+    import training.tracking as tracking
+    from shopml.deploy import pack_champions
+
+    class StoreWithoutChampions:
+        def __init__(self, uri: str | None) -> None:
+            self.uri = uri
+
+        def champion(self, kind: str) -> None:
+            return None
+
+    monkeypatch.setattr(tracking, "Tracker", StoreWithoutChampions)
+    caplog.set_level(logging.DEBUG)
+    assert pack_champions(f"postgresql://shop:{SECRET_PW}@db.internal:5432/mlflow") == {}
+    assert "no champion in postgresql://shop:***@db.internal:5432/mlflow" in caplog.text
+    assert SECRET_PW not in caplog.text
+
+
 def test_unwritable_sqlite_store_is_a_clear_error(tmp_path: Path) -> None:
     from training.tracking import Tracker, TrackingStoreError
 

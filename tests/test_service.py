@@ -6,6 +6,7 @@ build fixtures; the service itself never imports it) and served via ``SHOPML_MOD
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Iterator
@@ -17,6 +18,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from serving.auth import KeyConfigError, KeyRing, is_loopback
+from serving.shedding import ConcurrencyLimit
 
 LOOPBACK = "http://127.0.0.1"
 KEYS = "sf-key:storefront,mk-key:marketing,pl-key:planning+storefront,root-key:admin"
@@ -466,3 +468,95 @@ def test_keyring_parsing() -> None:
     assert "supersecret" not in str(err.value)
     assert is_loopback("127.0.0.1") and is_loopback("::1") and is_loopback("localhost")
     assert not is_loopback("0.0.0.0") and not is_loopback(None) and not is_loopback("testserver")
+
+
+def test_concurrency_limit_sheds_beyond_the_cap_with_retry_after() -> None:
+    """Cap 2: two /v1 requests hold the app, the third is 429 at once; health paths pass."""
+
+    async def scenario() -> list[tuple[int, dict[str, str], dict[str, Any]]]:
+        release = asyncio.Event()
+        inside = 0
+
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            nonlocal inside
+            inside += 1
+            await release.wait()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        limit = ConcurrencyLimit(app, limit=2)
+        answers: list[tuple[int, dict[str, str], dict[str, Any]]] = []
+
+        async def call(path: str) -> None:
+            sent: list[dict[str, Any]] = []
+
+            async def send(message: dict[str, Any]) -> None:
+                sent.append(message)
+
+            await limit({"type": "http", "path": path}, None, send)
+            headers = {k.decode(): v.decode() for k, v in sent[0].get("headers", [])}
+            answers.append((sent[0]["status"], headers, json.loads(sent[1]["body"])))
+
+        async def settle() -> None:
+            for _ in range(3):
+                await asyncio.sleep(0)
+
+        held = [asyncio.create_task(call("/v1/recommend")) for _ in range(2)]
+        await settle()
+        assert inside == 2 and limit.in_progress == 2
+        await call("/v1/forecast")  # over the cap: answered without waiting
+        passing = asyncio.create_task(call("/readyz"))  # not counted, not shed
+        await settle()
+        assert inside == 3 and limit.shed == 1
+        release.set()
+        await asyncio.gather(*held, passing)
+        assert limit.in_progress == 0
+        await call("/v1/recommend")  # below the cap again
+        return answers
+
+    answers = asyncio.run(scenario())
+    status, headers, body = answers[0]
+    assert status == 429 and headers["retry-after"] == "1"
+    assert "2 requests in progress" in body["error"] and body["field"] is None
+    assert sorted(a[0] for a in answers) == [200, 200, 200, 200, 429]
+
+
+def test_requests_arriving_together_are_counted_together() -> None:
+    """Handlers that never yield (CPU-bound ``async def``) still see each other's requests."""
+
+    async def scenario() -> list[int]:
+        async def cpu_bound(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b"{}"})
+
+        limit = ConcurrencyLimit(cpu_bound, limit=2)
+        statuses: list[int] = []
+
+        async def call() -> None:
+            async def send(message: dict[str, Any]) -> None:
+                if message["type"] == "http.response.start":
+                    statuses.append(message["status"])
+
+            await limit({"type": "http", "path": "/v1/noop"}, None, send)
+
+        await asyncio.gather(*(call() for _ in range(5)))
+        return statuses
+
+    assert sorted(asyncio.run(scenario())) == [200, 200, 429, 429, 429]
+
+
+def test_concurrency_limit_zero_is_no_cap_and_negative_is_an_error() -> None:
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    open_ = ConcurrencyLimit(app, limit=0)
+    open_.in_progress = 10**6
+    asyncio.run(open_({"type": "http", "path": "/v1/noop"}, None, send))
+    assert sent[0]["status"] == 200
+    with pytest.raises(ValueError, match="SHOPML_MAX_CONCURRENCY"):
+        ConcurrencyLimit(app, limit=-1)

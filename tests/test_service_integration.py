@@ -8,6 +8,8 @@ HTTP, and is stopped by its PID.
 
 from __future__ import annotations
 
+import http.client
+import json
 import os
 import subprocess
 import sys
@@ -21,6 +23,9 @@ pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[1]
 KINDS = ("recommender", "churn", "repurchase", "value", "demand")
+#: The server's cap on requests in progress: small, so that a burst of BURST exceeds it.
+MAX_CONCURRENCY = 4
+BURST = 48
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +48,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict
         BENTOML_DO_NOT_TRACK="true",
         SHOPML_BIND_HOST="127.0.0.1",
         SHOPML_WORKERS="1",
+        SHOPML_MAX_CONCURRENCY=str(MAX_CONCURRENCY),
         SHOPML_API_KEYS="int-sf:storefront,int-mk:marketing,int-pl:planning",
     )
     store = "; ".join(
@@ -120,3 +126,45 @@ def test_every_endpoint_over_http(server: tuple[str, dict[str, str]]) -> None:
         assert r.status_code == 413
         assert http.get("/healthz").status_code == 200
         assert "/v1/forecast" in http.get("/docs.json").json()["paths"]
+
+
+def test_a_burst_above_the_limit_is_shed_with_429_and_the_server_recovers(
+    server: tuple[str, dict[str, str]],
+) -> None:
+    """BURST requests sent at once on BURST connections to a server capped at MAX_CONCURRENCY.
+
+    The connections are opened first and every request is written before any answer is read,
+    so the requests reach the server together: those beyond the cap must be answered 429 with a
+    message and Retry-After, none 5xx, and the service answers 200 right after the burst.
+    """
+    url, _ = server
+    port = int(url.rsplit(":", 1)[1])
+    body = json.dumps({"limit": 100, "sort": "value_at_risk"})
+    headers = {"Content-Type": "application/json", "X-API-Key": "int-mk"}
+    conns = [http.client.HTTPConnection("127.0.0.1", port, timeout=30) for _ in range(BURST)]
+    try:
+        for c in conns:
+            c.connect()
+        for c in conns:
+            c.request("POST", "/v1/churn_risk", body=body, headers=headers)
+        answers = []
+        for c in conns:
+            r = c.getresponse()
+            answers.append((r.status, r.getheader("Retry-After"), r.read()))
+    finally:
+        for c in conns:
+            c.close()
+    statuses = sorted(s for s, _, _ in answers)
+    assert set(statuses) <= {200, 429}, statuses
+    assert statuses.count(200) >= 1, statuses
+    assert statuses.count(429) >= BURST // 2, statuses
+    for status, retry_after, raw in answers:
+        if status == 429:
+            assert retry_after == "1"
+            assert "server busy" in json.loads(raw)["error"]
+        else:
+            assert len(json.loads(raw)["rows"]) == 100
+    with httpx.Client(base_url=url, timeout=10) as client:
+        r = client.post("/v1/churn_risk", content=body, headers=headers)
+        assert r.status_code == 200, r.text
+        assert client.get("/readyz").status_code == 200

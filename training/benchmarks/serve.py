@@ -378,6 +378,7 @@ def run(
         "S",
         rows,
         stem=stem,
+        results_dir=results_dir,
         workers=workers,
         duration_s=duration_s,
         client="wrk",
@@ -405,6 +406,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--levels", type=str, default="1,8,32")
     p.add_argument("--endpoints", type=str, default=",".join(ENDPOINTS))
     p.add_argument("--stem", type=str, default="serve", help="result file name")
+    p.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     a = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     run(
@@ -414,6 +416,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         levels=[int(x) for x in a.levels.split(",")],
         endpoints=[e for e in a.endpoints.split(",") if e],
         stem=a.stem,
+        results_dir=a.results_dir,
     )
 
 
