@@ -202,6 +202,8 @@ def _indices(chunk: pa.DictionaryArray) -> np.ndarray:
 
 
 def _mapped(indices: np.ndarray, remap: np.ndarray, start: int) -> np.ndarray:
+    if indices.min(initial=0) >= 0:  # no missing values
+        return remap[indices + start]
     return np.where(indices >= 0, remap[np.maximum(indices, 0) + start], -1)
 
 

@@ -340,7 +340,8 @@ def validate_orders(
         rule("non_product_code", ~matches, f"item id does not match {item_pattern!r}")
     for name, mask in bad.items():
         if name not in (CUSTOMER_ID, ORDER_ID, ITEM_ID, ORDERED_AT, QUANTITY, UNIT_PRICE):
-            df.loc[mask, name] = pd.NA
+            if mask.any():  # setting through .loc costs a pass even when nothing is set
+                df.loc[mask, name] = pd.NA
             report.add(f"bad_{name}", mask, REPAIRED, f"unparseable {name} set to missing", index)
 
     ok = reason == 0
@@ -385,7 +386,8 @@ def validate_entities(raw: pd.DataFrame, table: Table, source: str) -> Validated
     report.add(f"duplicate_{key}", dup, QUARANTINED, f"{key} seen before: first row kept", index)
     for name, mask in bad.items():
         if name != key:
-            df.loc[mask, name] = pd.NA
+            if mask.any():
+                df.loc[mask, name] = pd.NA
             report.add(f"bad_{name}", mask, REPAIRED, f"unparseable {name} set to missing", index)
     drop = missing | dup
     quarantine = raw.reset_index(drop=True)[drop].copy()

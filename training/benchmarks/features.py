@@ -2,6 +2,9 @@
 
 ``shopml bench features`` generates a synthetic shop (once per size), then measures in a fresh
 process: read + validate, and every feature pipeline, so peak RSS is the feature build's own.
+End to end = reading the Parquet files, validating them and building every feature (users, items,
+interactions, weekly demand). The machine is shared: the row records the process's CPU seconds
+and the load average around the run beside the wall-clock seconds.
 Writes ``experiments/results/features.json``.
 """
 
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import resource
 import subprocess
 import sys
@@ -28,6 +32,8 @@ def measure(folder: Path) -> dict[str, Any]:
     from features.io import load_dataset
     from features.pipeline import build_feature_set
 
+    load_before = os.getloadavg()[0]
+    cpu_start = time.process_time()
     start = time.perf_counter()
     dataset = load_dataset(folder)
     load_s = time.perf_counter() - start
@@ -36,6 +42,7 @@ def measure(folder: Path) -> dict[str, Any]:
     fs = build_feature_set(dataset)
     features_s = time.perf_counter() - start
     lines = len(dataset.orders)
+    cpu_s = time.process_time() - cpu_start  # every thread of this process
     peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     total = load_s + features_s
     return {
@@ -50,6 +57,8 @@ def measure(folder: Path) -> dict[str, Any]:
         "orders_in_memory_gb": round(orders_gb, 3),
         "peak_rss_gb": round(peak_gb, 3),
         "peak_rss_over_orders": round(peak_gb / orders_gb, 2),
+        "cpu_s": round(cpu_s, 2),
+        "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "steps_s": fs.timings_s,
     }
 
@@ -58,7 +67,7 @@ def run(lines: int, workdir: Path) -> dict[str, Any]:
     """Generate a shop with about ``lines`` order lines (if not there yet) and measure it."""
     from features.synthetic import ShopConfig, write_shop
 
-    shop = workdir / f"shop-{lines}"
+    shop = workdir / f"shop-{lines}-v2"  # v2: order ids stored as plain strings
     if not (shop / "orders.parquet").exists():
         base = ShopConfig()
         per_customer = _lines_per_customer(base)
