@@ -15,7 +15,13 @@ from features.schema import purchases
 from features.users import user_features
 from shopml.artifacts.customers import CustomerArtifact, UnknownCustomerError
 from training.btyd import fit_bgnbd
-from training.customers import ChurnModel, DataWindowError, RepurchaseModel, ValueModel
+from training.customers import (
+    ChurnModel,
+    DataWindowError,
+    RepurchaseModel,
+    ValueModel,
+    customer_folds,
+)
 
 AS_OF = pd.Timestamp("2023-10-01")
 FAST: dict[str, Any] = {"n_snapshots": 3, "num_boost_round": 30, "num_threads": 1, "seed": 7}
@@ -97,6 +103,38 @@ def test_label_horizon_chosen_on_validation(orders: pd.DataFrame, churn: ChurnMo
     meta = churn.artifact_.metrics  # type: ignore[union-attr]
     if churn.chosen_ == "lightgbm":
         assert meta["label_horizon_days"] == churn.label_horizon_
+
+
+def test_calibration_cross_fitted_for_the_served_booster(churn: ChurnModel) -> None:
+    # the served booster is refitted on all cutoffs; its calibration comes from out-of-fold scores
+    # of boosters trained the same way, against 90-day labels that end by as_of
+    info = churn.calibration_
+    assert info["cross_fitted_folds"] == FAST.get("cv_folds", 5)
+    assert info["label_horizon_days"] == 90 and info["cutoffs"]
+    for c in info["cutoffs"]:
+        assert pd.Timestamp(c) + pd.Timedelta(days=90) <= AS_OF
+        assert pd.Timestamp(c) in churn.training_cutoffs_
+    if churn.chosen_ == "lightgbm":
+        assert churn.artifact_.metrics["calibration"] == info  # type: ignore[union-attr]
+
+
+def test_no_refit_serves_the_validation_booster(orders: pd.DataFrame) -> None:
+    m = RepurchaseModel(**FAST, refit=False, baselines=()).fit(orders, AS_OF)
+    assert m.calibration_["cross_fitted_folds"] == 0
+    assert m.calibration_["cutoffs"] == [str(m.validation_cutoff_.date())]
+    for c in m.training_cutoffs_:  # trained only on labels that end by the validation cutoff
+        assert c + pd.Timedelta(days=30) <= m.validation_cutoff_
+    with pytest.raises(ValueError, match="cv_folds"):
+        RepurchaseModel(cv_folds=1)
+
+
+def test_customer_folds_stable_and_balanced() -> None:
+    ids = np.array([f"c{i}" for i in range(2000)])
+    folds = customer_folds(ids, 5)
+    assert set(folds) == {0, 1, 2, 3, 4}
+    assert np.bincount(folds).min() > 300  # ~400 each
+    np.testing.assert_array_equal(customer_folds(ids[::-1], 5), folds[::-1])  # by id, not position
+    np.testing.assert_array_equal(customer_folds(np.array(["c7", "c7"]), 5), folds[[7, 7]])
 
 
 def test_repurchase_and_value(orders: pd.DataFrame) -> None:

@@ -3,7 +3,9 @@
 Population: customers with >= 1 purchase before ``as_of``. Labels from purchases in
 ``[as_of, as_of + H)``. Models train only on cutoffs whose label window ends by ``as_of``.
 Rows: ``shopml`` (the served model: LightGBM or the baseline it fell back to) and one row per
-reference (recency, frequency, bg/nbd, lightgbm-rfm), each calibrated on the validation cutoff.
+reference (recency, frequency, bg/nbd, lightgbm-rfm), each calibrated on the validation cutoff
+(the served LightGBM: cross-fitted calibration, see :mod:`training.customers`). Every run that
+writes results counts as one more look at the test window (``test_looks``).
 
 Run: ``python -m training.benchmarks.customers --dataset online-retail|cdnow``.
 """
@@ -11,6 +13,7 @@ Run: ``python -m training.benchmarks.customers --dataset online-retail|cdnow``.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -24,7 +27,7 @@ import pandas as pd
 from features.labels import churn_labels, repurchase_labels
 from features.schema import purchases
 from features.users import user_features
-from training.benchmarks import write_results
+from training.benchmarks import RESULTS_DIR, write_results
 from training.customers import (
     REFERENCE_NAMES,
     ChurnModel,
@@ -88,6 +91,7 @@ def evaluate(
         "validation_cutoff": str(model.validation_cutoff_.date()),
         "training_cutoffs": [str(c.date()) for c in model.training_cutoffs_],
         "label_horizon_days": model.label_horizon_,
+        "calibration": model.calibration_,
         "validation": model.validation_,
         "bgnbd": None
         if model.bgnbd_fit_ is None
@@ -144,15 +148,28 @@ def run(
             )
         log.info("%s %s: %s", key, task, r[0])
     if write:
+        extra.setdefault("test_looks", previous_test_looks(key) + 1)
+        extra.setdefault("note", "run without a note (e.g. from shopml bench quality)")
         write_results(key, "C", rows, as_of=as_of, details=details, **extra)
     return rows
+
+
+def previous_test_looks(dataset: str, results_dir: Path = RESULTS_DIR) -> int:
+    """``test_looks`` of the committed results file (0 when there is none): every run that writes
+    results is one more look at the test window."""
+    path = results_dir / f"{dataset}-C.json"
+    if not path.exists():
+        return 0
+    return int(json.loads(path.read_text()).get("test_looks", 0))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(SPECS), required=True)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--test-looks", type=int, default=None, help="recorded in the JSON")
+    parser.add_argument(
+        "--test-looks", type=int, default=None, help="recorded in the JSON (default: previous + 1)"
+    )
     parser.add_argument("--note", default=None, help="one-line note recorded in the JSON")
     args = parser.parse_args()
     extra: dict[str, Any] = {}
