@@ -13,7 +13,12 @@ import pytest
 
 from features.schema import purchases
 from features.users import user_features
-from shopml.artifacts.customers import CustomerArtifact, UnknownCustomerError
+from shopml.artifacts.customers import (
+    CustomerArtifact,
+    UnknownCustomerError,
+    blend_scores,
+    blend_stats,
+)
 from training.btyd import fit_bgnbd
 from training.customers import (
     ChurnModel,
@@ -128,6 +133,61 @@ def test_no_refit_serves_the_validation_booster(orders: pd.DataFrame) -> None:
         RepurchaseModel(cv_folds=1)
 
 
+def test_blend_known_answer() -> None:
+    stats = blend_stats(np.array([0.0, 2.0]), np.array([1.0, 3.0]), 0.25)
+    assert stats == {"weight": 0.25, "lgb_mean": 1.0, "lgb_std": 1.0, "bg_mean": 2.0, "bg_std": 1.0}
+    np.testing.assert_allclose(
+        blend_scores(np.array([0.0, 2.0, 4.0]), np.array([3.0, 1.0, 2.0]), stats),
+        [0.75 * -1 + 0.25 * 1, 0.75 * 1 + 0.25 * -1, 0.75 * 3 + 0.0],
+    )
+    flat = blend_stats(np.ones(3), np.ones(3), 0.5)  # constant scores: std 1, no division by 0
+    assert flat["lgb_std"] == 1.0 and flat["bg_std"] == 1.0
+
+
+def test_bgnbd_blend_chosen_on_validation(orders: pd.DataFrame, tmp_path: Path) -> None:
+    m = RepurchaseModel(**FAST, baselines=("baseline-bgnbd",)).fit(orders, AS_OF)
+    art = m.artifact_
+    assert art is not None and "lightgbm+bgnbd" in m.validation_
+    kept = (
+        m.validation_["lightgbm+bgnbd"]["roc_auc"] > m.validation_["lightgbm-alone"]["roc_auc"]
+        if m.blend_
+        else True
+    )
+    assert kept
+    if m.blend_:
+        assert m.validation_["lightgbm"] == m.validation_["lightgbm+bgnbd"]
+        assert m.calibration_["blended_with_bgnbd"]
+    lgb_art = m.candidates_["lightgbm"]
+    assert (lgb_art.blend.get("weight") == 0.2) == m.blend_
+    assert set(lgb_art.btyd) == ({"r", "alpha", "a", "b"} if m.blend_ else set())
+    off = RepurchaseModel(**FAST, blend_weight=0.0, baselines=()).fit(orders, AS_OF)
+    assert "lightgbm+bgnbd" not in off.validation_ and not off.blend_
+    assert off.artifact_ is not None and off.artifact_.blend == {}
+    with pytest.raises(ValueError, match="blend_weight"):
+        RepurchaseModel(blend_weight=1.0)
+
+
+def test_blended_artifact_round_trip(tmp_path: Path, orders: pd.DataFrame) -> None:
+    m = RepurchaseModel(**FAST, baselines=()).fit(orders, AS_OF)
+    art = m.candidates_["lightgbm"]
+    feats = user_features(orders, AS_OF)
+    X = feats[art.feature_names].to_numpy(np.float64)
+    assert art.booster is not None
+    art.btyd = fit_bgnbd(
+        *(feats[c].to_numpy() for c in ("repeat_days", "span_days", "tenure_days"))
+    ).params
+    lgb_raw = np.asarray(art.booster.predict(X, raw_score=True))
+    art.blend = blend_stats(lgb_raw, art._bgnbd_logit(X), 0.2)
+    raw = art.raw_score(X)
+    assert abs(raw.mean()) < 1e-9  # both parts standardised on this population
+    assert not np.allclose(raw, (lgb_raw - lgb_raw.mean()) / lgb_raw.std())  # BG/NBD counts
+    art.save(tmp_path / "blend")
+    back = CustomerArtifact.load(tmp_path / "blend")
+    assert back.blend == art.blend
+    np.testing.assert_array_equal(back.predict_proba(X), art.predict_proba(X))
+    assert back.reasons(X[:5]) == art.reasons(X[:5])
+
+
 def test_customer_folds_stable_and_balanced() -> None:
     ids = np.array([f"c{i}" for i in range(2000)])
     folds = customer_folds(ids, 5)
@@ -198,6 +258,20 @@ def test_reasons_are_plain_phrases(orders: pd.DataFrame, churn: ChurnModel) -> N
     values.update(gap_ratio=3.0, spend_change_90d=-0.6)
     assert art.phrase("gap_ratio", values) == "no order for 3.0x the usual gap"
     assert art.phrase("spend_change_90d", values) == "spend down 60% vs previous quarter"
+    assert art.phrase("repeat_days", values) == "purchase history pattern"  # NaN: no number
+    assert art.phrase("repeat_days", {**values, "repeat_days": 0.0}) == (
+        "never ordered again after the first order"
+    )
+    assert art.phrase("repeat_days", {**values, "repeat_days": 4.0}) == (
+        "ordered again on 4 days after the first"
+    )
+    assert art.phrase("country_share", {**values, "country_share": 0.02}) == (
+        "2% of customers are in their country"
+    )
+    # a reason pushes the score up: low activity for churn, high activity for repurchase
+    assert art.phrase("orders_decay90", values) == "little ordering activity over the last months"
+    rep = CustomerArtifact(**{**art.__dict__, "task": "repurchase"})
+    assert rep.phrase("orders_decay90", values) == "strong ordering activity over the last months"
 
 
 def test_baseline_fallback(orders: pd.DataFrame, caplog: pytest.LogCaptureFixture) -> None:
@@ -205,7 +279,10 @@ def test_baseline_fallback(orders: pd.DataFrame, caplog: pytest.LogCaptureFixtur
     # AUC 0.5, so the recency baseline must be served, loudly
     with caplog.at_level(logging.WARNING, logger="training.customers"):
         m = ChurnModel(
-            **FAST, params={"min_data_in_leaf": 10**7}, baselines=("baseline-recency",)
+            **FAST,
+            params={"min_data_in_leaf": 10**7},
+            baselines=("baseline-recency",),
+            blend_weight=0.0,  # a BG/NBD blend would rank well without the LightGBM
         ).fit(orders, AS_OF)
     assert m.chosen_ == "baseline-recency"
     assert m.artifact_ is not None and m.artifact_.kind == "baseline-recency"

@@ -36,7 +36,7 @@ from features.labels import churn_labels, future_spend, repurchase_labels
 from features.schema import CUSTOMER_ID, ORDERED_AT
 from features.segments import segment_tags
 from features.users import RFM_FEATURES, user_features
-from shopml.artifacts.customers import Calibration, CustomerArtifact
+from shopml.artifacts.customers import Calibration, CustomerArtifact, blend_scores, blend_stats
 from training.base import check_fitted
 from training.btyd import fit_bgnbd, fit_gamma_gamma
 
@@ -55,6 +55,11 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "verbose": -1,
 }
 CV_FOLDS = 5  # customer folds of the cross-fitted calibration
+#: weight of the BG/NBD score in the LightGBM + BG/NBD blend (kept only when it ranks better on the
+#: validation cutoff). 0.2 was best or next to best on 12 validation cutoffs of Online Retail and
+#: CDNOW (+0.0003..+0.0026 AUC over LightGBM alone); 0 turns the blend off.
+BLEND_WEIGHT = 0.2
+BTYD_INPUTS = ("repeat_days", "span_days", "tenure_days", "recency_days")
 SHORT_HORIZON = 30  # days; the short label horizon tried for longer tasks (see _train_horizons)
 BASELINES = ("baseline-recency", "baseline-frequency", "baseline-bgnbd", "lightgbm-rfm")
 REFERENCE_NAMES = {
@@ -188,7 +193,11 @@ class _CustomerModel(_SavedArtifact):
         seed: int = 0,
         train_horizons: tuple[int, ...] | None = None,
         cv_folds: int = CV_FOLDS,
+        blend_weight: float = BLEND_WEIGHT,
     ) -> None:
+        if not 0.0 <= blend_weight < 1.0:
+            raise ValueError(f"blend_weight must be in [0, 1), got {blend_weight}")
+        self.blend_weight = blend_weight
         if cv_folds < 2:
             raise ValueError(f"cv_folds must be >= 2, got {cv_folds}")
         self.cv_folds = cv_folds
@@ -259,13 +268,16 @@ class _CustomerModel(_SavedArtifact):
         label_h: int,
         names: list[str],
         as_of: pd.Timestamp,
+        bg_logit: dict[pd.Timestamp, np.ndarray] | None = None,
     ) -> tuple[lgb.Booster, Calibration, dict[str, Any]] | None:
         """The served booster (trained on all ``cuts``) and its cross-fitted calibration.
 
         Customers are split into ``cv_folds`` folds (a hash of the id, so a customer's snapshots
         stay together); a booster trained without a fold scores it. The calibration is fitted on
         these out-of-fold scores against the task's label (``horizon_days``) on the cutoffs whose
-        label window ends by ``as_of``. None when no cutoff in ``cuts`` has that label.
+        label window ends by ``as_of``; with ``bg_logit`` (BG/NBD log-odds per calibration cutoff)
+        the out-of-fold scores are first blended with them, standardised cutoff by cutoff as the
+        served blend is at ``as_of``. None when no cutoff in ``cuts`` has that label.
         """
         H = self._horizon
         has_label = [c + pd.Timedelta(days=H) <= as_of for c in cuts]
@@ -288,14 +300,23 @@ class _CustomerModel(_SavedArtifact):
             if score.any() and (~held).any():
                 b = self._train(X[~held], y[~held], self.num_boost_round, names)
                 oof[score] = b.predict(X[score], raw_score=True)
-        ok = ~np.isnan(oof[cal_rows])
-        calibration = fit_calibration(oof[cal_rows][ok], y_cal[ok], self.calibration)
+        scores = oof[cal_rows]
+        if bg_logit is not None:
+            start = 0
+            for c in (c for c, o in zip(cuts, has_label, strict=True) if o):
+                part = slice(start, start + len(feats_at[c]))
+                stats = blend_stats(scores[part], bg_logit[c], self.blend_weight)
+                scores[part] = blend_scores(scores[part], bg_logit[c], stats)
+                start = part.stop
+        ok = ~np.isnan(scores)
+        calibration = fit_calibration(scores[ok], y_cal[ok], self.calibration)
         info = {
             "method": calibration.method,
             "cross_fitted_folds": self.cv_folds,
             "cutoffs": [str(c.date()) for c, o in zip(cuts, has_label, strict=True) if o],
             "label_horizon_days": H,
             "rows": int(ok.sum()),
+            "blended_with_bgnbd": bg_logit is not None,
         }
         return self._train(X, y, self.num_boost_round, names), calibration, info
 
@@ -427,6 +448,40 @@ class _CustomerModel(_SavedArtifact):
         if bg_val is not None:
             self.validation_["baseline-bgnbd"]["converged"] = bg_val.converged
 
+        # LightGBM + BG/NBD blend, kept when it ranks better on the validation cutoff
+        blend = False
+        if self.blend_weight > 0 and set(BTYD_INPUTS) <= set(names):
+            bg_fit = bg_val or fit_bgnbd(*hist_btyd(X_val))
+            if bg_fit.converged:
+                bg_raw = self._bgnbd_logit(X_val, bg_fit.params, as_of)
+                stats = blend_stats(val_raw["lightgbm"], bg_raw, self.blend_weight)
+                z = blend_scores(val_raw["lightgbm"], bg_raw, stats)
+                cal = fit_calibration(z, y_val, self.calibration)
+                self.validation_["lightgbm+bgnbd"] = classification_metrics(y_val, cal(z))
+                blend = (
+                    self.validation_["lightgbm+bgnbd"]["roc_auc"]
+                    > self.validation_["lightgbm"]["roc_auc"]
+                )
+                if blend:
+                    self.validation_["lightgbm-alone"] = self.validation_["lightgbm"]
+                    self.validation_["lightgbm"] = self.validation_["lightgbm+bgnbd"]
+                    art = cands["lightgbm"]
+                    art.blend, art.btyd, art.calibration = stats, dict(bg_fit.params), cal
+        self.blend_ = blend
+
+        # BG/NBD at as_of (the baseline's and the blend's parameters)
+        self.bgnbd_fit_ = None
+        if "baseline-bgnbd" in cands or blend:
+            feats_now = user_features(hist, as_of, **tables)
+            self.bgnbd_fit_ = fit_bgnbd(*hist_btyd(feats_now))
+            for name in ("baseline-bgnbd", "lightgbm"):
+                if name in cands and (name != "lightgbm" or blend):
+                    cands[name].btyd = dict(self.bgnbd_fit_.params)
+                    if not self.bgnbd_fit_.converged:
+                        cands[name].notes.append(
+                            f"BG/NBD did not converge: {self.bgnbd_fit_.message}"
+                        )
+
         # refit on all usable cutoffs at as_of, with a cross-fitted calibration (otherwise the
         # validation booster is served with the calibration fitted on it); the lightgbm-rfm
         # reference stays the booster of one earlier cutoff, calibrated on validation
@@ -441,7 +496,16 @@ class _CustomerModel(_SavedArtifact):
             for c in all_cuts:
                 if c + pd.Timedelta(days=H) <= as_of and (c, H) not in labels:
                     labels[(c, H)] = self._labels(hist, c, feats_at[c].index, H)
-            refit = self._crossfit(feats_at, labels, all_cuts, label_h, names, as_of)
+            bg_logit = None
+            if blend:  # BG/NBD fitted at each calibration cutoff, as at as_of
+                bg_logit = {
+                    c: self._bgnbd_logit(
+                        feats_at[c], fit_bgnbd(*hist_btyd(feats_at[c])).params, as_of
+                    )
+                    for c in all_cuts
+                    if c + pd.Timedelta(days=H) <= as_of
+                }
+            refit = self._crossfit(feats_at, labels, all_cuts, label_h, names, as_of, bg_logit)
             if refit is None:
                 log.info(
                     "%s: no training cutoff has a %d-day label; serving the validation booster",
@@ -450,19 +514,19 @@ class _CustomerModel(_SavedArtifact):
                 )
                 all_cuts = horizon_cuts[label_h][0]
             else:
-                cands["lightgbm"].booster, cands["lightgbm"].calibration, calibration_info = refit
+                art = cands["lightgbm"]
+                art.booster, art.calibration, calibration_info = refit
         else:
             all_cuts = horizon_cuts[label_h][0]
+        if blend:  # standardise both scores on the population at as_of
+            art = cands["lightgbm"]
+            X_now = feats_now[names].to_numpy(np.float64)
+            assert art.booster is not None
+            lgb_now = np.asarray(art.booster.predict(X_now, raw_score=True))
+            art.blend = blend_stats(
+                lgb_now, self._bgnbd_logit(feats_now, art.btyd, as_of), self.blend_weight
+            )
         self.calibration_ = calibration_info
-        self.bgnbd_fit_ = None
-        if "baseline-bgnbd" in cands:
-            feats_now = user_features(hist, as_of, **tables)
-            self.bgnbd_fit_ = fit_bgnbd(*hist_btyd(feats_now))
-            cands["baseline-bgnbd"].btyd = self.bgnbd_fit_.params
-            if not self.bgnbd_fit_.converged:
-                cands["baseline-bgnbd"].notes.append(
-                    f"BG/NBD did not converge: {self.bgnbd_fit_.message}"
-                )
 
         # choose
         model_auc = self.validation_["lightgbm"]["roc_auc"]
@@ -508,6 +572,13 @@ class _CustomerModel(_SavedArtifact):
         self.fit_s_ = time.perf_counter() - t0
         self.artifact_.scores = self.score_table(hist, as_of, items=items, customers=customers)
         return self
+
+    def _bgnbd_logit(
+        self, feats: pd.DataFrame, params: dict[str, float], as_of: pd.Timestamp
+    ) -> np.ndarray:
+        """BG/NBD log-odds of the task's event for each row of ``feats``."""
+        art = self._artifact("baseline-bgnbd", list(feats.columns), None, as_of, btyd=params)
+        return art.raw_score(feats.to_numpy(np.float64))
 
     def _artifact(
         self,

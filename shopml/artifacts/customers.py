@@ -12,7 +12,8 @@ Folder layout written by :meth:`CustomerArtifact.save`::
     calibration.npz  isotonic thresholds ``x``, ``y`` (allow_pickle=False), when isotonic
     scores.parquet   the score table (customer_id, score, segment, reasons, ...)
 
-Kinds: ``lightgbm`` / ``lightgbm-rfm`` (booster on features), ``baseline-recency`` (log days since
+Kinds: ``lightgbm`` / ``lightgbm-rfm`` (booster on features; ``lightgbm`` optionally blended
+with the BG/NBD score, see :attr:`CustomerArtifact.blend`), ``baseline-recency`` (log days since
 last purchase), ``baseline-frequency`` (log number of orders), ``baseline-bgnbd`` (BG/NBD
 P(no purchase in the window)), and for value ``bgnbd-gammagamma`` (expected spend).
 Nothing here trains anything or imports :mod:`training`.
@@ -47,8 +48,10 @@ MODEL = "model.txt"
 CALIBRATION = "calibration.npz"
 SCORES = "scores.parquet"
 
-#: Plain-language phrases for reason codes, formatted with the customer's feature values (and
-#: the derived fields ``pct_change`` and ``up_down``). Features without a phrase use ``default``.
+#: Plain-language phrases for reason codes, formatted with the customer's feature values and the
+#: derived fields ``pct_change``, ``up_down``, ``repeat_text`` and ``activity`` ("little" for a
+#: churn reason, "strong" for a repurchase reason: a reason pushes the score up). Features without
+#: a phrase use ``default``.
 PHRASES: dict[str, str] = {
     "recency_days": "no order for {recency_days:.0f} days",
     "gap_ratio": "no order for {gap_ratio:.1f}x the usual gap",
@@ -56,7 +59,7 @@ PHRASES: dict[str, str] = {
     "gap_last": "last gap between orders was {gap_last:.0f} days",
     "gap_std": "irregular ordering rhythm",
     "n_orders": "{n_orders:.0f} orders so far",
-    "repeat_days": "ordered on {repeat_days:.0f} days after the first",
+    "repeat_days": "{repeat_text}",
     "tenure_days": "customer for {tenure_days:.0f} days",
     "span_days": "first to last order spans {span_days:.0f} days",
     "tenure_per_order": "one order per {tenure_per_order:.0f} days on average",
@@ -72,10 +75,10 @@ PHRASES: dict[str, str] = {
     "spend_prev90d": "spend {spend_prev90d:,.0f} in the quarter before last",
     "spend_change_90d": "spend {up_down} {pct_change:.0f}% vs previous quarter",
     "orders_trend": "order count changed by {orders_trend:+.0f} vs previous quarter",
-    "orders_decay7": "ordering activity in the last days",
-    "orders_decay30": "recent ordering activity",
-    "orders_decay90": "ordering activity over the last months",
-    "orders_decay180": "ordering activity over the last half year",
+    "orders_decay7": "{activity} ordering activity in the last days",
+    "orders_decay30": "{activity} ordering activity in the last weeks",
+    "orders_decay90": "{activity} ordering activity over the last months",
+    "orders_decay180": "{activity} ordering activity over the last half year",
     "gap_trend": "last gap between orders was {gap_trend:.1f}x the usual gap",
     "first_gap": "second order came {first_gap:.0f} days after the first",
     "repeat_first90d": "ordered on {repeat_first90d:.0f} more days within 90 days of the first",
@@ -100,7 +103,7 @@ PHRASES: dict[str, str] = {
     "q4_share": "{q4_share:.0%} of orders in October-December",
     "weekend_share": "{weekend_share:.0%} of orders at weekends",
     "hour_mean": "usually orders around {hour_mean:.0f}h",
-    "country_share": "country",
+    "country_share": "{country_share:.0%} of customers are in their country",
     "bgnbd_p_alive": "purchase pattern suggests {bgnbd_p_alive:.0%} chance still active",
     "default": "purchase history pattern",
 }
@@ -199,6 +202,27 @@ def bgnbd_loglik(
     return float(np.sum(weights * (common + np.logaddexp(term1, term2))))
 
 
+# ---------------------------------------------------------------- BG/NBD blend
+def blend_stats(lgb_raw: np.ndarray, bg_raw: np.ndarray, weight: float) -> dict[str, float]:
+    """The blend of :attr:`CustomerArtifact.blend`: ``weight`` and both scores' mean and std."""
+    return {
+        "weight": float(weight),
+        "lgb_mean": float(np.mean(lgb_raw)),
+        "lgb_std": float(np.std(lgb_raw)) or 1.0,
+        "bg_mean": float(np.mean(bg_raw)),
+        "bg_std": float(np.std(bg_raw)) or 1.0,
+    }
+
+
+def blend_scores(lgb_raw: np.ndarray, bg_raw: np.ndarray, blend: dict[str, float]) -> np.ndarray:
+    """(1 - w) z(LightGBM log-odds) + w z(BG/NBD log-odds), standardised with ``blend``'s stats."""
+    w = blend["weight"]
+    return np.asarray(
+        (1 - w) * (lgb_raw - blend["lgb_mean"]) / blend["lgb_std"]
+        + w * (bg_raw - blend["bg_mean"]) / blend["bg_std"]
+    )
+
+
 # ---------------------------------------------------------------- calibration
 @dataclass
 class Calibration:
@@ -246,6 +270,10 @@ class CustomerArtifact:
     metrics: dict[str, Any] = field(default_factory=dict)
     phrases: dict[str, str] = field(default_factory=lambda: dict(PHRASES))
     notes: list[str] = field(default_factory=list)
+    #: optional BG/NBD blend of a ``lightgbm`` kind: ``weight`` w and the standardisation of both
+    #: scores at fitting time (``lgb_mean``, ``lgb_std``, ``bg_mean``, ``bg_std``); the raw score
+    #: is then (1 - w) z(LightGBM log-odds) + w z(BG/NBD log-odds), using the ``btyd`` parameters
+    blend: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:
@@ -281,17 +309,24 @@ class CustomerArtifact:
         sign = 1.0 if self.task == "churn" else -1.0
         if self.kind in ("lightgbm", "lightgbm-rfm"):
             assert self.booster is not None
-            return np.asarray(self.booster.predict(features, raw_score=True), dtype=np.float64)
+            raw = np.asarray(self.booster.predict(features, raw_score=True), dtype=np.float64)
+            if self.blend:
+                raw = blend_scores(raw, self._bgnbd_logit(features), self.blend)
+            return raw
         if self.kind == "baseline-recency":
             return sign * np.log1p(self._column(features, "recency_days"))
         if self.kind == "baseline-frequency":
             return -sign * np.log1p(self._column(features, "n_orders"))
         if self.kind in ("baseline-bgnbd", "bgnbd-gammagamma"):
-            x, t_x, T = self._btyd_inputs(features)
-            p0 = bgnbd_p_no_purchase(self.btyd, x, t_x, T, self.horizon_days)
-            p = p0 if self.task == "churn" else 1 - p0
-            return np.asarray(logit(np.clip(p, 1e-9, 1 - 1e-9)))
+            return self._bgnbd_logit(features)
         raise ValueError(f"unknown kind {self.kind!r}")
+
+    def _bgnbd_logit(self, features: np.ndarray) -> np.ndarray:
+        """BG/NBD log-odds of the task's event (churn: no purchase in the window)."""
+        x, t_x, T = self._btyd_inputs(features)
+        p0 = bgnbd_p_no_purchase(self.btyd, x, t_x, T, self.horizon_days)
+        p = p0 if self.task == "churn" else 1 - p0
+        return np.asarray(logit(np.clip(p, 1e-9, 1 - 1e-9)))
 
     def predict_proba(self, features: np.ndarray) -> np.ndarray:
         """Calibrated P(churn) or P(repurchase) per row of ``features`` (columns = feature_names)."""
@@ -320,8 +355,15 @@ class CustomerArtifact:
         """
         features = self._check(features)
         if self.booster is not None:
-            contrib = np.asarray(self.booster.predict(features, pred_contrib=True))
-            return contrib[:, :-1]
+            contrib = np.asarray(self.booster.predict(features, pred_contrib=True))[:, :-1]
+            if self.blend:  # scale to the blended score; the BG/NBD part goes to its inputs
+                b, w = self.blend, self.blend["weight"]
+                contrib = contrib * (1 - w) / b["lgb_std"]
+                bg = w * (self._bgnbd_logit(features) - b["bg_mean"]) / b["bg_std"]
+                for name in ("recency_days", "repeat_days"):
+                    if name in self.feature_names:
+                        contrib[:, self.feature_names.index(name)] += bg / 2
+            return contrib
         out = np.zeros_like(features)
         used = {
             "baseline-recency": ["recency_days"],
@@ -361,6 +403,15 @@ class CustomerArtifact:
         filled: dict[str, object] = dict(values)
         filled["pct_change"] = abs(change) * 100 if change == change else 0.0
         filled["up_down"] = "down" if change < 0 else "up"
+        repeat = values.get("repeat_days", float("nan"))
+        filled["repeat_text"] = (
+            self.phrases.get("default", "purchase history pattern")
+            if math.isnan(repeat)
+            else "never ordered again after the first order"
+            if repeat == 0
+            else f"ordered again on {repeat:.0f} days after the first"
+        )
+        filled["activity"] = "little" if self.task == "churn" else "strong"
         if any(
             isinstance(v, float) and math.isnan(v) for k, v in filled.items() if "{" + k in template
         ):
@@ -400,6 +451,7 @@ class CustomerArtifact:
             "feature_names": self.feature_names,
             "calibration": {"method": cal.method, "a": cal.a, "b": cal.b},
             "btyd": self.btyd,
+            "blend": self.blend,
             "metrics": self.metrics,
             "phrases": self.phrases,
             "notes": self.notes,
@@ -435,6 +487,7 @@ class CustomerArtifact:
             booster=booster,
             calibration=cal,
             btyd={k: float(v) for k, v in meta.get("btyd", {}).items()},
+            blend={k: float(v) for k, v in meta.get("blend", {}).items()},
             scores=scores,
             metrics=meta.get("metrics", {}),
             phrases=dict(meta.get("phrases", PHRASES)),
