@@ -268,6 +268,9 @@ def test_reasons_are_plain_phrases(orders: pd.DataFrame, churn: ChurnModel) -> N
     assert art.phrase("country_share", {**values, "country_share": 0.02}) == (
         "2% of customers are in their country"
     )
+    assert art.phrase("item_retention", {**values, "item_retention": 0.25}) == (
+        "buys items after which 25% of buyers reorder within a month"
+    )
     # a reason pushes the score up: low activity for churn, high activity for repurchase
     assert art.phrase("orders_decay90", values) == "little ordering activity over the last months"
     rep = CustomerArtifact(**{**art.__dict__, "task": "repurchase"})

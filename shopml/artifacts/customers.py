@@ -90,6 +90,10 @@ PHRASES: dict[str, str] = {
     "items_per_order": "{items_per_order:.0f} different items per order",
     "item_popularity": "the kind of items they buy",
     "item_repeat_rate": "buys items that are often re-bought ({item_repeat_rate:.0%})",
+    "item_retention": "buys items after which {item_retention:.0%} of buyers reorder within a month",
+    "last_order_retention": (
+        "after their last order's items {last_order_retention:.0%} of buyers reorder within a month"
+    ),
     "distinct_categories": "bought from {distinct_categories:.0f} categories",
     "return_orders": "{return_orders:.0f} returns",
     "return_rate": "returned {return_rate:.0%} of spend",
