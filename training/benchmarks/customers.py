@@ -92,6 +92,7 @@ def evaluate(
         "training_cutoffs": [str(c.date()) for c in model.training_cutoffs_],
         "label_horizon_days": model.label_horizon_,
         "calibration": model.calibration_,
+        "blended_with_bgnbd": model.blend_,
         "validation": model.validation_,
         "bgnbd": None
         if model.bgnbd_fit_ is None
