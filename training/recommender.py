@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ import pandas as pd
 import scipy.sparse as sp
 from implicit.als import AlternatingLeastSquares
 from implicit.nearest_neighbours import CosineRecommender, bm25_weight
+from implicit.utils import ParameterWarning
 from threadpoolctl import threadpool_limits
 
 from features.arrays import id_codes
@@ -47,6 +49,8 @@ from shopml.artifacts.recommender import (
 from training.base import check_fitted
 
 log = logging.getLogger(__name__)
+
+Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # re-ranker features, labels, user positions
 
 #: chosen on validation for fit time (<= 10 s on Online Retail): 60 trees x 15 leaves, 63 bins
 #: scored NDCG@10 0.433 (all) / 0.164 (new) there, against 0.437 / 0.163 for 300 x 31 x 255.
@@ -334,7 +338,9 @@ def cosine_neighbours(
     B = X.astype(np.float32, copy=True).tocsr()
     B.data[:] = 1.0
     knn = CosineRecommender(K=k + 1, num_threads=num_threads)
-    knn.fit(B, show_progress=False)
+    with warnings.catch_warnings():  # implicit converts its own normalised copy to CSR
+        warnings.simplefilter("ignore", ParameterWarning)
+        knn.fit(B, show_progress=False)
     S = knn.similarity.tocsr()
     S.setdiag(0.0)
     S.eliminate_zeros()
@@ -377,6 +383,10 @@ def training_rows(
     if not Fs:
         return np.zeros((0, len(FEATURES))), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     return np.vstack(Fs), np.concatenate(ys), np.concatenate(rs)
+
+
+def _ago(when: pd.Timestamp, days: int) -> pd.Timestamp:
+    return when - pd.Timedelta(days=days)
 
 
 def fit_ranker(F: np.ndarray, y: np.ndarray, groups: np.ndarray, params: dict[str, Any]) -> Any:
@@ -499,15 +509,13 @@ class RecommenderModel:
             "n_knn": self.n_knn,
             "n_pop": self.n_pop,
         }
-        # the final snapshot does not depend on validation: with >= 2 threads it is built on
-        # one of them while the others run the validation snapshots
-        parallel = self.num_threads >= 2
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            final = pool.submit(self._state, shop, as_of, dict(params), 1) if parallel else None
-            threads = self.num_threads - 1 if parallel else self.num_threads
-            ranker, validation, chosen = self._learn(shop, as_of, threads)
+        # snapshots (the final one and those of the ranker's cutoffs) are independent: they
+        # run on num_threads threads, one OpenMP thread each; results do not depend on it
+        with ThreadPoolExecutor(max_workers=max(self.num_threads, 1)) as pool:
+            final = pool.submit(self._state, shop, as_of, dict(params), 1)
+            ranker, validation, chosen = self._learn(shop, as_of, pool)
             params.update(chosen)
-            self.state_ = final.result() if final else self._state(shop, as_of, params)
+            self.state_ = final.result()
         self.state_.params = {**self.state_.params, **params}
         self.state_.ranker = ranker
         self.state_.params["validation"] = validation
@@ -524,40 +532,49 @@ class RecommenderModel:
         return self
 
     def _learn(
-        self, shop: Shop, as_of: pd.Timestamp, threads: int
+        self, shop: Shop, as_of: pd.Timestamp, pool: ThreadPoolExecutor
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-        """Snapshots before ``as_of``: re-ranker rows, then :meth:`_validate` (ranker, scores,
-        chosen parameters)."""
-        params = {**DEFAULT_PARAMS, "n_als": self.n_als, "n_knn": self.n_knn, "n_pop": self.n_pop}
+        """Snapshots at the ranker's cutoffs (on ``pool``) and their re-ranker rows, then
+        :meth:`_validate` (ranker, scores, chosen parameters)."""
         rng = np.random.default_rng(self.random_state)
         held = rng.random(len(shop.user_ids)) < self.holdout  # per user code
-        Xs: list[np.ndarray] = []
-        ys: list[np.ndarray] = []
-        hs: list[np.ndarray] = []
-        gs: list[np.ndarray] = []  # one group (user at a cutoff) per ranked list
-        val_state: RecommenderArtifact | None = None
-        val_days = 0
-        for d, w in self.ranker_cutoffs:
-            cutoff = as_of - pd.Timedelta(days=d)
-            if not shop.window(None, cutoff).any():
-                continue
-            state = self._state(shop, cutoff, params, threads)
-            if val_state is None:
-                val_state, val_days = state, d
-            if not self.use_ranker:
-                break
-            codes = np.searchsorted(shop.user_ids, state.user_ids)
-            truth = shop.truth(cutoff, min(w, d), codes)
-            users = np.flatnonzero(truth.getnnz(axis=1) > 0)
-            F, y, r = training_rows(state, users, truth, rng, self.negative_rate)
+        cutoffs = [
+            (d, w) for d, w in self.ranker_cutoffs if shop.window(None, _ago(as_of, d)).any()
+        ]
+        if not cutoffs:
+            return None, {}, {}
+        if not self.use_ranker:
+            cutoffs = cutoffs[:1]
+        jobs = [
+            pool.submit(self._snapshot, shop, as_of, d, w, j) for j, (d, w) in enumerate(cutoffs)
+        ]
+        done = [job.result() for job in jobs]
+        val_state, val_days = done[0][0], cutoffs[0][0]
+        Xs, ys, hs, gs = [], [], [], []
+        for j, (_, codes, users, (F, y, r)) in enumerate(done if self.use_ranker else []):
             Xs.append(F)
             ys.append(y)
             hs.append(held[codes[users]][r])
-            gs.append(r + len(gs) * len(shop.user_ids))
-            log.debug("cutoff %s: %d ranker rows", cutoff, len(y))
-        if val_state is None:
-            return None, {}, {}
+            gs.append(r + j * len(shop.user_ids))  # one group (user at a cutoff) per ranked list
         return self._validate(shop, as_of, val_state, val_days, held, Xs, ys, hs, gs)
+
+    def _snapshot(
+        self, shop: Shop, as_of: pd.Timestamp, days: int, window: int, seed: int
+    ) -> tuple[RecommenderArtifact, np.ndarray, np.ndarray, Rows]:
+        """Components at ``as_of - days`` and re-ranker rows labelled by the next ``window``
+        days (capped at ``as_of``): state, user codes, labelled users (state rows), rows."""
+        cutoff = _ago(as_of, days)
+        params = {**DEFAULT_PARAMS, "n_als": self.n_als, "n_knn": self.n_knn, "n_pop": self.n_pop}
+        state = self._state(shop, cutoff, params, 1)
+        codes = np.searchsorted(shop.user_ids, state.user_ids)
+        truth = shop.truth(cutoff, min(window, days), codes)
+        users = np.flatnonzero(truth.getnnz(axis=1) > 0)
+        if not self.use_ranker:
+            users = users[:0]
+        rng = np.random.default_rng([self.random_state, seed])
+        rows = training_rows(state, users, truth, rng, self.negative_rate)
+        log.debug("cutoff %s: %d ranker rows", cutoff, len(rows[1]))
+        return state, codes, users, rows
 
     def _validate(
         self,
