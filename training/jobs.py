@@ -319,7 +319,10 @@ class RecommenderJob:
 
         at = as_of - pd.Timedelta(days=self.window_days)
         buys = purchases_before(ds.orders, as_of)
-        model = self._model(params).fit(buys, at, items=ds.items, customers=ds.customers)
+        # ranked live for the evaluated users only: precomputing every user's lists is for serving
+        model = self._model({**params, "precompute_width": 0}).fit(
+            buys, at, items=ds.items, customers=ds.customers
+        )
         train = build_interactions(buys, at, weight="orders")
         recent = build_interactions(
             buys, at, since=at - pd.Timedelta(days=90), weight="binary", item_ids=train.item_ids
