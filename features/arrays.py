@@ -35,6 +35,16 @@ def unique(
     return values, np.diff(np.r_[starts, len(s)])
 
 
+def run_starts(*keys: np.ndarray) -> np.ndarray:
+    """True where a run of rows with equal ``keys`` starts (the first row of each run)."""
+    n = len(keys[0])
+    out = np.zeros(n, dtype=bool)
+    out[:1] = True
+    for key in keys:
+        out[1:] |= key[1:] != key[:-1]
+    return out
+
+
 def id_codes(values: pd.Series, index: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Integer codes of ``values`` against ``index`` (built sorted when None); -1 if absent.
 

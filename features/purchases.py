@@ -20,6 +20,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from features.arrays import run_starts
 from features.schema import (
     CUSTOMER_ID,
     IS_RETURN,
@@ -144,9 +145,7 @@ class Purchases:
         value *= qty
         t = when.view(np.int64)
         n = len(order)
-        new_run = np.empty(n, dtype=bool)
-        new_run[:1] = True
-        np.not_equal(order[1:], order[:-1], out=new_run[1:])
+        new_run = run_starts(order)
         starts = np.flatnonzero(new_run)
         distinct = int(np.count_nonzero(np.bincount(order, minlength=1))) if n else 0
         if len(starts) == distinct:  # every order's lines are contiguous: runs are the orders
@@ -238,17 +237,13 @@ class Purchases:
             key <<= order_bits
             key |= np.asarray(rank, dtype=np.int64)
             key.sort()
-            keep = np.empty(len(key), dtype=bool)
-            keep[:1] = True
-            np.not_equal(key[1:], key[:-1], out=keep[1:])
+            keep = run_starts(key)
             if not keep.all():
                 key = key[keep]
             del keep
             r = (key & ((1 << order_bits) - 1)).astype(np.int64)
             key >>= order_bits  # (customer, item) pairs
-            new_pair = np.empty(len(key), dtype=bool)
-            new_pair[:1] = True
-            np.not_equal(key[1:], key[:-1], out=new_pair[1:])
+            new_pair = run_starts(key)
             i = (key & ((1 << item_bits) - 1)).astype(np.int32)
             key >>= item_bits
             c = key.astype(np.int32)
@@ -257,8 +252,6 @@ class Purchases:
         # too many ids for one key: sort by three keys
         idx = np.lexsort((rank, self.item, self.customer))
         c, i, r = self.customer[idx], self.item[idx], np.asarray(rank[idx], dtype=np.int64)
-        keep = np.r_[True, (c[1:] != c[:-1]) | (i[1:] != i[:-1]) | (r[1:] != r[:-1])]
+        keep = run_starts(c, i, r)
         c, i, r = c[keep], i[keep], r[keep]
-        pair = c * np.int64(self.n_items + 1) + i
-        new_pair = np.r_[True, pair[1:] != pair[:-1]] if len(pair) else np.zeros(0, bool)
-        return Chains(c, i, self._by_rank(r), new_pair)
+        return Chains(c, i, self._by_rank(r), run_starts(c, i))

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.arrays import counts, safe_div, unique
+from features.arrays import counts, run_starts, safe_div, unique
 from features.purchases import Purchases
 from features.schema import (
     CATEGORY,
@@ -147,7 +147,7 @@ def _purchase_days(
     seq = p.by_customer  # orders by customer and time
     s_c = p.o_customer[seq]
     s_day = p.o_day[seq]
-    is_day = np.r_[True, (s_c[1:] != s_c[:-1]) | (s_day[1:] != s_day[:-1])]
+    is_day = run_starts(s_c, s_day)
     d_c = s_c[is_day]
     d_day = (s_day[is_day] - s_day.min()).astype(np.float64)
     del seq, s_c, s_day, is_day
@@ -293,16 +293,15 @@ def _regularity(p: Purchases, first_age: np.ndarray, n_orders: np.ndarray) -> di
     s_c = o_c[seq]
     o_month = o_when.astype("datetime64[M]").astype(np.int64)
     s_month = o_month[seq]
-    new_month = np.r_[True, (s_c[1:] != s_c[:-1]) | (s_month[1:] != s_month[:-1])]
+    new_month = run_starts(s_c, s_month)
     active_months = counts(s_c[new_month], None, n)
     del s_c, s_month, new_month
     feats["active_months"] = active_months
     feats["active_month_share"] = safe_div(active_months, np.floor(first_age / 30.44) + 1)
     recent = seq[o_age[seq] <= 180]
     r_c, r_week = o_c[recent], np.floor(o_age[recent] / 7).astype(np.int64)
-    new_week = np.r_[True, (r_c[1:] != r_c[:-1]) | (r_week[1:] != r_week[:-1])]
-    feats["active_weeks_180d"] = counts(r_c[new_week[: len(r_c)]], None, n)
-    del recent, r_c, r_week, new_week
+    feats["active_weeks_180d"] = counts(r_c[run_starts(r_c, r_week)], None, n)
+    del recent, r_c, r_week
     for h in (90, 30):
         m = (o_age <= 365) & (o_age > 365 - h)
         feats[f"orders_ly_next{h}d"] = counts(o_c[m], None, n)

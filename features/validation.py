@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from features.arrays import categorical
+from features.arrays import categorical, run_starts
 from features.schema import (
     CUSTOMER_ID,
     IS_RETURN,
@@ -241,10 +241,7 @@ def _repeats_within_runs(df: pd.DataFrame, key: list[str], longest: int = 256) -
         return None
     run, item = first.cat.codes.to_numpy(), second.cat.codes.to_numpy()
     n = len(run)
-    new = np.empty(n, dtype=bool)
-    new[:1] = True
-    np.not_equal(run[1:], run[:-1], out=new[1:])
-    starts = np.flatnonzero(new)
+    starts = np.flatnonzero(run_starts(run))
     lengths = np.diff(np.r_[starts, n])
     runs_per_value = np.bincount(run[starts] + 1)  # + 1: a missing order is a value too
     if lengths.max(initial=0) > longest or runs_per_value.max(initial=0) > 1:

@@ -304,3 +304,12 @@ def test_too_many_ids_for_one_sort_key(monkeypatch: pytest.MonkeyPatch) -> None:
     packed = user_features(frame(ROWS), AS_OF)
     monkeypatch.setattr(features.purchases, "KEY_BITS", 0)
     pd.testing.assert_frame_equal(user_features(frame(ROWS), AS_OF), packed)
+
+
+def test_run_starts() -> None:
+    from features.arrays import run_starts
+
+    a, b = np.array([1, 1, 1, 2, 2]), np.array([5, 5, 6, 6, 6])
+    assert run_starts(a).tolist() == [True, False, False, True, False]
+    assert run_starts(a, b).tolist() == [True, False, True, True, False]
+    assert run_starts(np.array([], dtype=int)).tolist() == []
