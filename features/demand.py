@@ -76,10 +76,10 @@ def weekly_demand(
     quantity <= 0 are ignored.
     """
     as_of = pd.Timestamp(as_of)
-    df = orders[orders[time_col] < as_of]
-    if return_col in df.columns:
-        df = df[~df[return_col].to_numpy(dtype=bool)]
-    df = df[df[qty_col].to_numpy() > 0]
+    keep = (orders[time_col] < as_of).to_numpy() & (orders[qty_col].to_numpy() > 0)
+    if return_col in orders.columns:
+        keep &= ~orders[return_col].to_numpy(dtype=bool)
+    df = orders.loc[keep, [item_col, time_col, qty_col, price_col]]  # one copy, 4 columns
     if df.empty:
         raise ValueError(f"no purchases before as_of={as_of.date()}")
     first = first_full_week(df[time_col].min()) if start is None else pd.Timestamp(start)

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.demand import week_ending, weekly_demand
+from features.demand import WeeklyDemand, week_ending, weekly_demand
 from features.schema import (
     CATEGORY,
     CUSTOMER_ID,
@@ -35,6 +35,7 @@ from training.demand import (
     demand_class,
     ramp_phi,
     remaining_ramp,
+    sample_items,
     season_position,
 )
 
@@ -301,6 +302,44 @@ def test_bad_parameters(fitted: DemandModel, shop: tuple[pd.DataFrame, pd.DataFr
         small_model(ramp_strength=-1.0).fit(shop[0], AS_OF, shop[1])
     with pytest.raises(ValueError, match="no purchases"):
         small_model().fit(shop[0], "2009-01-01", shop[1])
+    with pytest.raises(ValueError, match="max_train_rows"):
+        small_model(max_train_rows=0).fit(shop[0], AS_OF, shop[1])
+    with pytest.raises(ValueError, match="max_validation_items"):
+        small_model(max_validation_items=-5).fit(shop[0], AS_OF, shop[1])
+
+
+def _weekly(volumes: list[float], weeks: int = 30) -> WeeklyDemand:
+    units = np.repeat(np.asarray(volumes, dtype=float)[:, None], weeks, axis=1)
+    ids = pd.Index([f"sku-{i}" for i in range(len(volumes))])
+    return WeeklyDemand(ids, pd.date_range("2024-01-07", periods=weeks, freq="7D"), units, units)
+
+
+def test_sample_items_keeps_the_top_volume_and_a_stable_hash_sample() -> None:
+    wd = _weekly([1, 50, 2, 40, 3, 4, 5, 6, 7, 8])
+    rows = np.arange(10)
+    assert sample_items(wd, 29, rows, 10) is rows  # fits: every row, same order
+    got = sample_items(wd, 29, rows, 4, top_share=0.5)
+    assert len(got) == 4 and {1, 3} <= set(got) and (np.diff(got) > 0).all()
+    np.testing.assert_array_equal(sample_items(wd, 29, rows, 4, top_share=0.5), got)
+    # the hash part depends on the ids only: dropping an item that was not picked changes nothing
+    dropped = next(r for r in rows if r not in got)
+    np.testing.assert_array_equal(sample_items(wd, 29, rows[rows != dropped], 4, 0.5), got)
+    plain = sample_items(wd, 29, rows, 4, top_share=0.0)
+    ids = wd.items.to_numpy(dtype=object)
+    expected = np.sort(np.argsort(pd.util.hash_array(ids), kind="stable")[:4])
+    np.testing.assert_array_equal(plain, expected)
+
+
+def test_training_row_cap(shop: tuple[pd.DataFrame, pd.DataFrame], fitted: DemandModel) -> None:
+    orders, items = shop
+    loose = small_model(max_train_rows=10**6, max_validation_items=10**6).fit(orders, AS_OF, items)
+    np.testing.assert_array_equal(loose.artifact_.quantiles, fitted.artifact_.quantiles)
+    capped = small_model(max_train_rows=800, max_validation_items=10).fit(orders, AS_OF, items)
+    q = capped.artifact_.quantiles
+    assert list(capped.artifact_.items) == list(fitted.artifact_.items)  # every item forecast
+    assert (q >= 0).all() and (q[0] <= q[1]).all() and (q[1] <= q[2]).all()
+    assert not np.array_equal(q, fitted.artifact_.quantiles)  # the cap did bind
+    assert capped.artifact_.meta["params"]["max_train_rows"] == 800
 
 
 # ---------------------------------------------------------------------------- planner maths

@@ -43,6 +43,15 @@ How a forecast is made, at an origin week ``t`` (the last complete week before `
    low-volume groups (80 % nominal coverage, counted per item-week), and by the factors with the
    lowest pinball loss in the high-volume groups (where coverage-driven widening costs most).
 
+Large catalogues: one LightGBM fit sees at most ``max_train_rows`` (400,000) item x origin x
+horizon rows: the quarter of the item budget with the most units in the last 26 weeks plus a
+fixed hash sample of the other items (:func:`sample_items`; no random state), and a validation
+origin at most ``max_validation_items`` (20,000, a plain hash sample). Neither binds on Online
+Retail (~0.25M rows, ~1,600 items per origin). On a 200,000-customer synthetic shop (9,253
+series, 0.78M rows) the backtest scored MASE 1.466 / WAPE 0.290 / pinball@0.9 1.30 on all rows,
+1.457 / 0.289 / 1.23 capped at 300,000 and 1.459 / 0.284 / 1.33 at 150,000 (noise-level
+differences), at a third of the fit time.
+
 The fitted state is a :class:`shopml.artifacts.demand.DemandArtifact`: the forecast table for the
 next ``horizon`` weeks, the boosters (text), the recent history and the weights.
 """
@@ -283,6 +292,34 @@ def expand(block: np.ndarray, origin: pd.Timestamp, horizon: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------- LightGBM part
+#: cap on the LightGBM training rows (item x origin x horizon) of one fit. Online Retail needs at
+#: most ~0.3M (Protocol D), so the cap only binds on large catalogues (50,000 items: ~4M rows)
+MAX_TRAIN_ROWS = 400_000
+#: share of a capped training sample that goes to the items with the most units in 26 weeks
+TOP_VOLUME_SHARE = 0.25
+#: cap on the items of one validation origin (the combination search); a plain hash sample, so
+#: the volume shares the bias bound uses stay unbiased. Online Retail has ~1,500 per origin
+MAX_VALIDATION_ITEMS = 20_000
+
+
+def sample_items(
+    wd: WeeklyDemand, t: int, rows: np.ndarray, k: int, top_share: float = TOP_VOLUME_SHARE
+) -> np.ndarray:
+    """At most ``k`` of ``rows`` (sorted), deterministically: every row when they fit, else the
+    ``top_share * k`` items with the most units in the 26 weeks up to ``t`` and the rest of the
+    items in order of a fixed hash of their id (the same items from fit to fit, as long as they
+    stay eligible; no random state)."""
+    if len(rows) <= k:
+        return rows
+    n_top = int(top_share * k)
+    volume = wd.units[rows, max(t - 25, 0) : t + 1].sum(axis=1)
+    top = np.argsort(-volume, kind="stable")[:n_top]
+    rest = np.setdiff1d(np.arange(len(rows)), top)
+    ids = wd.items[rows[rest]].astype(str).to_numpy(dtype=object)
+    order = np.argsort(pd.util.hash_array(ids), kind="stable")[: k - n_top]
+    return np.sort(rows[np.concatenate([top, rest[order]])])
+
+
 @dataclass
 class LgbParams:
     """LightGBM settings of the quantile models."""
@@ -296,6 +333,7 @@ class LgbParams:
     origin_stride: int = 2
     num_threads: int = 1
     seed: int = 0
+    max_train_rows: int | None = MAX_TRAIN_ROWS
 
     def booster_params(self, alpha: float) -> dict[str, Any]:
         return {
@@ -346,7 +384,14 @@ def fit_lgb(
 
     xs, ys, ws = [], [], []
     first = max(12, t - params.train_origins - horizon + 1)
-    for o in range(t - 1, first - 1, -params.origin_stride):
+    origins = range(t - 1, first - 1, -params.origin_stride)
+    if params.max_train_rows is not None:
+        per_item = sum(min(horizon, t - o) for o in origins)
+        k = max(params.max_train_rows // max(per_item, 1), 1)
+        if len(train_rows) > k:
+            log.info("LightGBM on %d of %d items (max_train_rows)", k, len(train_rows))
+            train_rows = sample_items(wd, t, train_rows, k)
+    for o in origins:
         h = min(horizon, t - o)
         block, level, _ = origin_block(wd, o, statics, train_rows)
         if raw:
@@ -778,6 +823,8 @@ class DemandModel:
         models: tuple[str, ...] = DEFAULT_MODELS,
         ramp_strength: float | None = RAMP_STRENGTH,
         refit_validation: bool = False,
+        max_train_rows: int | None = MAX_TRAIN_ROWS,
+        max_validation_items: int | None = MAX_VALIDATION_ITEMS,
     ) -> None:
         self.horizon = horizon
         self.min_weeks = min_weeks
@@ -792,6 +839,8 @@ class DemandModel:
         self.models = models
         self.ramp_strength = ramp_strength
         self.refit_validation = refit_validation
+        self.max_train_rows = max_train_rows
+        self.max_validation_items = max_validation_items
 
     def _params(self) -> LgbParams:
         return LgbParams(
@@ -802,6 +851,7 @@ class DemandModel:
             train_origins=self.train_origins,
             num_threads=self.num_threads,
             seed=self.seed,
+            max_train_rows=self.max_train_rows,
         )
 
     def _check(self) -> None:
@@ -819,6 +869,10 @@ class DemandModel:
             )
         if self.ramp_strength is not None and not 0 <= self.ramp_strength <= 2:
             raise ValueError(f"ramp_strength must be in [0, 2] or None, got {self.ramp_strength}")
+        for name in ("max_train_rows", "max_validation_items"):
+            cap = getattr(self, name)
+            if cap is not None and cap < 1:
+                raise ValueError(f"{name} must be a positive count or None, got {cap}")
 
     def _fit_all(
         self, wd: WeeklyDemand, t: int, statics: ItemStatics, rows: np.ndarray, h: int
@@ -867,6 +921,8 @@ class DemandModel:
                 continue
             hv = min(h, off)
             boosters = shared or self._fit_all(wd, o, statics, rows, hv)
+            if self.max_validation_items is not None:
+                rows = sample_items(wd, o, rows, self.max_validation_items, top_share=0.0)
             comp = components(wd, o, statics, rows, boosters, hv)
             hist = wd.units[rows, : o + 1]
             scale = np.abs(np.diff(hist, axis=1)).mean(axis=1)

@@ -203,13 +203,14 @@ class DemandJob:
 
     def backtest(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any]) -> Backtest:
         from features.demand import active_items, last_full_week, weekly_demand
-        from features.schema import purchases
         from training.benchmarks import demand as protocol
 
         h = self.horizon
         origin = last_full_week(as_of) - pd.Timedelta(weeks=h)
         start = protocol.origin_as_of(origin)
-        buys = purchases(ds.orders[ds.orders["ordered_at"] < as_of])
+        # weekly_demand keeps purchases strictly before its as_of (start, or the end of the
+        # window for the actuals, both <= as_of): no filtered copy of the orders is needed
+        buys = ds.orders
         model = self._model(params).fit(buys, start, ds.items)
         wd = weekly_demand(buys, start)
         rows = np.flatnonzero(active_items(wd.units))
@@ -278,9 +279,7 @@ class DemandJob:
         }
 
     def fit(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any], folder: Path) -> Fitted:
-        from features.schema import purchases
-
-        model = self._model(params).fit(purchases(ds.orders), as_of, ds.items)
+        model = self._model(params).fit(ds.orders, as_of, ds.items)  # purchases before as_of
         model.save(folder)
         items = [str(i) for i in model.artifact_.items[:3]]
         return Fitted(
