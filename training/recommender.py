@@ -4,9 +4,11 @@
 serving loads). Everything it learns comes from purchases strictly before ``as_of``:
 
 1. Snapshots of the shop at cutoffs ``as_of - d`` for each ``(d, w)`` in ``ranker_cutoffs``
-   (default 90/60/30 days back), each labelled by the items bought in ``[cutoff, cutoff + w)``
+   (default 90 and 45 days back), each labelled by the items bought in ``[cutoff, cutoff + w)``
    (so every label lies before ``as_of``). Candidates (history + ALS + item-kNN + popular) and
    their features come from the artifact's own code, so training and serving cannot disagree.
+   Purchases are encoded once as integer codes (:func:`encode_shop`); the snapshots, including
+   the final one at ``as_of``, are independent and run on ``num_threads`` threads.
 2. A random ``holdout`` share of users is kept out of the re-ranker's training; on them, at the
    first cutoff (validation window ``[as_of - 90 d, as_of)``), every strategy is scored by
    NDCG@10: popularity, buy-again (popularity weight chosen there), ALS, item-kNN, re-ranker.
