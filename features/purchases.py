@@ -49,7 +49,7 @@ def id_codes(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
     A categorical keeps its categories and their order; anything else is factorized, sorted.
     """
     if isinstance(series.dtype, pd.CategoricalDtype):
-        return series.cat.codes.to_numpy(), series.cat.categories
+        return series.array.codes, series.cat.categories  # a read-only view, not a copy
     codes, uniques = pd.factorize(series, sort=True)
     return codes, pd.Index(uniques)
 

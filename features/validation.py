@@ -239,10 +239,10 @@ def _repeats_within_runs(df: pd.DataFrame, key: list[str], longest: int = 256) -
     first, second = (df[c] for c in key)
     if not all(isinstance(c.dtype, pd.CategoricalDtype) for c in (first, second)):
         return None
-    run, item = first.cat.codes.to_numpy(), second.cat.codes.to_numpy()
+    run, item = first.array.codes, second.array.codes
     n = len(run)
     starts = np.flatnonzero(run_starts(run))
-    lengths = np.diff(np.r_[starts, n])
+    lengths = np.diff(starts, append=n)
     runs_per_value = np.bincount(run[starts] + 1)  # + 1: a missing order is a value too
     if lengths.max(initial=0) > longest or runs_per_value.max(initial=0) > 1:
         return None
