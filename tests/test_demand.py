@@ -413,3 +413,16 @@ def test_protocol_d_series_counts(online_retail) -> None:  # type: ignore[no-unt
         o: int(active_items(weekly_demand(orders, origin_as_of(o)).units).sum()) for o in ORIGINS
     }
     assert counts == {"2011-08-28": 2119, "2011-07-31": 1938, "2011-10-02": 2287}
+
+
+@pytest.mark.realdata
+def test_training_cap_does_not_bind_on_online_retail(online_retail) -> None:  # type: ignore[no-untyped-def]
+    from features.demand import active_items
+    from features.pipeline import default_as_of
+    from training.demand import MAX_TRAIN_ROWS
+
+    orders = online_retail.orders
+    series = int(active_items(weekly_demand(orders, default_as_of(orders)).units).sum())
+    # 16 training origins t-1, t-3, ..., t-31: h = 1, 3, ..., 11, then 12 ten times
+    rows_per_item = sum(range(1, 12, 2)) + 10 * 12
+    assert series == 2617 and series * rows_per_item <= MAX_TRAIN_ROWS
