@@ -203,8 +203,10 @@ def run(
     full_train: bool = False,
     threads: int = 2,
     out: Path = RESULTS,
+    merge: bool = False,
 ) -> list[dict[str, Any]]:
-    """Generate/reuse the shop, measure every engine in its own subprocess, write ``out``."""
+    """Generate/reuse the shop, measure every engine in its own subprocess, write ``out``
+    (``merge``: keeping the rows ``out`` already has for other shops or engines)."""
     shop = workdir / f"shop-{customers}-{items}"
     counts = ensure_shop(shop, customers, items)
     rows = []
@@ -239,10 +241,15 @@ def run(
                 row["models_s"] = whole["models_s"]
                 row["recommender_serving"] = whole["recommender_serving"]
     out.parent.mkdir(parents=True, exist_ok=True)
+    shop_info = {"customers": customers, "items": items, **counts}
+    for row in rows:
+        row["shop"] = shop_info
+    if merge and out.exists():
+        rows = merge_rows(json.loads(out.read_text()), rows)
     payload = {
         "benchmark": "scale",
         "machine": f"{os.cpu_count()} cores",
-        "shop": {"customers": customers, "items": items, **counts},
+        "shop": shop_info,
         "rows": rows,
     }
     out.write_text(json.dumps(payload, indent=2) + "\n")
@@ -251,12 +258,28 @@ def run(
     return rows
 
 
+def merge_rows(previous: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``rows`` plus the rows of a previous payload measured on other shops or engines (each row
+    keeps the shop it was measured on; rows of older payloads get the payload's ``shop``)."""
+    new = {(r["engine"], r["order_lines"]) for r in rows}
+    kept = [
+        {**r, "shop": r.get("shop", previous.get("shop"))}
+        for r in previous.get("rows", [])
+        if (r["engine"], r["order_lines"]) not in new
+    ]
+    return sorted(kept + rows, key=lambda r: (r["order_lines"], r["engine"] != "pandas"))
+
+
 def _write_markdown(payload: dict[str, Any], path: Path) -> None:
     cols = ["engine", "order_lines", "customers", "items", "features_s", "train_s", "peak_rss_gb"]
     cols += ["train_all_s", "train_all_peak_rss_gb"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    head = ["shop (customers x items)", *cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in payload["rows"]:
-        lines.append("| " + " | ".join(f"{row.get(c, '')}" for c in cols) + " |")
+        shop = row.get("shop") or payload["shop"]
+        cells = [f"{shop['customers']:,} x {shop['items']:,}"]
+        cells += [f"{row.get(c, '')}" for c in cols]
+        lines.append("| " + " | ".join(cells) + " |")
     path.write_text(f"# Scale benchmark ({payload['machine']})\n\n" + "\n".join(lines) + "\n")
 
 
@@ -277,6 +300,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the rows --out has for other shops/engines"
+    )
     parser.add_argument(
         "--measure", choices=["pandas", "dask", "train", "serving"], help=argparse.SUPPRESS
     )
@@ -304,6 +330,7 @@ def main(argv: list[str] | None = None) -> None:
         full_train=args.full_train,
         threads=args.threads,
         out=args.out,
+        merge=args.merge,
     )
 
 
