@@ -27,6 +27,7 @@ from training.customers import (
     ValueModel,
     customer_folds,
 )
+from training.snapshots import UserSnapshots, id_hash, sample_ids
 
 AS_OF = pd.Timestamp("2023-10-01")
 FAST: dict[str, Any] = {"n_snapshots": 3, "num_boost_round": 30, "num_threads": 1, "seed": 7}
@@ -338,3 +339,79 @@ def test_population_counts(online_retail, cdnow_path: Path) -> None:  # type: ig
     assert len(orr) == 3314
     cd = load_dataset(cdnow_path)
     assert len(user_features(cd.orders, "1997-10-01")) == 23570
+
+
+# ---------------------------------------------------------------- scale: capped population, cache
+def test_sample_ids_known_answer_and_stable() -> None:
+    ids = pd.Index([f"c{i}" for i in range(10)])
+    # SipHash of the id string with pandas' fixed key: the same in every run and on every machine
+    assert list(id_hash(pd.Index(["c0", "c1"]))) == [14157290225740440609, 2680680849849350385]
+    assert list(sample_ids(ids, 3)) == ["c1", "c2", "c3"]
+    assert list(sample_ids(ids, 5)) == ["c1", "c2", "c3", "c4", "c7"]  # grows, never reshuffles
+    assert list(sample_ids(ids[::-1], 3)) == ["c3", "c2", "c1"]  # by id, in the given order
+    assert sample_ids(ids, 10) is None and sample_ids(ids, 11) is None  # at or below the cap
+    with pytest.raises(ValueError, match="cap must be >= 1"):
+        sample_ids(ids, 0)
+    with pytest.raises(ValueError, match="max_train_customers"):
+        ChurnModel(max_train_customers=0)
+
+
+def test_cache_returns_fresh_features(orders: pd.DataFrame) -> None:
+    cache = UserSnapshots(orders)
+    cut = AS_OF - pd.DateOffset(months=2)
+    full = cache.features(cut)
+    # features of the whole table at a cutoff = features of the table cut before as_of
+    fresh = user_features(orders.loc[orders["ordered_at"] < AS_OF], cut)
+    pd.testing.assert_frame_equal(full, fresh)
+    assert cache.features(cut) is full and cache.computed == [(cut, None)]  # computed once
+    sample = cache.population(AS_OF, 150)
+    assert sample is not None and len(sample) == 150
+    part = cache.features(cut, sample)
+    assert set(part.index) <= set(sample) and part.dtypes.eq(np.float32).all()
+    # a sampled customer's row is its row among all customers (item statistics of everyone)
+    expected = full.loc[part.index].astype(np.float32)
+    pd.testing.assert_frame_equal(part, expected)
+    assert cache.population(AS_OF, 150) is sample and cache.population(AS_OF, 10_000) is None
+    with pytest.raises(ValueError, match="unknown sample"):
+        cache.features(cut, pd.Index(["c1"]))
+
+
+def test_below_the_cap_nothing_changes(orders: pd.DataFrame, churn: ChurnModel) -> None:
+    assert churn.training_customers_ is None  # 400 customers < the default cap
+    for cap in (None, 400):
+        other = ChurnModel(**FAST, max_train_customers=cap).fit(orders, AS_OF)
+        assert other.validation_ == churn.validation_
+        assert other.artifact_ is not None and churn.artifact_ is not None
+        pd.testing.assert_frame_equal(other.artifact_.scores, churn.artifact_.scores)
+
+
+def test_capped_training_population_scores_everyone(orders: pd.DataFrame) -> None:
+    cache = UserSnapshots(orders)
+    model = ChurnModel(**FAST, max_train_customers=200).fit(orders, AS_OF, snapshots=cache)
+    sample = cache.population(AS_OF, 200)
+    assert model.training_customers_ == 200 and sample is not None
+    sampled = [key for key in cache.computed if key[1] is not None]
+    assert len(sampled) >= 3  # the snapshots, all on the sample (float32)
+    for c in model.cutoffs_:
+        if (c, (AS_OF, 200)) in cache._frames:
+            assert set(cache.features(c, sample).index) <= set(sample)
+    assert model.artifact_ is not None and model.artifact_.scores is not None
+    assert len(model.artifact_.scores) == len(user_features(orders, AS_OF))  # every customer
+    again = ChurnModel(**FAST, max_train_customers=200).fit(orders, AS_OF)
+    assert again.validation_ == model.validation_  # deterministic, private or shared cache
+
+
+def test_shared_cache_computes_each_cutoff_once(orders: pd.DataFrame) -> None:
+    cache = UserSnapshots(orders)
+    churn = ChurnModel(**FAST).fit(orders, AS_OF, snapshots=cache)
+    after_churn = len(cache.computed)
+    rep = RepurchaseModel(**FAST).fit(orders, AS_OF, snapshots=cache)
+    ValueModel(horizon_days=90, n_snapshots=2, num_boost_round=30).fit(
+        orders, AS_OF, snapshots=cache
+    )
+    assert len(cache.computed) == len(set(cache.computed))  # nothing computed twice
+    assert len(cache.computed) < after_churn + 2  # repurchase and value reuse churn's cutoffs
+    alone = RepurchaseModel(**FAST).fit(orders, AS_OF)  # its own cache: the same model
+    assert alone.validation_ == rep.validation_
+    assert churn.artifact_ is not None and rep.artifact_ is not None and alone.artifact_ is not None
+    pd.testing.assert_frame_equal(alone.artifact_.scores, rep.artifact_.scores)

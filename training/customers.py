@@ -16,6 +16,15 @@ Discipline (BENCHMARKS.md protocol C):
 - if the LightGBM did not beat the best baseline on validation, a warning is logged and the best
   baseline is served instead, through the same
   :class:`~shopml.artifacts.customers.CustomerArtifact` API.
+
+Scale (:mod:`training.snapshots`): the snapshots' features come from a
+:class:`~training.snapshots.UserSnapshots` cache, so a cutoff's features are computed once per
+training (shared by churn, repurchase and value when the jobs pass one cache) and only the
+cutoffs that are used are computed. Above ``max_train_customers`` customers, every training and
+validation snapshot uses the same fixed hash sample of customers (features from their orders,
+item statistics from all customers; float32); BG/NBD parameters are fitted on that sample too.
+Scores at ``as_of`` (:meth:`_CustomerModel.score_table`) always cover every customer. At or below
+the cap the models are exactly those of the uncapped computation.
 """
 
 from __future__ import annotations
@@ -39,6 +48,7 @@ from features.users import RFM_FEATURES, user_features
 from shopml.artifacts.customers import Calibration, CustomerArtifact, blend_scores, blend_stats
 from training.base import check_fitted
 from training.btyd import fit_bgnbd, fit_gamma_gamma
+from training.snapshots import MAX_TRAIN_CUSTOMERS, UserSnapshots
 
 log = logging.getLogger(__name__)
 
@@ -137,6 +147,21 @@ def monthly_cutoffs(
     return out
 
 
+def as_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """The frame's values for LightGBM: float32 when every column is (sampled snapshots), else
+    float64 (no copy beyond the one conversion)."""
+    if len(frame.columns) and all(t == np.float32 for t in frame.dtypes):
+        return frame.to_numpy(np.float32)
+    return frame.to_numpy(np.float64)
+
+
+def select_rows(frame: pd.DataFrame, population: pd.Index | None) -> pd.DataFrame:
+    """The rows of ``frame`` whose customer id is in ``population`` (all rows for None)."""
+    if population is None:
+        return frame
+    return frame.loc[frame.index.isin(population)]
+
+
 def fit_calibration(raw: np.ndarray, y: np.ndarray, method: str) -> Calibration:
     """Platt (logistic on the raw score) or isotonic calibration fitted on validation scores."""
     raw = np.asarray(raw, dtype=np.float64)
@@ -194,7 +219,11 @@ class _CustomerModel(_SavedArtifact):
         train_horizons: tuple[int, ...] | None = None,
         cv_folds: int = CV_FOLDS,
         blend_weight: float = BLEND_WEIGHT,
+        max_train_customers: int | None = MAX_TRAIN_CUSTOMERS,
     ) -> None:
+        if max_train_customers is not None and max_train_customers < 1:
+            raise ValueError(f"max_train_customers must be >= 1, got {max_train_customers}")
+        self.max_train_customers = max_train_customers
         if not 0.0 <= blend_weight < 1.0:
             raise ValueError(f"blend_weight must be in [0, 1), got {blend_weight}")
         self.blend_weight = blend_weight
@@ -256,7 +285,7 @@ class _CustomerModel(_SavedArtifact):
         names: list[str] | None = None,
     ) -> lgb.Booster:
         if isinstance(X, pd.DataFrame):
-            names, X = list(X.columns), X.to_numpy(np.float64)
+            names, X = list(X.columns), as_matrix(X)
         data = lgb.Dataset(X, label=y, feature_name=names or "auto", free_raw_data=True)
         return lgb.train(self._lgb_params(), data, num_boost_round=rounds)
 
@@ -284,7 +313,8 @@ class _CustomerModel(_SavedArtifact):
         if not any(has_label):
             return None
         X_df, y = self._stack_h(feats_at, labels, cuts, label_h)
-        X = X_df[names].to_numpy(np.float64)
+        X = as_matrix(X_df[names])
+        del X_df
         ids = np.concatenate([feats_at[c].index.astype(str).to_numpy() for c in cuts])
         fold = customer_folds(ids, self.cv_folds)
         cal_rows = np.concatenate(
@@ -320,21 +350,6 @@ class _CustomerModel(_SavedArtifact):
         }
         return self._train(X, y, self.num_boost_round, names), calibration, info
 
-    def _snapshot(
-        self, orders: pd.DataFrame, cutoff: pd.Timestamp, tables: dict[str, Any]
-    ) -> tuple[pd.DataFrame, np.ndarray]:
-        feats = user_features(orders, cutoff, **tables)
-        return feats, self._labels(orders, cutoff, feats.index)
-
-    def _stack(
-        self,
-        snaps: dict[pd.Timestamp, tuple[pd.DataFrame, np.ndarray]],
-        cutoffs: list[pd.Timestamp],
-    ) -> tuple[pd.DataFrame, np.ndarray]:
-        X = pd.concat([snaps[c][0] for c in cutoffs], ignore_index=True)
-        y = np.concatenate([snaps[c][1] for c in cutoffs])
-        return X, y
-
     @staticmethod
     def _stack_h(
         feats_at: dict[pd.Timestamp, pd.DataFrame],
@@ -353,21 +368,46 @@ class _CustomerModel(_SavedArtifact):
         as_of: object,
         items: pd.DataFrame | None = None,
         customers: pd.DataFrame | None = None,
+        *,
+        snapshots: UserSnapshots | None = None,
     ) -> Self:
-        """Train on snapshots whose label window ends by ``as_of``; validate, calibrate, choose."""
+        """Train on snapshots whose label window ends by ``as_of``; validate, calibrate, choose.
+
+        ``snapshots``: a shared feature cache built on ``orders`` or on any table whose lines
+        before ``as_of`` are those of ``orders`` (e.g. the whole table of a backtest's prefix);
+        by default a private one. Labels read only windows that end by ``as_of``.
+        """
         t0 = time.perf_counter()
         as_of = pd.Timestamp(as_of)  # type: ignore[arg-type]
         H = self._horizon
         if len(orders) == 0:
             raise DataWindowError("no orders: cannot fit a customer model on an empty table")
-        hist = orders.loc[orders[ORDERED_AT] < as_of]
         first = orders[ORDERED_AT].min()
-        if hist.empty:
+        if not (orders[ORDERED_AT] < as_of).any():
             raise DataWindowError(
                 f"as_of {as_of.date()} is before all data (first order {first}); "
                 "no history to learn from"
             )
-        tables = {"items": items, "customers": customers}
+        hist = orders  # labels read windows ending by as_of; features only lines before cutoffs
+        cache = (
+            snapshots
+            if snapshots is not None
+            else UserSnapshots(orders, items=items, customers=customers)
+        )
+        pop = cache.population(as_of, self.max_train_customers)
+        feats_at: dict[pd.Timestamp, pd.DataFrame] = {}
+        labels: dict[tuple[pd.Timestamp, int], np.ndarray] = {}
+
+        def feats(c: pd.Timestamp) -> pd.DataFrame:
+            if c not in feats_at:
+                feats_at[c] = cache.features(c, pop)
+            return feats_at[c]
+
+        def label(c: pd.Timestamp, h: int) -> np.ndarray:
+            if (c, h) not in labels:
+                labels[(c, h)] = self._labels(hist, c, feats(c).index, h)
+            return labels[(c, h)]
+
         cutoffs = monthly_cutoffs(
             first, as_of, H, self.min_history_days, self.n_snapshots + H // 28 + 2
         )
@@ -376,7 +416,6 @@ class _CustomerModel(_SavedArtifact):
                 f"need >= 2 monthly cutoffs with {self.min_history_days} days of history and a "
                 f"complete {H}-day label window before {as_of.date()}; found {len(cutoffs)}"
             )
-        snaps = {c: self._snapshot(hist, c, tables) for c in cutoffs}
         val_cut = cutoffs[0]
         train_cuts = [c for c in cutoffs[1:] if c + pd.Timedelta(days=H) <= val_cut]
         if not train_cuts:
@@ -385,7 +424,7 @@ class _CustomerModel(_SavedArtifact):
                 f"with a complete {H}-day label window; need a longer history"
             )
         train_cuts = train_cuts[: self.n_snapshots]
-        X_val, y_val = snaps[val_cut]
+        X_val, y_val = feats(val_cut), label(val_cut, H)
         if len(np.unique(y_val)) < 2:
             raise DataWindowError(
                 f"validation labels at {val_cut.date()} have a single class; cannot validate"
@@ -395,8 +434,6 @@ class _CustomerModel(_SavedArtifact):
         if missing:
             raise ValueError(f"unknown feature(s) {missing}; available: {list(X_val.columns)}")
         # the LightGBM, trained on each label horizon, scored on the validation cutoff (label H)
-        feats_at = {c: snaps[c][0] for c in cutoffs}
-        labels = {(c, H): snaps[c][1] for c in cutoffs}
         horizon_cuts: dict[int, tuple[list[pd.Timestamp], list[pd.Timestamp]]] = {}
         for h in self._train_horizons:
             cuts_h = monthly_cutoffs(
@@ -406,11 +443,8 @@ class _CustomerModel(_SavedArtifact):
             if val_tr:
                 horizon_cuts[h] = (val_tr, cuts_h[: self.n_snapshots])
         for h, (val_tr, all_h) in horizon_cuts.items():
-            for c in {*val_tr, *all_h}:
-                if c not in feats_at:
-                    feats_at[c] = user_features(hist, c, **tables)
-                if (c, h) not in labels:
-                    labels[(c, h)] = self._labels(hist, c, feats_at[c].index, h)
+            for c in sorted({*val_tr, *all_h}, reverse=True):
+                label(c, h)
         self.validation_: dict[str, dict[str, Any]] = {}
         boosters: dict[int, lgb.Booster] = {}
         for h, (val_tr, _) in horizon_cuts.items():
@@ -427,7 +461,7 @@ class _CustomerModel(_SavedArtifact):
         cands["lightgbm"] = self._artifact("lightgbm", names, boosters[label_h], as_of)
         rfm_cut = train_cuts[0]
         if "lightgbm-rfm" in self.baselines:
-            rfm_b = self._train(snaps[rfm_cut][0][RFM_FEATURES], snaps[rfm_cut][1], 200)
+            rfm_b = self._train(feats(rfm_cut)[RFM_FEATURES], label(rfm_cut, H), 200)
             cands["lightgbm-rfm"] = self._artifact("lightgbm-rfm", RFM_FEATURES, rfm_b, as_of)
         for kind in ("baseline-recency", "baseline-frequency"):
             if kind in self.baselines:
@@ -471,8 +505,9 @@ class _CustomerModel(_SavedArtifact):
 
         # BG/NBD at as_of (the baseline's and the blend's parameters)
         self.bgnbd_fit_ = None
+        all_now = cache.features(as_of)  # every customer: scored below
+        feats_now = select_rows(all_now, pop)  # the training population
         if "baseline-bgnbd" in cands or blend:
-            feats_now = user_features(hist, as_of, **tables)
             self.bgnbd_fit_ = fit_bgnbd(*hist_btyd(feats_now))
             for name in ("baseline-bgnbd", "lightgbm"):
                 if name in cands and (name != "lightgbm" or blend):
@@ -494,8 +529,8 @@ class _CustomerModel(_SavedArtifact):
         }
         if self.refit:
             for c in all_cuts:
-                if c + pd.Timedelta(days=H) <= as_of and (c, H) not in labels:
-                    labels[(c, H)] = self._labels(hist, c, feats_at[c].index, H)
+                if c + pd.Timedelta(days=H) <= as_of:
+                    label(c, H)
             bg_logit = None
             if blend:  # BG/NBD fitted at each calibration cutoff, as at as_of
                 bg_logit = {
@@ -570,7 +605,8 @@ class _CustomerModel(_SavedArtifact):
         self.feature_names_ = names
         self.as_of_ = as_of
         self.fit_s_ = time.perf_counter() - t0
-        self.artifact_.scores = self.score_table(hist, as_of, items=items, customers=customers)
+        self.training_customers_ = None if pop is None else len(pop)
+        self.artifact_.scores = self.score_table(hist, as_of, features=all_now)
         return self
 
     def _bgnbd_logit(
@@ -615,11 +651,17 @@ class _CustomerModel(_SavedArtifact):
         items: pd.DataFrame | None = None,
         customers: pd.DataFrame | None = None,
         top_k: int = 3,
+        features: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
-        """customer_id, probability, segment and reason phrases for every customer at ``as_of``."""
+        """customer_id, probability, segment and reason phrases for every customer at ``as_of``
+        (``features``: their :func:`user_features` at ``as_of`` when already computed)."""
         check_fitted(self, "artifact_")
         assert self.artifact_ is not None
-        feats = user_features(orders, as_of, items=items, customers=customers)
+        feats = (
+            features
+            if features is not None
+            else user_features(orders, as_of, items=items, customers=customers)
+        )
         if feats.empty:
             raise DataWindowError(f"no customer has a purchase before {pd.Timestamp(as_of).date()}")  # type: ignore[arg-type]
         X = feats[self.artifact_.feature_names].to_numpy(np.float64)
@@ -692,7 +734,9 @@ class ValueModel(_SavedArtifact):
         params: dict[str, Any] | None = None,
         num_threads: int = 1,
         seed: int = 0,
+        max_train_customers: int | None = MAX_TRAIN_CUSTOMERS,
     ) -> None:
+        self.max_train_customers = max_train_customers
         self.horizon_days = horizon_days
         self.n_snapshots = n_snapshots
         self.num_boost_round = num_boost_round
@@ -722,24 +766,33 @@ class ValueModel(_SavedArtifact):
         as_of: object,
         items: pd.DataFrame | None = None,
         customers: pd.DataFrame | None = None,
+        *,
+        snapshots: UserSnapshots | None = None,
     ) -> Self:
-        """Fit both candidates, backtest where the history allows, keep the better one."""
+        """Fit both candidates, backtest where the history allows, keep the better one
+        (``snapshots``: a shared feature cache, as in :meth:`ChurnModel.fit`; BG/NBD and
+        Gamma-Gamma are fitted on the training population, every customer is scored)."""
         as_of = pd.Timestamp(as_of)  # type: ignore[arg-type]
-        hist = orders.loc[orders[ORDERED_AT] < as_of]
-        if hist.empty:
+        if not (orders[ORDERED_AT] < as_of).any():
             raise DataWindowError(f"as_of {as_of.date()} is before all data; no history")
-        tables = {"items": items, "customers": customers}
+        hist = orders  # spend labels read windows ending by as_of
+        cache = (
+            snapshots
+            if snapshots is not None
+            else UserSnapshots(orders, items=items, customers=customers)
+        )
+        pop = cache.population(as_of, self.max_train_customers)
         first = orders[ORDERED_AT].min()
         H = self.horizon_days
         cutoffs = monthly_cutoffs(first, as_of, H, 30, self.n_snapshots + H // 28 + 2)
-        feats_now = user_features(hist, as_of, **tables)
+        feats_now = cache.features(as_of)
         self.validation_: dict[str, dict[str, float]] = {}
-        chosen = self._btyd_artifact(feats_now, as_of)
+        chosen = self._btyd_artifact(select_rows(feats_now, pop), as_of)
         if len(cutoffs) >= 2:
             val = cutoffs[0]
             tr = [c for c in cutoffs[1:] if c + pd.Timedelta(days=H) <= val][: self.n_snapshots]
             if tr:
-                snaps = {c: user_features(hist, c, **tables) for c in [val, *tr]}
+                snaps = {c: cache.features(c, pop) for c in [val, *tr]}
                 ys = {c: future_spend(hist, c, snaps[c].index, H).to_numpy() for c in snaps}
                 X = pd.concat([snaps[c] for c in tr], ignore_index=True)
                 y = np.concatenate([ys[c] for c in tr])
@@ -754,7 +807,7 @@ class ValueModel(_SavedArtifact):
                 }
                 b = lgb.train(
                     params,
-                    lgb.Dataset(X.to_numpy(np.float64), label=y),
+                    lgb.Dataset(as_matrix(X), label=y),
                     num_boost_round=self.num_boost_round,
                 )
                 lgb_art = CustomerArtifact(
@@ -783,7 +836,7 @@ class ValueModel(_SavedArtifact):
                     y_all = np.concatenate([ys[c] for c in [val, *tr]])
                     lgb_art.booster = lgb.train(
                         params,
-                        lgb.Dataset(X_all.to_numpy(np.float64), label=y_all),
+                        lgb.Dataset(as_matrix(X_all), label=y_all),
                         num_boost_round=self.num_boost_round,
                     )
                     chosen = lgb_art

@@ -20,7 +20,6 @@ from matplotlib.figure import Figure
 
 from features.io import Dataset
 from features.labels import churn_labels, repurchase_labels
-from features.users import user_features
 from shopml.artifacts.customers import value_at_risk
 from training import plots
 
@@ -90,7 +89,13 @@ class Job(Protocol):
 
 # ------------------------------------------------------------------------ customers
 class _CustomerJob:
-    """Churn or repurchase propensity: LightGBM on stacked snapshots vs RFM/BTYD baselines."""
+    """Churn or repurchase propensity: LightGBM on stacked snapshots vs RFM/BTYD baselines.
+
+    Backtests and fits of one Dataset share one feature cache
+    (:func:`training.snapshots.snapshots_for`): no cutoff's user features are computed twice by
+    churn, repurchase and value; above ``max_train_customers`` (a model parameter) they train on
+    a fixed hash sample of customers (:mod:`training.snapshots`).
+    """
 
     kind: ClassVar[str]
     window_days: ClassVar[int]
@@ -114,9 +119,12 @@ class _CustomerJob:
         from training.customers import REFERENCE_NAMES, classification_metrics
 
         at = as_of - pd.Timedelta(days=self.horizon_days)
-        past = ds.orders[ds.orders["ordered_at"] < as_of]
-        model = self._model(params).fit(past, at, items=ds.items, customers=ds.customers)
-        feats = user_features(past, at, items=ds.items, customers=ds.customers)
+        # the model reads lines before `at` and labels ending by `at`: no filtered copy needed
+        cache = self._snapshots(ds)
+        model = self._model(params).fit(
+            ds.orders, at, items=ds.items, customers=ds.customers, snapshots=cache
+        )
+        feats = cache.features(at)  # every customer at `at` (computed once, for the scores)
         y = self._labels(ds, at, feats.index)
         scores = {"shopml": model.predict_proba(feats)}
         for name, art in model.candidates_.items():
@@ -139,15 +147,22 @@ class _CustomerJob:
             notes=[f"served: {model.chosen_}"],
         )
 
+    @staticmethod
+    def _snapshots(ds: Dataset) -> Any:
+        from training.snapshots import snapshots_for
+
+        return snapshots_for(ds.orders, ds.items, ds.customers)
+
     def fit(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any], folder: Path) -> Fitted:
-        model = self._model(params).fit(ds.orders, as_of, items=ds.items, customers=ds.customers)
+        cache = self._snapshots(ds)
+        tables = {"items": ds.items, "customers": ds.customers, "snapshots": cache}
+        model = self._model(params).fit(ds.orders, as_of, **tables)
         artifact = model.artifact_
         if self.kind == "churn":
             from training.customers import ValueModel
 
-            value = ValueModel(num_threads=self.threads).fit(
-                ds.orders, as_of, items=ds.items, customers=ds.customers
-            )
+            cap = {k: v for k, v in params.items() if k == "max_train_customers"}
+            value = ValueModel(num_threads=self.threads, **cap).fit(ds.orders, as_of, **tables)
             worth = value.artifact_
             if artifact.scores is None or worth is None or worth.scores is None:
                 raise RuntimeError("churn and value models must both produce score tables")

@@ -1,0 +1,199 @@
+"""User-feature snapshots for the customer models: a capped training population, computed once.
+
+Two things keep the churn, repurchase and value models' training affordable on large shops:
+
+- **A fixed sample of customers.** When more than ``max_customers`` customers have an order
+  before ``as_of``, every training/validation snapshot uses the same ``max_customers`` customers:
+  those with the smallest hash of their id string (:func:`sample_ids`, pandas' SipHash with its
+  fixed key, so the sample is the same in every run and on every machine and a customer is in it
+  at every cutoff or at none). Their features are computed from their own orders only, with the
+  per-item statistics (popularity, repeat rate, retention) of *all* customers passed in as
+  ``item_stats`` (:func:`features.users.item_statistics`), exactly as the Dask engine computes
+  one customer partition: a sampled customer's row equals its row in the full table's features.
+  At or below the cap nothing is sampled (the population is every customer).
+- **No feature computed twice.** :class:`UserSnapshots` caches the features of one orders table
+  by (cutoff, population), evicting the least recently used beyond ``max_bytes``. The churn,
+  repurchase and value models of one training share it through :func:`snapshots_for` (one cache
+  per orders table, freed with the table). A cache built on the whole table serves fits on any
+  prefix of it: features at a cutoff read only order lines strictly before the cutoff.
+
+Sampled snapshots are stored as float32 (LightGBM bins the values; half the memory); snapshots
+of the whole population keep float64 (they are scored and served, and below the cap they are
+the training data, unchanged).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from features.purchases import Purchases
+from features.schema import CUSTOMER_ID
+from features.users import item_statistics, user_features
+
+#: Default cap of the training population (customers per snapshot); see docs/SCALE.md.
+MAX_TRAIN_CUSTOMERS = 100_000
+MAX_CACHE_BYTES = 2_000_000_000
+
+
+def id_hash(ids: pd.Index | np.ndarray) -> np.ndarray:
+    """A stable uint64 hash of each id's string form (same value in every run and machine)."""
+    strings = np.asarray(ids, dtype=object).astype(str).astype(object)
+    return np.asarray(pd.util.hash_array(strings), dtype=np.uint64)
+
+
+def sample_ids(ids: pd.Index, cap: int) -> pd.Index | None:
+    """The ``cap`` ids of ``ids`` with the smallest :func:`id_hash` (ties: the smaller string),
+    sorted as in ``ids``; None when there are no more than ``cap`` ids (no sampling)."""
+    if cap < 1:
+        raise ValueError(f"the training population cap must be >= 1, got {cap}")
+    ids = pd.Index(ids).unique()
+    if len(ids) <= cap:
+        return None
+    order = np.lexsort((ids.astype(str).to_numpy(), id_hash(ids)))
+    return ids[np.sort(order[:cap])]
+
+
+def customers_before(orders: pd.DataFrame, as_of: pd.Timestamp) -> pd.Index:
+    """Ids of the customers with an order line strictly before ``as_of``."""
+    col = orders[CUSTOMER_ID]
+    before = (orders["ordered_at"] < as_of).to_numpy()
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        codes = col.cat.codes.to_numpy()[before]
+        present = np.bincount(codes[codes >= 0], minlength=len(col.cat.categories)) > 0
+        return col.cat.categories[present]
+    return pd.Index(col.to_numpy()[before]).dropna().unique()
+
+
+class UserSnapshots:
+    """:func:`~features.users.user_features` of one orders table at many cutoffs, each computed
+    once, for the whole population or a fixed sample of customers (see the module docstring).
+
+    The cache keeps weak references to the tables (it never keeps them alive). Returned frames
+    are shared: treat them as read-only.
+    """
+
+    def __init__(
+        self,
+        orders: pd.DataFrame,
+        *,
+        items: pd.DataFrame | None = None,
+        customers: pd.DataFrame | None = None,
+        max_bytes: int = MAX_CACHE_BYTES,
+    ) -> None:
+        self._orders = weakref.ref(orders)
+        self._items = None if items is None else weakref.ref(items)
+        self._customers = None if customers is None else weakref.ref(customers)
+        self.max_bytes = max_bytes
+        self._frames: OrderedDict[tuple[pd.Timestamp, Any], pd.DataFrame] = OrderedDict()
+        self._item_stats: OrderedDict[pd.Timestamp, pd.DataFrame] = OrderedDict()
+        self._sample: tuple[Any, pd.Index, pd.DataFrame] | None = None
+        self.computed: list[tuple[pd.Timestamp, Any]] = []  # what was computed, in order
+
+    def serves(
+        self, orders: pd.DataFrame, items: pd.DataFrame | None, customers: pd.DataFrame | None
+    ) -> bool:
+        """True when this cache was built on these very tables."""
+
+        def same(ref: weakref.ref[pd.DataFrame] | None, table: pd.DataFrame | None) -> bool:
+            return (ref is None and table is None) or (ref is not None and ref() is table)
+
+        return (
+            same(self._orders, orders)
+            and same(self._items, items)
+            and same(self._customers, customers)
+        )
+
+    def _table(self, ref: weakref.ref[pd.DataFrame] | None) -> pd.DataFrame | None:
+        if ref is None:
+            return None
+        table = ref()
+        if table is None:
+            raise RuntimeError("the orders table of this snapshot cache was freed")
+        return table
+
+    @property
+    def orders(self) -> pd.DataFrame:
+        table = self._table(self._orders)
+        assert table is not None
+        return table
+
+    def population(self, as_of: pd.Timestamp, cap: int | None) -> pd.Index | None:
+        """The training sample of a fit at ``as_of`` (None: every customer, at or below the cap)."""
+        if cap is None:
+            return None
+        key = (pd.Timestamp(as_of), int(cap))
+        if self._sample is not None and self._sample[0] == key:
+            return self._sample[1]
+        ids = sample_ids(customers_before(self.orders, key[0]), key[1])
+        if ids is None:
+            return None
+        orders = self.orders
+        keep = orders[CUSTOMER_ID].isin(ids).to_numpy()
+        # one sample's orders at a time: a new sample replaces the previous one and its frames
+        self._frames = OrderedDict((k, v) for k, v in self._frames.items() if k[1] is None)
+        self._sample = (key, ids, orders.loc[keep])
+        return ids
+
+    def features(self, cutoff: pd.Timestamp, sample: pd.Index | None = None) -> pd.DataFrame:
+        """User features at ``cutoff`` of every customer, or of ``sample`` (from
+        :meth:`population`) with the item statistics of every customer."""
+        cutoff = pd.Timestamp(cutoff)
+        key = (cutoff, None if sample is None else self._sample_key(sample))
+        if key in self._frames:
+            self._frames.move_to_end(key)
+            return self._frames[key]
+        tables = {"items": self._table(self._items), "customers": self._table(self._customers)}
+        if sample is None:
+            frame = user_features(self.orders, cutoff, **tables)
+        else:
+            assert self._sample is not None
+            stats = self._stats(cutoff)
+            frame = user_features(self._sample[2], cutoff, **tables, item_stats=stats)
+            frame = frame.astype(np.float32)
+        self.computed.append(key)
+        self._frames[key] = frame
+        self._evict()
+        return frame
+
+    def _sample_key(self, sample: pd.Index) -> Any:
+        if self._sample is None or self._sample[1] is not sample:
+            raise ValueError("unknown sample: pass the index returned by population()")
+        return self._sample[0]
+
+    def _stats(self, cutoff: pd.Timestamp) -> pd.DataFrame:
+        if cutoff not in self._item_stats:
+            self._item_stats[cutoff] = item_statistics(Purchases.of(self.orders, cutoff))
+            while len(self._item_stats) > 64:
+                self._item_stats.popitem(last=False)
+        return self._item_stats[cutoff]
+
+    def _evict(self) -> None:
+        sizes = {k: int(v.memory_usage(index=True).sum()) for k, v in self._frames.items()}
+        while len(self._frames) > 1 and sum(sizes.values()) > self.max_bytes:
+            key, _ = self._frames.popitem(last=False)
+            sizes.pop(key)
+
+
+_CACHES: dict[int, UserSnapshots] = {}
+
+
+def snapshots_for(
+    orders: pd.DataFrame,
+    items: pd.DataFrame | None = None,
+    customers: pd.DataFrame | None = None,
+) -> UserSnapshots:
+    """The shared :class:`UserSnapshots` of these tables (created on first use, dropped when the
+    orders table is freed)."""
+    cache = _CACHES.get(id(orders))
+    if cache is not None and cache.serves(orders, items, customers):
+        return cache
+    cache = UserSnapshots(orders, items=items, customers=customers)
+    key = id(orders)
+    _CACHES[key] = cache
+    weakref.finalize(orders, _CACHES.pop, key, None)
+    return cache
