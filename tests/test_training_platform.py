@@ -180,3 +180,14 @@ def test_versions_record_the_data_they_were_trained_on(
     champion = tracker.champion("repurchase")
     assert champion is not None and champion.data_sha == folder_fingerprint(shop)
     assert folder_fingerprint(tmp_path / "elsewhere") is None
+
+
+def test_sqlite_store_keeps_its_artifacts_beside_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("SHOPML_ARTIFACT_ROOT", raising=False)
+    store = tmp_path / "elsewhere"
+    store.mkdir()
+    tracker = Tracker(f"sqlite:///{store / 'mlflow.db'}", experiment="where")
+    location = tracker.client.get_experiment(tracker.experiment_id).artifact_location
+    assert location == (store / "artifacts").as_uri()

@@ -98,6 +98,15 @@ def _init_lock(uri: str) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _sqlite_artifact_root(uri: str) -> str | None:
+    """Artifacts of a SQLite store go to the ``artifacts`` folder beside its database file
+    (``SHOPML_ARTIFACT_ROOT`` overrides); other stores keep their server's default."""
+    if not uri.startswith("sqlite:///"):
+        return None
+    database = Path(uri.removeprefix("sqlite:///").split("?")[0])
+    return artifact_root(database.parent if database.name else None)
+
+
 def registered_name(kind: str) -> str:
     """Registry name of a model kind: ``shopml-<kind>``."""
     return f"shopml-{kind}"
@@ -154,7 +163,7 @@ class Tracker:
         self.client = mlflow.MlflowClient(self.uri, self.uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
-            location = artifact_root() if self.uri.startswith("sqlite:") else None
+            location = _sqlite_artifact_root(self.uri)
             self.experiment_id = self.client.create_experiment(experiment, location)
         else:
             self.experiment_id = found.experiment_id
