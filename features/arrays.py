@@ -53,7 +53,7 @@ def id_codes(values: pd.Series, index: np.ndarray | None) -> tuple[np.ndarray, n
     """
     if isinstance(values.dtype, pd.CategoricalDtype):
         cats = values.cat.categories.astype(str).to_numpy().astype(str)
-        codes = values.cat.codes.to_numpy().astype(np.int64)
+        codes = values.array.codes.astype(np.int64)
         if index is None:
             index = np.sort(cats[np.bincount(codes[codes >= 0], minlength=len(cats)) > 0])
         lookup = np.asarray(pd.Index(index).get_indexer(cats), dtype=np.int64)

@@ -129,7 +129,7 @@ def _strip_categories(s: pd.Series) -> pd.Series:
 
 def drop_unused_categories(s: pd.Series) -> pd.Series:
     """``s.cat.remove_unused_categories()`` (same order, same codes), by counting codes."""
-    codes = s.cat.codes.to_numpy()
+    codes = s.array.codes
     used = np.bincount(codes[codes >= 0], minlength=len(s.cat.categories)) > 0
     if used.all():
         return s
