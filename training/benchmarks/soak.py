@@ -369,6 +369,7 @@ async def overload_phase(
     cool = await open_loop(http, 0.5 * sustainable, seconds, ids)
     tail = [r for r in cool.rows if r[0] >= seconds / 2]
     not_ok = [r[0] for r in cool.rows if r[3] != "200"]
+    bins = int(np.ceil(seconds / 5))
     http.close()
     return {
         "sustainable_rps": round(sustainable, 1),
@@ -394,6 +395,7 @@ async def overload_phase(
         "recovery_rps": round(0.5 * sustainable, 1),
         "recovery_outcomes": dict(sorted(cool.outcomes().items())),
         "recovery_last_error_s": round(max(not_ok), 2) if not_ok else None,
+        "recovery_errors_per_5s": [sum(int(t // 5) == k for t in not_ok) for k in range(bins)],
         "recovery_errors_second_half": sum(r[3] != "200" for r in tail),
         "recovery_p99_ms_second_half": p99([r[2] for r in tail if r[3] == "200"]),
         "workers_unchanged": worker_pids(pid) == before,
