@@ -410,9 +410,16 @@ def bench_quality(
     protocols: Annotated[
         list[str] | None, typer.Option("--protocol", "-p", help="C, R, D (repeatable); default all")
     ] = None,
-    threads: Annotated[int, typer.Option(min=1, help="threads for model fitting")] = 2,
+    threads: Annotated[
+        int, typer.Option(min=1, help="threads for protocol C (R and D use 2, like the references)")
+    ] = 2,
+    note: Annotated[
+        str | None, typer.Option(help="what changed since the last look at the test window")
+    ] = None,
 ) -> None:
-    """Protocols of ../shared/BENCHMARKS.md on the real data; writes experiments/results/."""
+    """Protocols of ../shared/BENCHMARKS.md on the real data; writes experiments/results/.
+
+    Every run reads the test labels: it counts as one more ``test_looks`` in the results file."""
     import time
 
     from features.io import load_dataset
@@ -431,7 +438,7 @@ def bench_quality(
         if protocol == "C":
             from training.benchmarks import customers
 
-            customers.run(dataset, dataset, num_threads=threads)
+            customers.run(dataset, dataset, num_threads=threads, note=note)
         else:
             from training.benchmarks import DATA_PATHS
             from training.benchmarks import demand as demand_bench
@@ -441,7 +448,7 @@ def bench_quality(
             if not path.exists():
                 raise CliError(f"{path}: the real data set is not here (see ../shared/data)")
             module = recommend_bench if protocol == "R" else demand_bench
-            module.run(load_dataset(path))
+            module.run(load_dataset(path), note=note)
         console.print(
             f"protocol {protocol}: experiments/results/{dataset}-{protocol}.json "
             f"({time.perf_counter() - start:.0f} s)"

@@ -43,6 +43,19 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def next_test_look(
+    dataset: str, protocol: str, note: str | None, results_dir: Path = RESULTS_DIR
+) -> dict[str, Any]:
+    """``test_looks`` and ``note`` for a run that reads the test labels: one more look than the
+    results file already records (every such run counts, kept or not)."""
+    path = results_dir / f"{dataset}-{protocol}.json"
+    previous = int(json.loads(path.read_text()).get("test_looks", 0)) if path.exists() else 0
+    return {
+        "test_looks": previous + 1,
+        "note": note or "no note given (--note says what changed since the last look)",
+    }
+
+
 def write_results(
     dataset: str,
     protocol: str,

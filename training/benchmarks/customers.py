@@ -13,7 +13,6 @@ Run: ``python -m training.benchmarks.customers --dataset online-retail|cdnow``.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import time
@@ -27,7 +26,7 @@ import pandas as pd
 from features.labels import churn_labels, repurchase_labels
 from features.schema import purchases
 from features.users import user_features
-from training.benchmarks import RESULTS_DIR, write_results
+from training.benchmarks import next_test_look, write_results
 from training.customers import (
     REFERENCE_NAMES,
     ChurnModel,
@@ -149,33 +148,18 @@ def run(
             )
         log.info("%s %s: %s", key, task, r[0])
     if write:
-        extra.setdefault("test_looks", previous_test_looks(key) + 1)
-        extra.setdefault("note", "run without a note (e.g. from shopml bench quality)")
-        write_results(key, "C", rows, as_of=as_of, details=details, **extra)
+        look = next_test_look(key, "C", extra.pop("note", None))
+        write_results(key, "C", rows, as_of=as_of, details=details, **{**look, **extra})
     return rows
-
-
-def previous_test_looks(dataset: str, results_dir: Path = RESULTS_DIR) -> int:
-    """``test_looks`` of the committed results file (0 when there is none): every run that writes
-    results is one more look at the test window."""
-    path = results_dir / f"{dataset}-C.json"
-    if not path.exists():
-        return 0
-    return int(json.loads(path.read_text()).get("test_looks", 0))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(SPECS), required=True)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument(
-        "--test-looks", type=int, default=None, help="recorded in the JSON (default: previous + 1)"
-    )
     parser.add_argument("--note", default=None, help="one-line note recorded in the JSON")
     args = parser.parse_args()
     extra: dict[str, Any] = {}
-    if args.test_looks is not None:
-        extra["test_looks"] = args.test_looks
     if args.note:
         extra["note"] = args.note
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -24,7 +24,7 @@ import pandas as pd
 
 from features.demand import WeeklyDemand, active_items, calendar_features, weekly_demand
 from features.schema import purchases
-from training.benchmarks import write_results
+from training.benchmarks import next_test_look, write_results
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +36,6 @@ VALIDATION_ORIGINS: dict[str, int] = {"2011-05-08": 12, "2011-05-22": 10, "2011-
 QUANTILES = (0.1, 0.5, 0.9)
 MIN_WEEKS = 10
 NUM_THREADS = 2
-#: looks at the test windows so far: three by the first demand model (778e20d), one by the
-#: fixed-strength origin-relative ramp (8399c2e), one by this version (475d8af)
-TEST_LOOKS = 5
-NOTE = (
-    "5th look. Changed since the 4th (all chosen on validation origins 2011-05-08/05-22/06-05, "
-    "windows ending by 2011-07-31, see online-retail-D-validation.json, and on one-year synthetic "
-    "shops for the ramp; not on the test windows): LightGBM quantiles on units (lgb_raw) instead "
-    "of level-scaled targets, whose P90 exploded on spiky items; gift-season ramp tied to the "
-    "calendar (1 Oct -> 15 Dec) on the December ratio still ahead of each item, strength 1; "
-    "weights per demand pattern x volume tier; point weights under a shop-wide (not per-class) "
-    "|bias| <= 0.15 bound; high-volume intervals calibrated on pinball loss. One run, no "
-    "iteration after it"
-)
 
 #: statsforecast rows quoted from BENCHMARKS.md (statsforecast needs pandas < 3; not recomputed).
 QUOTED: dict[str, dict[str, dict[str, float]]] = {
@@ -277,13 +264,14 @@ def mean_rows(
     return out
 
 
-def run(dataset: Any) -> list[dict[str, Any]]:
+def run(dataset: Any, note: str | None = None) -> list[dict[str, Any]]:
     """Protocol D on a loaded Online Retail :class:`~features.io.Dataset`; writes the results."""
     rows: list[dict[str, Any]] = []
     for origin, horizon in ORIGINS.items():
         rows += evaluate_origin(dataset.orders, dataset.items, origin, horizon)
     rows += mean_rows(rows)
-    write_results("online-retail", "D", rows, as_of=MAIN_ORIGIN, test_looks=TEST_LOOKS, note=NOTE)
+    look = next_test_look("online-retail", "D", note)
+    write_results("online-retail", "D", rows, as_of=MAIN_ORIGIN, **look)
     return rows
 
 
@@ -310,10 +298,14 @@ def main() -> None:
 
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    import sys
+    import argparse
 
-    job = validate if "--validation" in sys.argv[1:] else run
-    rows = job(load_dataset(DATA / "online_retail.parquet"))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--validation", action="store_true", help="validation origins only")
+    parser.add_argument("--note", default=None, help="what changed since the last test look")
+    args = parser.parse_args()
+    dataset = load_dataset(DATA / "online_retail.parquet")
+    rows = validate(dataset) if args.validation else run(dataset, note=args.note)
     for r in rows:
         if r["model"] == "shopml":
             log.info("%s", {k: v for k, v in r.items() if k != "combination"})

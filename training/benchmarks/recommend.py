@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from features.interactions import build_interactions, purchases_before
 from features.schema import COUNTRY, CUSTOMER_ID, ITEM_ID, ORDERED_AT
-from training.benchmarks import write_results
+from training.benchmarks import next_test_look, write_results
 from training.recommender import RecommenderModel
 
 log = logging.getLogger(__name__)
@@ -291,7 +291,9 @@ def fit_timings(dataset: Any, repeats: int = 3, threads: int = THREADS) -> dict[
     return {"seconds": seconds, "median": float(np.median(seconds)), "load_1min": loads}
 
 
-def run(dataset: Any, *, write: bool = True, timing_repeats: int = 3) -> list[dict[str, Any]]:
+def run(
+    dataset: Any, *, write: bool = True, timing_repeats: int = 3, note: str | None = None
+) -> list[dict[str, Any]]:
     """Protocol R on a loaded Online Retail :class:`~features.io.Dataset`; writes the results.
 
     First ``timing_repeats`` fit-only timings (:func:`fit_timings`), then the evaluated fit.
@@ -316,16 +318,7 @@ def run(dataset: Any, *, write: bool = True, timing_repeats: int = 3) -> list[di
             as_of=str(AS_OF.date()),
             shopml_params={k: v for k, v in model.artifact.params.items()},
             fit_timing=timing,
-            test_looks=3,
-            note=(
-                "third look at the test window (second: commit 66c4042). Since then, chosen on "
-                "validation only (the model's own window and protocol R replayed with as_of "
-                "2011-06-03, test window 2011-06-03..09-01, all before as_of): ranker features "
-                "(recency-decayed orders, days since the user's last order, buy-again rank, item "
-                "age, country share), ranker cutoffs 90/45 d instead of 90/60/30 d; fit made "
-                "faster (integer-coded purchases, final snapshot on a second thread, vectorised "
-                "and threaded precomputed lists). fit_timing: fit-only runs before the evaluation"
-            ),
+            **next_test_look("online-retail", "R", note),
         )
     return rows
 
@@ -339,13 +332,14 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--time-fit", type=int, default=0, metavar="N")
+    parser.add_argument("--note", default=None, help="what changed since the last test look")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     dataset = load_dataset("../shared/data/online_retail/online_retail.parquet")
     if args.time_fit:
         log.info("fit-only timings: %s", fit_timings(dataset, args.time_fit))
         return
-    for row in run(dataset):
+    for row in run(dataset, note=args.note):
         log.info("%s", row)
 
 
