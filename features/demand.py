@@ -20,10 +20,17 @@ WEEK = pd.Timedelta(days=7)
 DAY = pd.Timedelta(days=1)
 
 
-def week_ending(ts: pd.Series | pd.DatetimeIndex) -> pd.Series:
+def week_ending(ts: pd.Series | pd.DatetimeIndex | np.ndarray) -> pd.Series:
     """The Sunday (00:00) that ends the week of each timestamp."""
     s = pd.Series(pd.to_datetime(ts)).dt.normalize()
     return s + pd.to_timedelta((6 - s.dt.dayofweek) % 7, unit="D")
+
+
+def _week_ending(when: np.ndarray) -> np.ndarray:
+    """:func:`week_ending` of a datetime64 array, in NumPy (days; 1970-01-01 was a Thursday)."""
+    day = when.astype("datetime64[D]")
+    weekday = (day.astype(np.int64) + 3) % 7  # 0 = Monday
+    return day + (6 - weekday).astype("timedelta64[D]")
 
 
 def last_full_week(as_of: pd.Timestamp) -> pd.Timestamp:
@@ -79,25 +86,32 @@ def weekly_demand(
     keep = (orders[time_col] < as_of).to_numpy() & (orders[qty_col].to_numpy() > 0)
     if return_col in orders.columns:
         keep &= ~orders[return_col].to_numpy(dtype=bool)
-    df = orders.loc[keep, [item_col, time_col, qty_col, price_col]]  # one copy, 4 columns
-    if df.empty:
+    if not keep.any():
         raise ValueError(f"no purchases before as_of={as_of.date()}")
-    first = first_full_week(df[time_col].min()) if start is None else pd.Timestamp(start)
+    # NumPy arrays of the kept lines only (no frame copies): the week of each line
+    when = orders[time_col].to_numpy()[keep]
+    wk = _week_ending(when) if when.dtype.kind == "M" else week_ending(when).to_numpy()
+    first = first_full_week(when.min()) if start is None else pd.Timestamp(start)
+    del when
     last = last_full_week(as_of) if end is None else pd.Timestamp(end)
     if last < first:
         raise ValueError(f"no complete week between {first.date()} and as_of={as_of.date()}")
     weeks = pd.date_range(first, last, freq="7D")
-    wk = week_ending(df[time_col]).to_numpy()
-    keep = (wk >= weeks[0].to_datetime64()) & (wk <= weeks[-1].to_datetime64())
-    df, wk = df[keep], wk[keep]
-    i, item_ids = id_codes(df[item_col], None)
+    in_range = (wk >= weeks[0].to_datetime64()) & (wk <= weeks[-1].to_datetime64())
+    keep[keep] = in_range  # the purchase lines of the complete weeks
+    t = (wk[in_range] - weeks[0].to_datetime64()) // np.timedelta64(7, "D")
+    del wk, in_range
+    m = len(weeks)
+    i, item_ids = id_codes(pd.Series(orders[item_col].array[keep]), None)
     items = pd.Index(item_ids, name=item_col)
-    t = ((wk - weeks[0].to_datetime64()) // np.timedelta64(7, "D")).astype(np.int64)
-    n, m = len(items), len(weeks)
-    qty = df[qty_col].to_numpy(dtype=float)
-    cell = i * m + t
+    n = len(items)
+    cell = i * m
+    cell += t
+    del i, t
+    qty = orders[qty_col].to_numpy(dtype=float)[keep]
     units = np.bincount(cell, qty, minlength=n * m).reshape(n, m)
-    revenue = np.bincount(cell, qty * df[price_col].to_numpy(dtype=float), minlength=n * m)
+    qty *= orders[price_col].to_numpy(dtype=float)[keep]  # line revenue
+    revenue = np.bincount(cell, qty, minlength=n * m)
     revenue = revenue.reshape(n, m)
     with np.errstate(invalid="ignore", divide="ignore"):
         price = np.where(units > 0, revenue / units, np.nan)

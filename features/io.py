@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 from features.adapters import ADAPTERS, Adapted, apply_mapping, detect_format, load_mapping
 from features.arrays import categorical
 from features.schema import CUSTOMER_ID, CUSTOMERS, ITEM_ID, ITEMS, ORDER_ID, ContractError
+from features.threads import parallel_map
 from features.validation import ValidationReport, validate_entities, validate_orders
 
 log = logging.getLogger(__name__)
@@ -106,19 +107,23 @@ def read_parquet(path: Path) -> pd.DataFrame:
 
     The contract's id columns (``customer_id``, ``order_id``, ``item_id``) stored as plain
     strings are dictionary-encoded by Arrow as well, so millions of ids never become Python
-    strings. Columns are read one at a time, which keeps the Arrow copy small.
+    strings. Columns are read one at a time per thread (:func:`~features.threads.parallel_map`),
+    which keeps the Arrow copies small.
     """
     dataset = pq.ParquetDataset(path)
-    columns = {}
     names = [n for n in dataset.schema.names if not n.startswith("__index_level_")]
-    for name in names:
+
+    def column_of(name: str) -> pd.Categorical | pd.Series:
         column = dataset.read([name]).column(0)
         if pa.types.is_dictionary(column.type) or (name in ID_COLUMNS and _is_text(column.type)):
-            columns[name] = _categorical(column)
+            out: pd.Categorical | pd.Series = _categorical(column)
         else:
-            columns[name] = column.to_pandas()
+            out = column.to_pandas()
         del column
         pa.default_memory_pool().release_unused()
+        return out
+
+    columns = dict(zip(names, parallel_map(column_of, names), strict=True))
     return pd.DataFrame(columns, copy=False)
 
 

@@ -15,6 +15,7 @@ from features.schema import CATEGORY, ITEM_ID, ORDERED_AT, QUANTITY, UNIT_PRICE
 
 WINDOWS_DAYS = (30, 90, 365)
 PRICE_RECENT_DAYS = 30
+BLOCK = 1 << 20  # rows per block of the block-wise scans
 
 
 def before(
@@ -24,10 +25,16 @@ def before(
     return orders[orders[ordered_at].to_numpy() < np.datetime64(pd.Timestamp(as_of))]
 
 
-def days_before(as_of: pd.Timestamp, times: pd.Series | np.ndarray) -> np.ndarray:
-    """Days (float) from each timestamp to ``as_of``."""
-    delta = np.datetime64(as_of, "ns") - np.asarray(times, dtype="datetime64[ns]")
-    return np.asarray(delta.view(np.int64) / 86_400e9)
+def days_before(
+    as_of: pd.Timestamp, times: pd.Series | np.ndarray, rows: np.ndarray | None = None
+) -> np.ndarray:
+    """Days (float) from each timestamp (of the ``rows`` selected, default all) to ``as_of``."""
+    selected = np.asarray(times) if rows is None else np.asarray(times)[rows]
+    ns = np.array(selected, dtype="datetime64[ns]")  # a copy: the subtraction runs in place
+    del selected
+    delta = ns.view(np.int64)
+    np.subtract(np.datetime64(as_of, "ns").astype(np.int64), delta, out=delta)
+    return np.asarray(delta / 86_400e9)
 
 
 def item_features(
@@ -90,14 +97,12 @@ def item_features_of(purchases: Purchases, *, items: pd.DataFrame | None = None)
 
 def _line_stats(p: Purchases, compact: np.ndarray, n: int) -> dict[str, np.ndarray]:
     """Units over windows, first and last sale, prices: per item row, from the lines."""
-    codes = compact[p.item]
-    age = days_before(p.as_of, p.orders[ORDERED_AT].to_numpy()[p.buy])
+    codes = compact.astype(np.intp)[p.item]  # the index type: no cast in bincount or ufunc.at
+    age = days_before(p.as_of, p.orders[ORDERED_AT].to_numpy(), p.buy)
     qty = p.line(QUANTITY)
-    price = p.line(UNIT_PRICE)
     out: dict[str, np.ndarray] = {}
     for w in WINDOWS_DAYS:
-        m = age < w
-        out[f"units_{w}d"] = np.bincount(codes[m], qty[m], minlength=n)
+        out[f"units_{w}d"] = _sums_below(codes, qty, age, w, n)
     units_total = np.bincount(codes, qty, minlength=n)
     out["units_total"] = units_total
     first_sold = np.full(n, -np.inf)
@@ -106,17 +111,33 @@ def _line_stats(p: Purchases, compact: np.ndarray, n: int) -> dict[str, np.ndarr
     np.minimum.at(last_sold, codes, age)
     out["first_sold_days"] = first_sold
     out["last_sold_days"] = last_sold
-    value = price * qty
+    value = p.line(UNIT_PRICE)
+    last_price = _last_value(codes, age, last_sold, value, n)
+    value *= qty  # the unit prices become line values in place: one array fewer
     price_mean = np.bincount(codes, value, minlength=n) / np.maximum(units_total, 1e-9)
     recent = age < PRICE_RECENT_DAYS
     recent_units = np.bincount(codes[recent], qty[recent], minlength=n)
     recent_price = np.bincount(codes[recent], value[recent], minlength=n)
     del value, qty
-    last_price = _last_value(codes, age, last_sold, price, n)
     with np.errstate(invalid="ignore", divide="ignore"):
         out["price_last"] = np.where(recent_units > 0, recent_price / recent_units, last_price)
         out["price_mean"] = price_mean
         out["price_change"] = out["price_last"] / price_mean - 1.0
+    return out
+
+
+def _sums_below(
+    codes: np.ndarray, weights: np.ndarray, age: np.ndarray, below: float, n: int
+) -> np.ndarray:
+    """``np.bincount(codes[m], weights[m], minlength=n)`` for ``m = age < below``, by blocks.
+
+    ``np.add.at`` adds row by row in order, as ``bincount`` does (the same bits), and a block's
+    selection is all it copies.
+    """
+    out = np.zeros(n)
+    for i in range(0, len(codes), BLOCK):
+        m = age[i : i + BLOCK] < below
+        np.add.at(out, codes[i : i + BLOCK][m], weights[i : i + BLOCK][m])
     return out
 
 
@@ -179,8 +200,16 @@ class _ItemPairs:
 def _last_value(
     group: np.ndarray, age: np.ndarray, newest: np.ndarray, value: np.ndarray, n: int
 ) -> np.ndarray:
-    """``value`` of the most recent row (age == ``newest`` of its group; the last such row)."""
-    rows = np.flatnonzero(age == newest[group])
+    """``value`` of the most recent row (age == ``newest`` of its group; the last such row).
+
+    The rows are found a block at a time: no temporary as long as the rows.
+    """
+    rows = np.concatenate(
+        [
+            np.flatnonzero(age[i : i + BLOCK] == newest[group[i : i + BLOCK]]) + i
+            for i in range(0, max(len(age), 1), BLOCK)
+        ]
+    )
     last = np.full(n, -1)
     np.maximum.at(last, group[rows], rows)
     out = np.full(n, np.nan)

@@ -108,7 +108,7 @@ class Purchases:
         self.order_all = order
         self.customer = cust[self.buy]
         self.item = item[self.buy]
-        self._group_orders(order[self.buy], when[self.buy])
+        self._group_orders(order, when)
 
     @classmethod
     def of(cls, orders: pd.DataFrame, as_of: object) -> Purchases:
@@ -139,7 +139,10 @@ class Purchases:
         """Number of purchase lines of each order (float)."""
         return self._o_lines.astype(np.float64)
 
-    def _group_orders(self, order: np.ndarray, when: np.ndarray) -> None:
+    def _group_orders(self, order_all: np.ndarray, when_all: np.ndarray) -> None:
+        """Order-level arrays from the table's order codes and times (purchase lines only)."""
+        order, when = order_all[self.buy], when_all[self.buy]
+        self._time_unit = np.datetime_data(when.dtype)[0] if len(when) else "us"
         qty = self.line(QUANTITY)
         value = self.line(UNIT_PRICE)
         value *= qty
@@ -155,9 +158,10 @@ class Purchases:
             self.o_value = np.add.reduceat(value, starts) if n else value[:0]
             self.o_units = np.add.reduceat(qty, starts) if n else qty[:0]
             self._o_lines = np.diff(np.r_[starts, n]).astype(np.int32)
-            line_order: np.ndarray = np.cumsum(new_run, dtype=np.int64)
+            del qty, value, t, order, when  # before the line-level array below: a lower peak
+            line_order: np.ndarray = np.cumsum(new_run, dtype=np.int32 if n < 2**31 else np.int64)
             line_order -= 1
-            self.line_order = line_order.astype(np.int32) if n < 2**31 else line_order
+            self.line_order = line_order
         else:
             frame = pd.DataFrame({"o": order, "c": self.customer, "t": t, "v": value, "q": qty})
             g = frame.groupby("o", sort=False)
@@ -167,7 +171,6 @@ class Purchases:
             self.o_units = g["q"].sum().to_numpy()
             self._o_lines = g["c"].size().to_numpy().astype(np.int32)
             self.line_order = np.asarray(g.ngroup().to_numpy(), dtype=np.int64)
-        self._time_unit = np.datetime_data(when.dtype)[0] if n else "us"
 
     @property
     def o_when(self) -> np.ndarray:

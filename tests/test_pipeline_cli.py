@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from features.io import load_dataset
-from features.pipeline import build_feature_set, write_feature_set
+from features.pipeline import FeatureSet, build_feature_set, write_feature_set
 from features.synthetic import ShopConfig, write_shop
+from features.threads import ENV, feature_threads, helpers, parallel_map
 from shopml.cli import app
 
 runner = CliRunner()
@@ -116,3 +119,56 @@ def test_cli_refuses_bad_arguments(args: list[str], message: str, tmp_path: Path
     result = runner.invoke(app, args)
     assert result.exit_code != 0
     assert message in (str(result.exception) + result.output)
+
+
+def _same_feature_set(a: FeatureSet, b: FeatureSet) -> None:
+    pd.testing.assert_frame_equal(a.users, b.users, check_exact=True)
+    pd.testing.assert_frame_equal(a.items, b.items, check_exact=True)
+    assert a.labels is not None and b.labels is not None
+    pd.testing.assert_frame_equal(a.labels, b.labels, check_exact=True)
+    ma, mb = a.interactions.matrix.tocsr(), b.interactions.matrix.tocsr()
+    for part in ("data", "indices", "indptr"):
+        assert np.array_equal(getattr(ma, part), getattr(mb, part))
+    assert np.array_equal(a.interactions.user_ids, b.interactions.user_ids)
+    assert np.array_equal(a.interactions.item_ids, b.interactions.item_ids)
+    pd.testing.assert_index_equal(a.demand.items, b.demand.items, exact=True)
+    pd.testing.assert_index_equal(a.demand.weeks, b.demand.weeks, exact=True)
+    assert np.array_equal(a.demand.units, b.demand.units)
+    assert np.array_equal(a.demand.price, b.demand.price, equal_nan=True)
+
+
+def test_threads_give_identical_feature_sets(shop: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV, "1")
+    one = load_dataset(shop)
+    monkeypatch.setenv(ENV, "2")
+    two = load_dataset(shop)  # Parquet columns read on two threads
+    pd.testing.assert_frame_equal(one.orders, two.orders, check_exact=True)
+    assert [r.to_dict() for r in one.reports] == [r.to_dict() for r in two.reports]
+    _same_feature_set(
+        build_feature_set(one, "2024-09-01", threads=1),
+        build_feature_set(two, "2024-09-01", threads=2),
+    )
+
+
+def test_thread_count_from_argument_env_or_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(ENV, raising=False)
+    assert feature_threads() == min(2, os.cpu_count() or 1)
+    assert feature_threads(3) == 3
+    monkeypatch.setenv(ENV, " 1 ")
+    assert feature_threads() == 1
+    monkeypatch.setenv(ENV, "two")
+    with pytest.raises(ValueError, match="SHOPML_THREADS='two'"):
+        feature_threads()
+    with pytest.raises(ValueError, match="threads must be >= 1, got 0"):
+        feature_threads(0)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_helpers_and_parallel_map_keep_order_and_errors(threads: int) -> None:
+    assert parallel_map(lambda x: x * x, range(7), threads) == [0, 1, 4, 9, 16, 25, 36]
+    with helpers(threads) as pool:
+        ok = pool.submit(sum, [1, 2, 3])
+        bad = pool.submit(int, "x")
+    assert ok.result() == 6
+    with pytest.raises(ValueError, match="invalid literal"):
+        bad.result()
