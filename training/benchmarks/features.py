@@ -3,8 +3,9 @@
 ``shopml bench features`` generates a synthetic shop (once per size), then measures in a fresh
 process: read + validate, and every feature pipeline, so peak RSS is the feature build's own.
 End to end = reading the Parquet files, validating them and building every feature (users, items,
-interactions, weekly demand). The machine is shared: the row records the process's CPU seconds
-and the load average around the run beside the wall-clock seconds.
+interactions, weekly demand), on ``$SHOPML_THREADS`` threads (default min(2, cores)). The machine
+is shared: the row records the process's CPU seconds and the load average around the run beside
+the wall-clock seconds.
 Writes ``experiments/results/features.json``.
 """
 
@@ -31,6 +32,7 @@ def measure(folder: Path) -> dict[str, Any]:
     """Load, validate and build every feature of the shop in ``folder``; time each step."""
     from features.io import load_dataset
     from features.pipeline import build_feature_set
+    from features.threads import feature_threads
 
     load_before = os.getloadavg()[0]
     cpu_start = time.process_time()
@@ -58,6 +60,7 @@ def measure(folder: Path) -> dict[str, Any]:
         "peak_rss_gb": round(peak_gb, 3),
         "peak_rss_over_orders": round(peak_gb / orders_gb, 2),
         "cpu_s": round(cpu_s, 2),
+        "threads": feature_threads(),  # $SHOPML_THREADS, else min(2, cores)
         "load_avg_1m": [round(load_before, 2), round(os.getloadavg()[0], 2)],
         "steps_s": fs.timings_s,
     }
