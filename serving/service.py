@@ -319,6 +319,14 @@ class Shopml:
             art = self.artifacts.get(kind)
             meta = dict(getattr(art, "meta", {}) or {})
             metrics = getattr(art, "metrics", None) or meta.get("metrics") or {}
+            if not metrics:  # recommender: params; demand: the combination's validation scores
+                params = getattr(art, "params", None)
+                found = (
+                    params.get("validation")
+                    if isinstance(params, dict)
+                    else (meta.get("combination") or {}).get("scores")
+                )
+                metrics = {"validation": found or {}}
             infos.append(
                 ModelInfo(
                     kind=kind,
@@ -342,16 +350,14 @@ class Shopml:
         return NoopResponse()
 
 
-def _headline(metrics: dict[str, Any]) -> dict[str, Any]:
-    """Scalar metrics only (nested validation dicts are flattened one level)."""
+def _headline(metrics: dict[str, Any], prefix: str = "", depth: int = 3) -> dict[str, Any]:
+    """Scalar metrics only, nested dicts flattened to dotted keys (at most ``depth`` levels)."""
     out: dict[str, Any] = {}
     for k, v in metrics.items():
         if isinstance(v, int | float | str | bool):
-            out[k] = v
-        elif isinstance(v, dict):
-            for k2, v2 in v.items():
-                if isinstance(v2, int | float | str | bool):
-                    out[f"{k}.{k2}"] = v2
+            out[f"{prefix}{k}"] = v
+        elif isinstance(v, dict) and depth > 1:
+            out.update(_headline(v, f"{prefix}{k}.", depth - 1))
     return out
 
 

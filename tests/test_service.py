@@ -238,6 +238,8 @@ def test_models_noop_readyz_and_openapi(client: TestClient) -> None:
     kinds = {m["kind"]: m for m in models["models"]}
     assert set(kinds) == {"recommender", "churn", "repurchase", "value", "demand"}
     assert all(m["loaded"] and m["as_of"] for m in kinds.values())
+    for kind in ("recommender", "churn", "repurchase", "demand"):  # headline validation metrics
+        assert any(isinstance(v, float) for v in kinds[kind]["metrics"].values()), kind
     assert client.post("/v1/noop", json={}).json() == {"ok": True}
     assert client.post("/v1/noop").status_code == 200  # empty body is {}
     ready = client.get("/readyz")
