@@ -26,6 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.benchmarks import git_commit
+
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -244,6 +246,7 @@ def run(
     shop_info = {"customers": customers, "items": items, **counts}
     for row in rows:
         row["shop"] = shop_info
+        row["commit"] = git_commit()
     if merge and out.exists():
         rows = merge_rows(json.loads(out.read_text()), rows)
     payload = {
