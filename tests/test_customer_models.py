@@ -372,6 +372,9 @@ def test_cache_returns_fresh_features(orders: pd.DataFrame) -> None:
     expected = full.loc[part.index].astype(np.float32)
     pd.testing.assert_frame_equal(part, expected)
     assert cache.population(AS_OF, 150) is sample and cache.population(AS_OF, 10_000) is None
+    earlier = cache.population(AS_OF - pd.Timedelta(days=30), 150)  # a backtest's sample
+    assert earlier is not None and earlier is not sample
+    assert cache.features(cut, sample) is part  # the fit's sample and its frames are kept
     with pytest.raises(ValueError, match="unknown sample"):
         cache.features(cut, pd.Index(["c1"]))
 

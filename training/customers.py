@@ -394,6 +394,7 @@ class _CustomerModel(_SavedArtifact):
             if snapshots is not None
             else UserSnapshots(orders, items=items, customers=customers)
         )
+        features_s = cache.seconds
         pop = cache.population(as_of, self.max_train_customers)
         feats_at: dict[pd.Timestamp, pd.DataFrame] = {}
         labels: dict[tuple[pd.Timestamp, int], np.ndarray] = {}
@@ -607,6 +608,14 @@ class _CustomerModel(_SavedArtifact):
         self.fit_s_ = time.perf_counter() - t0
         self.training_customers_ = None if pop is None else len(pop)
         self.artifact_.scores = self.score_table(hist, as_of, features=all_now)
+        log.info(
+            "%s fit as of %s: %.1f s (user features %.1f s), training population %s",
+            self.task,
+            as_of.date(),
+            time.perf_counter() - t0,
+            cache.seconds - features_s,
+            "all" if pop is None else f"{len(pop):,} (sample)",
+        )
         return self
 
     def _bgnbd_logit(

@@ -24,6 +24,8 @@ the training data, unchanged).
 
 from __future__ import annotations
 
+import logging
+import time
 import weakref
 from collections import OrderedDict
 from typing import Any
@@ -38,6 +40,9 @@ from features.users import item_statistics, user_features
 #: Default cap of the training population (customers per snapshot); see docs/SCALE.md.
 MAX_TRAIN_CUSTOMERS = 100_000
 MAX_CACHE_BYTES = 2_000_000_000
+MAX_SAMPLES = 3  # samples (their orders and frames) kept: a backtest's and the fit's
+
+log = logging.getLogger(__name__)
 
 
 def id_hash(ids: pd.Index | np.ndarray) -> np.ndarray:
@@ -91,8 +96,9 @@ class UserSnapshots:
         self.max_bytes = max_bytes
         self._frames: OrderedDict[tuple[pd.Timestamp, Any], pd.DataFrame] = OrderedDict()
         self._item_stats: OrderedDict[pd.Timestamp, pd.DataFrame] = OrderedDict()
-        self._sample: tuple[Any, pd.Index, pd.DataFrame] | None = None
+        self._samples: OrderedDict[Any, tuple[pd.Index, pd.DataFrame]] = OrderedDict()
         self.computed: list[tuple[pd.Timestamp, Any]] = []  # what was computed, in order
+        self.seconds = 0.0  # spent computing features (item statistics included)
 
     def serves(
         self, orders: pd.DataFrame, items: pd.DataFrame | None, customers: pd.DataFrame | None
@@ -127,16 +133,18 @@ class UserSnapshots:
         if cap is None:
             return None
         key = (pd.Timestamp(as_of), int(cap))
-        if self._sample is not None and self._sample[0] == key:
-            return self._sample[1]
+        if key in self._samples:
+            self._samples.move_to_end(key)
+            return self._samples[key][0]
         ids = sample_ids(customers_before(self.orders, key[0]), key[1])
         if ids is None:
             return None
         orders = self.orders
         keep = orders[CUSTOMER_ID].isin(ids).to_numpy()
-        # one sample's orders at a time: a new sample replaces the previous one and its frames
-        self._frames = OrderedDict((k, v) for k, v in self._frames.items() if k[1] is None)
-        self._sample = (key, ids, orders.loc[keep])
+        self._samples[key] = (ids, orders.loc[keep])
+        while len(self._samples) > MAX_SAMPLES:  # the oldest sample goes, with its frames
+            old, _ = self._samples.popitem(last=False)
+            self._frames = OrderedDict((k, v) for k, v in self._frames.items() if k[1] != old)
         return ids
 
     def features(self, cutoff: pd.Timestamp, sample: pd.Index | None = None) -> pd.DataFrame:
@@ -147,23 +155,34 @@ class UserSnapshots:
         if key in self._frames:
             self._frames.move_to_end(key)
             return self._frames[key]
+        start = time.perf_counter()
         tables = {"items": self._table(self._items), "customers": self._table(self._customers)}
         if sample is None:
             frame = user_features(self.orders, cutoff, **tables)
         else:
-            assert self._sample is not None
             stats = self._stats(cutoff)
-            frame = user_features(self._sample[2], cutoff, **tables, item_stats=stats)
+            sampled = self._samples[key[1]][1]
+            frame = user_features(sampled, cutoff, **tables, item_stats=stats)
             frame = frame.astype(np.float32)
         self.computed.append(key)
+        took = time.perf_counter() - start
+        self.seconds += took
+        log.info(
+            "user features at %s (%s): %d customers in %.1f s",
+            cutoff.date(),
+            "all" if sample is None else "sample",
+            len(frame),
+            took,
+        )
         self._frames[key] = frame
         self._evict()
         return frame
 
     def _sample_key(self, sample: pd.Index) -> Any:
-        if self._sample is None or self._sample[1] is not sample:
-            raise ValueError("unknown sample: pass the index returned by population()")
-        return self._sample[0]
+        for key, (ids, _) in self._samples.items():
+            if ids is sample:
+                return key
+        raise ValueError("unknown sample: pass the index returned by population()")
 
     def _stats(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         if cutoff not in self._item_stats:
