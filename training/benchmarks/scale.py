@@ -165,8 +165,9 @@ def measure_train(folder: Path, threads: int) -> dict[str, Any]:
 
 
 def _rss_gb() -> float:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 1e9
+    import psutil
+
+    return float(psutil.Process().memory_info().rss) / 1e9
 
 
 def measure_serving(folder: Path) -> dict[str, Any]:
