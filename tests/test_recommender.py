@@ -353,3 +353,65 @@ def test_ranker_features_known_answers(model: RecommenderModel) -> None:
     assert np.all(f["decay"][:-1] <= f["n"][:-1]) and f["decay"][-1] == 0
     assert np.all(f["item_age"][:-1] >= f["days_first"][:-1] - 1e-3)  # sold before u0 bought it
     assert np.all((f["country_share"] >= 0) & (f["country_share"] <= 1))
+
+
+def test_capped_precompute_keeps_recent_users_and_ranks_others_live(
+    orders: pd.DataFrame, model: RecommenderModel, tmp_path: Path
+) -> None:
+    capped = small_model(max_precompute_users=10).fit(
+        orders, AS_OF, items=make_items(), customers=make_customers()
+    )
+    art, full = capped.artifact, model.artifact
+    assert art.has_precomputed and len(art.pre_users) == 10
+    # the 10 users with the most recent orders (ties to the lower row)
+    cut = np.sort(art.u_days_last)[9]
+    assert np.all(art.u_days_last[art.pre_users] <= cut)
+    assert np.sum(art.u_days_last < cut) <= 10
+    users = art.user_ids.tolist()
+    for policy in ("auto", "always"):
+        assert art.recommend_batch(users, 10, exclude=policy) == full.recommend_batch(
+            users, 10, exclude=policy
+        )
+    live = [u for i, u in enumerate(users) if i not in set(art.pre_users.tolist())][:3]
+    for u in live:
+        assert art._from_precomputed(art._user_index[u], 5, "auto", None, ()) is None
+        assert art.recommend(u, 5) == full.recommend(u, 5)
+    capped.save(tmp_path / "capped")
+    loaded = RecommenderModel.load(tmp_path / "capped").artifact
+    assert np.array_equal(loaded.pre_users, art.pre_users)
+    assert loaded.recommend_batch(users, 10) == art.recommend_batch(users, 10)
+    with pytest.raises(ValueError, match="max_precompute_users"):
+        small_model(max_precompute_users=0)
+
+
+def test_user_caps_bind_only_above_them(orders: pd.DataFrame, model: RecommenderModel) -> None:
+    from training.recommender import capped_sample
+
+    assert np.array_equal(capped_sample(5, 10, 0), np.arange(5))
+    s = capped_sample(100, 7, [0, 1])
+    assert len(s) == 7 and len(set(s.tolist())) == 7 and np.all(np.diff(s) > 0)
+    assert np.array_equal(s, capped_sample(100, 7, [0, 1]))
+    capped = small_model(max_snapshot_users=30, max_ranker_users=15, max_validation_users=8).fit(
+        orders, AS_OF, items=make_items(), customers=make_customers()
+    )
+    val = capped.artifact.params["validation"]
+    assert 0 < val["users"] <= 8 and val.get("cold_users", 0) <= 8
+    assert capped.artifact.n_users == model.artifact.n_users  # the final state has every user
+    assert capped.artifact.params["validation"] != model.artifact.params["validation"]
+
+
+def test_buy_again_lists_equal_dense_argsort() -> None:
+    import scipy.sparse as sp
+
+    from training.recommender import buy_again_lists
+
+    rng = np.random.default_rng(3)
+    dense = rng.integers(0, 4, size=(30, 25)) * (rng.random((30, 25)) < 0.2)
+    dense[0] = 0  # a user with nothing bought: only popular items
+    pop = rng.integers(0, 5, size=25).astype(float)
+    for k in (3, 10, 25):
+        got = buy_again_lists(sp.csr_matrix(dense.astype(float)), pop, k)
+        want = np.argsort(-(dense + 1e-6 * pop / pop.max()), axis=1, kind="stable")[:, :k]
+        assert np.array_equal(got, want), k
+    with pytest.raises(ValueError, match="popularity"):
+        buy_again_lists(sp.csr_matrix(dense.astype(float)), pop[:3], 5)

@@ -317,6 +317,7 @@ class RecommenderJob:
     kind: ClassVar[str] = "recommender"
     window_days: ClassVar[int] = 90
     ks: ClassVar[tuple[int, ...]] = (1, 3, 5, 10, 20)
+    max_backtest_users: ClassVar[int] = 20_000  # evaluated users (a fixed random sample above)
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads or default_threads()
@@ -330,6 +331,7 @@ class RecommenderJob:
         from features.interactions import build_interactions, purchases_before
         from features.schema import CUSTOMER_ID, ITEM_ID
         from training.benchmarks.recommend import ranking_metrics
+        from training.recommender import buy_again_lists, capped_sample
 
         at = as_of - pd.Timedelta(days=self.window_days)
         buys = purchases_before(ds.orders, as_of)
@@ -350,19 +352,17 @@ class RecommenderJob:
         }
         index = train.user_index()
         users = [u for u in truth_by_user if u in index]
+        users = [users[i] for i in capped_sample(len(users), self.max_backtest_users, 0)]
         truth = [truth_by_user[u] for u in users]
         rows = np.array([index[u] for u in users], dtype=np.int64)
         top = max(self.ks)
         popularity = np.asarray(recent.matrix.sum(axis=0)).ravel()
         pop_order = np.argsort(-popularity, kind="stable")[:top]
-        X = train.matrix[rows].toarray() if len(rows) else np.zeros((0, len(train.item_ids)))
-        own = X + 1e-6 * popularity / max(popularity.max(), 1.0)
+        own = buy_again_lists(train.matrix[rows], popularity, top)
         recs = {
             "shopml": model.artifact.recommend_batch(users, top, exclude="auto"),
             "popularity-90d": [train.item_ids[pop_order].tolist()] * len(users),
-            "buy-again": [
-                train.item_ids[np.argsort(-r, kind="stable")[:top]].tolist() for r in own
-            ],
+            "buy-again": [train.item_ids[r[r >= 0]].tolist() for r in own],
         }
         n_items = len(train.item_ids)
         metrics = {name: ranking_metrics(r, truth, n_items, k=10) for name, r in recs.items()}

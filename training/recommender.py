@@ -47,6 +47,7 @@ from shopml.artifacts.recommender import (
     FEATURES,
     PRECOMPUTE_WIDTH,
     RecommenderArtifact,
+    row_chunk,
 )
 from training.base import check_fitted
 
@@ -208,9 +209,13 @@ def build_state(
     random_state: int = 0,
     num_threads: int = 1,
     params: dict[str, Any] | None = None,
+    user_mask: np.ndarray | None = None,
 ) -> RecommenderArtifact:
-    """Fit every component on the shop's purchases before ``cutoff`` (all of its items)."""
+    """Fit every component on the shop's purchases before ``cutoff`` (all of its items), of
+    every user or of the user codes where ``user_mask`` is True."""
     sel = shop.window(None, cutoff)
+    if user_mask is not None:
+        sel &= user_mask[shop.user]
     n_items = len(shop.item_ids)
     users, u = np.unique(shop.user[sel], return_inverse=True)
     n_users = len(users)
@@ -365,12 +370,13 @@ def training_rows(
     truth: sp.csr_matrix,
     rng: np.random.Generator,
     negative_rate: float,
-    chunk: int = 512,
+    chunk: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Re-ranker rows for ``users`` of ``state``: features, labels, position in ``users``.
 
     Every positive candidate is kept, negatives with probability ``negative_rate``.
     """
+    chunk = chunk or row_chunk(state.n_items)
     Fs, ys, rs = [], [], []
     for start in range(0, len(users), chunk):
         rows = users[start : start + chunk]
@@ -385,6 +391,38 @@ def training_rows(
     if not Fs:
         return np.zeros((0, len(FEATURES))), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
     return np.vstack(Fs), np.concatenate(ys), np.concatenate(rs)
+
+
+def capped_sample(n: int, cap: int | None, seed: int | list[int]) -> np.ndarray:
+    """Sorted positions ``0..n-1``: all of them, or ``cap`` drawn without replacement."""
+    if cap is None or n <= cap:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(np.random.default_rng(seed).choice(n, size=cap, replace=False)).astype(np.int64)
+
+
+def buy_again_lists(X: sp.csr_matrix, popularity: np.ndarray, k: int) -> np.ndarray:
+    """Top-``k`` columns per row of ``X``: the row's own items by value, ties by popularity
+    then column, padded with the most popular other items (``-1`` when none are left).
+
+    Equals a stable ``argsort`` of ``-(X + 1e-6 * popularity / max)`` per dense row, without
+    the dense matrix (for many users on a big catalogue).
+    """
+    X = sp.csr_matrix(X)
+    n_rows, n_items = X.shape
+    if popularity.shape != (n_items,):
+        raise ValueError(f"popularity has shape {popularity.shape}, expected ({n_items},)")
+    pop = 1e-6 * popularity / max(float(popularity.max(initial=0.0)), 1.0)
+    pop_order = np.argsort(-pop, kind="stable")
+    out = np.full((n_rows, k), -1, dtype=np.int64)
+    for r in range(n_rows):
+        cols = X.indices[X.indptr[r] : X.indptr[r + 1]]
+        vals = X.data[X.indptr[r] : X.indptr[r + 1]] + pop[cols]
+        own = cols[np.lexsort((cols, -vals))][:k]
+        out[r, : len(own)] = own
+        if len(own) < k:
+            rest = pop_order[~np.isin(pop_order, cols)][: k - len(own)]
+            out[r, len(own) : len(own) + len(rest)] = rest
+    return out
 
 
 def _ago(when: pd.Timestamp, days: int) -> pd.Timestamp:
@@ -407,9 +445,10 @@ def _evaluate(
     truth: list[set[int]],
     exclude: str,
     options: list[tuple[str, dict[str, Any]]],
-    chunk: int = 512,
+    chunk: int | None = None,
 ) -> list[float]:
     """NDCG@10 of each (strategy, params) option on ``rows`` (parts computed once per chunk)."""
+    chunk = chunk or row_chunk(state.n_items)
     saved = dict(state.params)
     recs: list[list[list[int]]] = [[] for _ in options]
     try:
@@ -452,6 +491,10 @@ class RecommenderModel:
         random_state: int = 0,
         num_threads: int = 1,
         precompute_width: int = PRECOMPUTE_WIDTH,
+        max_precompute_users: int | None = 100_000,
+        max_snapshot_users: int | None = 200_000,
+        max_ranker_users: int | None = 30_000,
+        max_validation_users: int | None = 20_000,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -472,10 +515,28 @@ class RecommenderModel:
         self.random_state = random_state
         self.num_threads = num_threads
         self.precompute_width = precompute_width
+        self.max_precompute_users = max_precompute_users
+        self.max_snapshot_users = max_snapshot_users
+        self.max_ranker_users = max_ranker_users
+        self.max_validation_users = max_validation_users
+        for name in (
+            "max_precompute_users",
+            "max_snapshot_users",
+            "max_ranker_users",
+            "max_validation_users",
+        ):
+            cap = getattr(self, name)
+            if cap is not None and (isinstance(cap, bool) or int(cap) < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {cap!r}")
 
     # ------------------------------------------------------------------ fit
     def _state(
-        self, shop: Shop, cutoff: pd.Timestamp, params: dict[str, Any], threads: int | None = None
+        self,
+        shop: Shop,
+        cutoff: pd.Timestamp,
+        params: dict[str, Any],
+        threads: int | None = None,
+        user_mask: np.ndarray | None = None,
     ) -> RecommenderArtifact:
         return build_state(
             shop,
@@ -489,6 +550,7 @@ class RecommenderModel:
             random_state=self.random_state,
             num_threads=self.num_threads if threads is None else threads,
             params=params,
+            user_mask=user_mask,
         )
 
     def fit(
@@ -517,17 +579,27 @@ class RecommenderModel:
             final = pool.submit(self._state, shop, as_of, dict(params), 1)
             ranker, validation, chosen = self._learn(shop, as_of, pool)
             params.update(chosen)
+            t_learn = time.perf_counter() - t0
             self.state_ = final.result()
+        t_final = time.perf_counter() - t0
         self.state_.params = {**self.state_.params, **params}
         self.state_.ranker = ranker
         self.state_.params["validation"] = validation
         if self.precompute_width > 0:
-            self.state_.precompute(self.precompute_width, threads=self.num_threads)
+            self.state_.precompute(
+                self.precompute_width,
+                threads=self.num_threads,
+                max_users=self.max_precompute_users,
+            )
         self.fit_seconds_ = time.perf_counter() - t0
         self.state_.params["fit_seconds"] = round(self.fit_seconds_, 2)
         log.info(
-            "recommender fitted in %.1f s: all=%s new=%s",
+            "recommender fitted in %.1f s (validation done at %.1f s, final state at %.1f s, "
+            "lists of %d users precomputed): all=%s new=%s",
             self.fit_seconds_,
+            t_learn,
+            t_final,
+            len(self.state_.pre_users) if self.state_.has_precomputed else 0,
             params["strategy_all"],
             params["strategy_new"],
         )
@@ -547,8 +619,10 @@ class RecommenderModel:
             return None, {}, {}
         if not self.use_ranker:
             cutoffs = cutoffs[:1]
+        mask = self._snapshot_users(len(shop.user_ids))
         jobs = [
-            pool.submit(self._snapshot, shop, as_of, d, w, j) for j, (d, w) in enumerate(cutoffs)
+            pool.submit(self._snapshot, shop, as_of, d, w, j, mask)
+            for j, (d, w) in enumerate(cutoffs)
         ]
         done = [job.result() for job in jobs]
         val_state, val_days = done[0][0], cutoffs[0][0]
@@ -560,22 +634,49 @@ class RecommenderModel:
             gs.append(r + j * len(shop.user_ids))  # one group (user at a cutoff) per ranked list
         return self._validate(shop, as_of, val_state, val_days, held, Xs, ys, hs, gs)
 
+    def _snapshot_users(self, n_users: int) -> np.ndarray | None:
+        """Per user code: True for the users the validation snapshots are built on (a fixed
+        random sample of at most ``max_snapshot_users``), or None for every user."""
+        if self.max_snapshot_users is None or n_users <= self.max_snapshot_users:
+            return None
+        mask = np.zeros(n_users, dtype=bool)
+        mask[capped_sample(n_users, self.max_snapshot_users, [self.random_state, 7])] = True
+        return mask
+
     def _snapshot(
-        self, shop: Shop, as_of: pd.Timestamp, days: int, window: int, seed: int
+        self,
+        shop: Shop,
+        as_of: pd.Timestamp,
+        days: int,
+        window: int,
+        seed: int,
+        user_mask: np.ndarray | None = None,
     ) -> tuple[RecommenderArtifact, np.ndarray, np.ndarray, Rows]:
         """Components at ``as_of - days`` and re-ranker rows labelled by the next ``window``
-        days (capped at ``as_of``): state, user codes, labelled users (state rows), rows."""
+        days (capped at ``as_of``): state, user codes, labelled users (state rows), rows.
+        The re-ranker's rows come from at most ``max_ranker_users`` labelled users."""
+        t0 = time.perf_counter()
         cutoff = _ago(as_of, days)
         params = {**DEFAULT_PARAMS, "n_als": self.n_als, "n_knn": self.n_knn, "n_pop": self.n_pop}
-        state = self._state(shop, cutoff, params, 1)
+        state = self._state(shop, cutoff, params, 1, user_mask)
+        t1 = time.perf_counter()
         codes = np.searchsorted(shop.user_ids, state.user_ids)
         truth = shop.truth(cutoff, min(window, days), codes)
         users = np.flatnonzero(truth.getnnz(axis=1) > 0)
+        users = users[capped_sample(len(users), self.max_ranker_users, [self.random_state, 8])]
         if not self.use_ranker:
             users = users[:0]
         rng = np.random.default_rng([self.random_state, seed])
         rows = training_rows(state, users, truth, rng, self.negative_rate)
-        log.debug("cutoff %s: %d ranker rows", cutoff, len(rows[1]))
+        log.info(
+            "snapshot %s: %d users, state %.1f s; %d ranker rows of %d users %.1f s",
+            cutoff.date(),
+            state.n_users,
+            t1 - t0,
+            len(rows[1]),
+            len(users),
+            time.perf_counter() - t1,
+        )
         return state, codes, users, rows
 
     def _validate(
@@ -596,6 +697,7 @@ class RecommenderModel:
         codes = np.searchsorted(shop.user_ids, state.user_ids)
         truth = shop.truth(cutoff, days, codes)
         rows = np.flatnonzero((truth.getnnz(axis=1) > 0) & held[codes])
+        rows = rows[capped_sample(len(rows), self.max_validation_users, [self.random_state, 9])]
         validation: dict[str, Any] = {"window": [str(cutoff), str(as_of)], "users": len(rows)}
         chosen: dict[str, Any] = {}
         ranker = None
@@ -639,7 +741,9 @@ class RecommenderModel:
         validation["ndcg@10"] = scores
         # cold users: first purchase inside the validation window
         recent = np.unique(shop.user[shop.window(cutoff, as_of)])
-        cold = np.setdiff1d(recent, codes)
+        # first order in the window (snapshots may hold a sample of users: not ``codes``)
+        cold = np.setdiff1d(recent, shop.user[shop.window(None, cutoff)])
+        cold = cold[capped_sample(len(cold), self.max_validation_users, [self.random_state, 10])]
         if len(cold):
             cold_truth = shop.truth(cutoff, days, cold)
             sets = [

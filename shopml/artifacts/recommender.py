@@ -48,6 +48,8 @@ EXCLUDE_POLICIES = ("auto", "always", "never")
 STRATEGIES = ("ranker", "buy-again", "als", "knn", "popular")
 NOT_BOUGHT_DAYS = 999.0
 PRECOMPUTE_WIDTH = 120
+#: dense (users x items) cells per chunk of users ranked at once: bounds memory on big catalogues
+CHUNK_CELLS = 1 << 21
 #: strategy codes of precomputed entries (``pre_kind``)
 KIND_STRATEGY = ("popular", "personalized", "buy-again")
 
@@ -122,6 +124,11 @@ def check_exclude(exclude: str) -> str:
     return exclude
 
 
+def row_chunk(n_items: int, cap: int = 512) -> int:
+    """Users per chunk of dense (users x ``n_items``) work: ``cap``, fewer on big catalogues."""
+    return int(max(1, min(cap, CHUNK_CELLS // max(n_items, 1))))
+
+
 def _str_array(values: Iterable[Any]) -> np.ndarray:
     arr = np.array(["" if v is None else str(v) for v in values], dtype=str)
     return arr if arr.size else np.array([], dtype="<U1")
@@ -173,9 +180,13 @@ class RecommenderArtifact:
     pre_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
     pre_kind: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
     pre_via: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
+    pre_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
     def __post_init__(self) -> None:
         self.params = {**DEFAULT_PARAMS, **self.params}
+        if not len(self.pre_users) and len(self.pre_indptr) == 2 * self.n_users + 1:
+            self.pre_users = np.arange(self.n_users, dtype=np.int64)  # lists of every user
+        self._set_pre_slots()
         self._user_index = {u: i for i, u in enumerate(self.user_ids.tolist())}
         self._item_index = {t: j for j, t in enumerate(self.item_ids.tolist())}
         cats = self.item_categories
@@ -286,7 +297,7 @@ class RecommenderArtifact:
         category: str | None = None,
         exclude: str = "auto",
         countries: Sequence[str | None] | None = None,
-        chunk: int = 512,
+        chunk: int | None = None,
     ) -> list[list[str]]:
         """Top-``k`` item ids for many users at once (vectorised; for evaluation and batch jobs).
 
@@ -300,6 +311,7 @@ class RecommenderArtifact:
         rows = np.array([self._user_index.get(u, -1) for u in ids], dtype=np.int64)
         out: list[list[str]] = [[] for _ in ids]
         known = np.flatnonzero(rows >= 0)
+        chunk = chunk or row_chunk(self.n_items)
         if self.has_precomputed:
             live = []
             for q in known.tolist():
@@ -339,23 +351,53 @@ class RecommenderArtifact:
     # ------------------------------------------------------------------ precomputed lists
     @property
     def has_precomputed(self) -> bool:
-        """True when :meth:`precompute` ran (or its lists were loaded)."""
-        return len(self.pre_indptr) == 2 * self.n_users + 1
+        """True when :meth:`precompute` ran (or its lists were loaded), for some users at least."""
+        n = len(self.pre_users)
+        return n > 0 and len(self.pre_indptr) == 2 * n + 1
 
-    def precompute(self, width: int = PRECOMPUTE_WIDTH, chunk: int = 512, threads: int = 1) -> None:
-        """Rank every known user once (top ``width``) for both list kinds; see the module doc.
+    def _set_pre_slots(self) -> None:
+        """Map user rows to their precomputed list slot (-1: ranked live)."""
+        self._pre_slot = np.full(self.n_users, -1, dtype=np.int64)
+        self._pre_slot[self.pre_users] = np.arange(len(self.pre_users))
 
-        Chunks of users run on ``threads`` threads (numpy and LightGBM release the GIL).
+    def precompute_users(self, max_users: int | None = None) -> np.ndarray:
+        """Rows whose lists :meth:`precompute` stores: every user, or the ``max_users`` most
+        recently active ones (fewest days since their last order; ties to the lower row)."""
+        if max_users is None or max_users >= self.n_users:
+            return np.arange(self.n_users, dtype=np.int64)
+        if max_users < 0:
+            raise ValueError(f"max_users must be >= 0, got {max_users}")
+        recent = np.lexsort((np.arange(self.n_users), self.u_days_last))[:max_users]
+        return np.sort(recent).astype(np.int64)
+
+    def precompute(
+        self,
+        width: int = PRECOMPUTE_WIDTH,
+        chunk: int | None = None,
+        threads: int = 1,
+        max_users: int | None = None,
+    ) -> None:
+        """Rank users once (top ``width``) for both list kinds; see the module doc.
+
+        ``max_users`` keeps lists for the most recently active users only (the others are
+        ranked live on request). Chunks of users run on ``threads`` threads (numpy and LightGBM
+        release the GIL).
         """
         width = max(1, min(int(width), self.n_items))
-        n = self.n_users
+        users = self.precompute_users(max_users)
+        chunk = chunk or row_chunk(self.n_items)
         self._neighbour_arrays()  # built once, before threads share them
-        starts = range(0, n, chunk)
-        if threads > 1 and len(starts) > 1:
+        blocks = [users[s : s + chunk] for s in range(0, len(users), chunk)]
+        if threads > 1 and len(blocks) > 1:
             with ThreadPoolExecutor(max_workers=threads) as pool:
-                done = list(pool.map(lambda s: self._precompute_chunk(s, chunk, width), starts))
+                done = list(pool.map(lambda rows: self._precompute_chunk(rows, width), blocks))
         else:
-            done = [self._precompute_chunk(s, chunk, width, threads) for s in starts]
+            done = [self._precompute_chunk(rows, width, threads) for rows in blocks]
+        self.pre_users = users
+        self._set_pre_slots()
+        if not done:
+            self.pre_indptr = np.zeros(0, dtype=np.int64)
+            return
         # per list kind (never, always): lengths, items, scores, kinds, reason items
         out = [[[part[mode][j] for part in done] for j in range(5)] for mode in range(2)]
         lengths = np.concatenate(out[0][0] + out[1][0]).astype(np.int64)
@@ -372,10 +414,9 @@ class RecommenderArtifact:
         self.params["precomputed_width"] = width
 
     def _precompute_chunk(
-        self, start: int, chunk: int, width: int, threads: int = 1
+        self, rows: np.ndarray, width: int, threads: int = 1
     ) -> list[list[np.ndarray]]:
-        """Both precomputed lists of users ``start .. start + chunk`` (see :meth:`precompute`)."""
-        rows = np.arange(start, min(start + chunk, self.n_users))
+        """Both precomputed lists of the user ``rows`` (see :meth:`precompute`)."""
         local = np.arange(len(rows))[:, None]
         parts = self._parts(rows)
         bought = parts["bought"]
@@ -444,9 +485,9 @@ class RecommenderArtifact:
         exclude_items: Sequence[str],
     ) -> list[Recommendation] | None:
         """Top-``k`` from the user's precomputed list, or None when it cannot answer exactly."""
-        if not self.has_precomputed:
+        if not self.has_precomputed or self._pre_slot[row] < 0:
             return None
-        p = row + (self.n_users if exclude == "always" else 0)
+        p = int(self._pre_slot[row]) + (len(self.pre_users) if exclude == "always" else 0)
         s, e = int(self.pre_indptr[p]), int(self.pre_indptr[p + 1])
         items = self.pre_items[s:e]
         kind = self.pre_kind[s:e]

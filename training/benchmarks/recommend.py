@@ -8,6 +8,7 @@ items never bought before, past items excluded; R-cold: users with no train purc
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -30,6 +31,8 @@ from training.recommender import RecommenderModel
 log = logging.getLogger(__name__)
 
 AS_OF = pd.Timestamp("2011-09-01")
+#: validation replay: the same protocol 90 days earlier; its window ends at AS_OF (no test label)
+VALIDATION_AS_OF = pd.Timestamp("2011-06-03")
 TEST_DAYS = 90
 K = 10
 THREADS = 2
@@ -77,15 +80,18 @@ class Protocol:
     truth_new: list[set[str]]
     cold_ids: list[str]
     truth_cold: list[set[str]]
+    as_of: pd.Timestamp = AS_OF
 
 
-def protocol(orders: pd.DataFrame, customers: pd.DataFrame | None = None) -> Protocol:
-    """Build protocol R's populations and truth from the contract's orders."""
+def protocol(
+    orders: pd.DataFrame, customers: pd.DataFrame | None = None, as_of: pd.Timestamp = AS_OF
+) -> Protocol:
+    """Build protocol R's populations and truth (the ``TEST_DAYS`` after ``as_of``)."""
     orders = purchases_before(orders, None).astype({CUSTOMER_ID: str, ITEM_ID: str})
-    inter = build_interactions(orders, AS_OF, weight="orders")
-    test = purchases_before(orders, AS_OF + pd.Timedelta(days=TEST_DAYS), AS_OF)
+    inter = build_interactions(orders, as_of, weight="orders")
+    test = purchases_before(orders, as_of + pd.Timedelta(days=TEST_DAYS), as_of)
     test_items = test.groupby(CUSTOMER_ID)[ITEM_ID].agg(set)
-    train = purchases_before(orders, AS_OF)
+    train = purchases_before(orders, as_of)
     bought = train.groupby(CUSTOMER_ID)[ITEM_ID].agg(set)
     uidx = inter.user_index()
     warm_ids = [u for u in test_items.index if u in uidx]
@@ -105,6 +111,7 @@ def protocol(orders: pd.DataFrame, customers: pd.DataFrame | None = None) -> Pro
         truth_new=[truth_new_all[i] for i in new_rows],
         cold_ids=cold_ids,
         truth_cold=[test_items[u] for u in cold_ids],
+        as_of=as_of,
     )
 
 
@@ -144,8 +151,8 @@ def _rows(
 
 
 def _popularity(p: Protocol, days: int | None) -> np.ndarray:
-    since = None if days is None else AS_OF - pd.Timedelta(days=days)
-    m = build_interactions(p.orders, AS_OF, since=since, weight="binary", item_ids=p.item_ids)
+    since = None if days is None else p.as_of - pd.Timedelta(days=days)
+    m = build_interactions(p.orders, p.as_of, since=since, weight="binary", item_ids=p.item_ids)
     return np.asarray(m.matrix.sum(axis=0)).ravel().astype(np.float64)
 
 
@@ -174,10 +181,10 @@ def references(p: Protocol) -> list[dict[str, Any]]:
 
     # buy-again: own items by number of orders, ties by most recent, padded with popularity
     t = time.perf_counter()
-    train = purchases_before(p.orders, AS_OF)
+    train = purchases_before(p.orders, p.as_of)
     u = pd.Index(p.user_ids).get_indexer(train[CUSTOMER_ID].to_numpy())
     i = pd.Index(p.item_ids).get_indexer(train[ITEM_ID].to_numpy())
-    when = (train[ORDERED_AT] - AS_OF).dt.total_seconds().to_numpy() / 86400.0
+    when = (train[ORDERED_AT] - p.as_of).dt.total_seconds().to_numpy() / 86400.0
     last = np.full(p.X.shape, -1e4)
     np.maximum.at(last, (u, i), when)
     recency = last[p.warm]
@@ -260,7 +267,7 @@ def shopml_rows(
 ) -> tuple[list[dict[str, Any]], RecommenderModel]:
     """Fit shopml's recommender before ``as_of`` and score it on R-all, R-new and R-cold."""
     t = time.perf_counter()
-    model = model_factory().fit(p.orders, AS_OF, items=items, customers=p.customers)
+    model = model_factory().fit(p.orders, p.as_of, items=items, customers=p.customers)
     fit = time.perf_counter() - t
     art = model.artifact
     warm_ids = p.user_ids[p.warm].tolist()
@@ -323,6 +330,43 @@ def run(
     return rows
 
 
+def validate(
+    dataset: Any,
+    *,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    write: bool = True,
+    model_params: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Protocol R replayed at :data:`VALIDATION_AS_OF` on orders before :data:`AS_OF` (no test
+    label is read); one shopml row per task and seed (``random_state``), plus their mean."""
+    orders = purchases_before(dataset.orders, AS_OF)
+    p = protocol(orders, dataset.customers, VALIDATION_AS_OF)
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        params = {"num_threads": THREADS, **(model_params or {}), "random_state": seed}
+        got, _ = shopml_rows(p, dataset.items, functools.partial(RecommenderModel, **params))
+        rows += [{**r, "model": f"shopml seed {seed}"} for r in got]
+    for task in ("R-all", "R-new", "R-cold"):
+        mine = [r for r in rows if r["task"] == task]
+        mean = {
+            k: round(float(np.mean([r[k] for r in mine])), 4)
+            for k in mine[0]
+            if k not in ("task", "model", "users")
+        }
+        rows.append({"task": task, "model": "shopml mean", "users": mine[0]["users"], **mean})
+    if write:
+        write_results(
+            "online-retail",
+            "R",
+            rows,
+            as_of=str(VALIDATION_AS_OF.date()),
+            stem="online-retail-R-validation",
+            note=f"validation replay: as_of {VALIDATION_AS_OF.date()}, window ends {AS_OF.date()}",
+            model_params=model_params or {},
+        )
+    return rows
+
+
 def main() -> None:
     """Load ``../shared/data/online_retail`` and run protocol R (``--time-fit N``: only time N
     fits, no evaluation and no test label read)."""
@@ -333,13 +377,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--time-fit", type=int, default=0, metavar="N")
     parser.add_argument("--note", default=None, help="what changed since the last test look")
+    parser.add_argument(
+        "--validation", action="store_true", help="validation replay only (no test label read)"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     dataset = load_dataset("../shared/data/online_retail/online_retail.parquet")
     if args.time_fit:
         log.info("fit-only timings: %s", fit_timings(dataset, args.time_fit))
         return
-    for row in run(dataset, note=args.note):
+    rows = validate(dataset) if args.validation else run(dataset, note=args.note)
+    for row in rows:
         log.info("%s", row)
 
 
