@@ -33,10 +33,13 @@ from training.demand import (
     _point_search,
     december_ratio,
     demand_class,
+    ramp,
     ramp_phi,
     remaining_ramp,
     sample_items,
     season_position,
+    shop_slope,
+    trend_steps,
 )
 
 START = pd.Timestamp("2010-12-01")
@@ -244,6 +247,31 @@ def test_remaining_ramp_takes_off_the_lift_already_reached() -> None:
     assert left[0] == pytest.approx(ratio[0], abs=0.05)  # nothing reached yet
     assert left[1] < 0.25 * ratio[1]  # mostly reached
     assert (left[2:] <= ratio[2:] + 1e-12).all()
+
+
+def test_shop_slope_recovers_a_known_growth_rate() -> None:
+    weeks = np.arange(30)
+    units = np.vstack([50 * np.exp(0.03 * weeks), 30 * np.exp(0.03 * weeks)])  # +3 % a week
+    assert shop_slope(units, 29) == pytest.approx(0.03, abs=1e-9)
+    assert shop_slope(units, 29, weeks=5) == pytest.approx(0.03, abs=1e-9)
+    assert shop_slope(np.full((3, 20), 7.0), 19) == pytest.approx(0.0, abs=1e-12)
+    assert shop_slope(units, 0) == 0.0  # a single week has no slope
+    with pytest.raises(ValueError, match="weeks must be >= 2"):
+        shop_slope(units, 29, weeks=1)
+
+
+def test_ramp_trend_is_damped_and_off_at_theta_zero() -> None:
+    from training.demand import Components
+
+    h = 12
+    comp = Components(np.zeros((1, 3, 2, h)), np.zeros((1, 2, h)), np.zeros(2), np.zeros(h),
+                      0.02, np.zeros(2, int))  # fmt: skip
+    assert np.allclose(ramp(comp, 1.0, 0.0), 1.0)
+    m = ramp(comp, 1.0, 1.0)[0]
+    steps = np.diff(np.log(m))
+    assert np.all(steps > 0) and np.all(np.diff(steps) < 0)  # rising, ever more slowly
+    assert np.log(m[0]) == pytest.approx(0.02 * trend_steps(h)[0])
+    assert trend_steps(h)[-1] < 5.5 + 0.9 / (1 - 0.9)  # bounded by the damped series
 
 
 def test_point_weights_bound_the_shop_wide_bias_not_each_group() -> None:

@@ -21,8 +21,18 @@ How a forecast is made, at an origin week ``t`` (the last complete week before `
    December's level over the following January-March, shrunk toward its category) once the
    item's present lift over that off-season level, net of the shop's growth, is taken off. It
    is tied to the calendar, so a forecast made in June expects no lift in August, and one made
-   in October only the rise still ahead. Times a shop-wide trend ``g ** (theta * min(h, 4) / 4)``
-   with ``g`` the recent 4-week over 12-week ratio. No validation window before the autumn
+   in October only the rise still ahead. Times a shop-wide damped trend
+   ``exp(theta * b * (5.5 + sum_{k<=h} 0.9 ** k))`` with ``b`` the weekly slope of the log of
+   the shop's weekly units over the last 13 weeks (:func:`shop_slope`): 5.5 weeks is the lag of
+   the 12-week windows the simple components average over, the damped sum the growth ahead.
+   ``theta`` (0, 0.5 or 1) is chosen on the validation origins like the weights, so a shop
+   whose recent slope did not carry forward there gets none. It replaced a 4-week over 12-week
+   level ratio capped at h = 4: on the one-year synthetic shops (seeds 1 and 2, protocol D
+   origins; the generator's shop grows and has a gift season) mean MASE 1.253 -> 1.209, WAPE
+   0.217 -> 0.197, bias -0.151 -> -0.115, pinball@0.9 3.54 -> 2.90 (8 weeks / damping 0.9:
+   1.196, 13 / 0.8: 1.212, 13 / 0.95: 1.201, 26 / 0.9: 1.234; 13 weeks kept as less sensitive
+   to single holiday weeks); on the Online Retail validation origins the search picks
+   ``theta = 0`` (mean MASE 0.945 -> 0.941, WAPE 0.771 -> 0.772, pinball@0.5 14.54 -> 14.45). No validation window before the autumn
    contains the season, so ``gamma`` is fixed (``ramp_strength``, default 1: the whole remaining
    December ratio by mid-December), checked on one-year synthetic shops (``shopml demo-data
    --customers 20000 --items 400 --start 2010-12-01 --end 2011-12-10``, seeds 1 and 2, origins
@@ -476,7 +486,7 @@ class Components:
     point: np.ndarray
     dec: np.ndarray  # (n,) the December log ratio still ahead (see remaining_ramp), >= 0
     phi: np.ndarray  # (h,)
-    shop_trend: float
+    shop_slope: float  # weekly slope of the log shop-wide units (see shop_slope)
     cls: np.ndarray  # (n,) demand class codes
 
 
@@ -511,22 +521,42 @@ def components(
     flat = np.ones((1, horizon))
     mean4 = hist[:, -4:].mean(axis=1)[:, None] * flat
     tsb_f = tsb(hist)[:, None] * flat
-    u = wd.units[:, : t + 1]
-    shop_trend = float(np.log(u[:, -4:].sum() * 3 / max(u[:, -12:].sum(), 1.0)))
     return Components(
         quant=np.stack([*lgbq, emp]),
         point=np.stack([*(q[1] for q in lgbq), emp[1], mean4, tsb_f]),
         dec=dec,
         phi=ramp_phi(wd.weeks[t], horizon),
-        shop_trend=shop_trend,
+        shop_slope=shop_slope(wd.units, t),
         cls=demand_group(hist, tier_threshold(wd.units[:, : t + 1])),
     )
 
 
+#: weeks of shop-wide totals the trend slope is fitted on, and its damping per week ahead
+TREND_WEEKS, TREND_DAMPING = 13, 0.9
+#: lag (weeks) of the level of a 12-week window behind its last week: the trend catches it up
+TREND_LEVEL_LAG = 5.5
+
+
+def shop_slope(units: np.ndarray, t: int, weeks: int = TREND_WEEKS) -> float:
+    """Least-squares weekly slope of the log shop-wide units over the ``weeks`` up to ``t``."""
+    if weeks < 2:
+        raise ValueError(f"weeks must be >= 2, got {weeks}")
+    n = min(weeks, t + 1)
+    if n < 2:
+        return 0.0
+    tot = np.log(np.maximum(units[:, t - n + 1 : t + 1].sum(axis=0), 1.0))
+    x = np.arange(n) - (n - 1) / 2.0
+    return float((x * (tot - tot.mean())).sum() / (x**2).sum())
+
+
+def trend_steps(horizon: int) -> np.ndarray:
+    """Weeks of slope each week ahead gets: the level lag plus the damped steps ahead, (h,)."""
+    return np.asarray(TREND_LEVEL_LAG + np.cumsum(TREND_DAMPING ** np.arange(1, horizon + 1)))
+
+
 def ramp(c: Components, gamma: float, theta: float) -> np.ndarray:
-    """Multiplier (n, h): interpolation toward last December's level and the shop-wide trend."""
-    h = len(c.phi)
-    trend = np.exp(theta * c.shop_trend * np.minimum(np.arange(1, h + 1), 4) / 4.0)
+    """Multiplier (n, h): the remaining December ramp times the damped shop-wide trend."""
+    trend = np.exp(theta * c.shop_slope * trend_steps(len(c.phi)))
     return np.asarray(np.exp(gamma * c.dec[:, None] * c.phi[None, :]) * trend[None, :])
 
 
