@@ -415,3 +415,40 @@ def test_buy_again_lists_equal_dense_argsort() -> None:
         assert np.array_equal(got, want), k
     with pytest.raises(ValueError, match="popularity"):
         buy_again_lists(sp.csr_matrix(dense.astype(float)), pop[:3], 5)
+
+
+def test_basket_neighbours_known_answer() -> None:
+    from training.recommender import basket_neighbours
+
+    # orders: {0, 1}, {0, 1}, {2}, {0, 2}; item 3 is never bought
+    order = np.array([0, 0, 1, 1, 2, 3, 3])
+    item = np.array([0, 1, 0, 1, 2, 0, 2])
+    idx, sim = basket_neighbours(order, item, 4, 2)
+    assert idx[0].tolist() == [1, 2]  # 0 shares two orders with 1, one with 2
+    assert sim[0, 0] == pytest.approx(2 / np.sqrt(3 * 2), rel=1e-5)
+    assert sim[0, 1] == pytest.approx(1 / np.sqrt(3 * 2), rel=1e-5)
+    assert idx[1].tolist() == [0, -1] and idx[3].tolist() == [-1, -1]
+
+
+def test_category_share_and_basket_features(model: RecommenderModel) -> None:
+    from shopml.artifacts.recommender import FEATURES
+
+    art = model.artifact
+    row = art._user_index["u0"]
+    rows = np.array([row])
+    hist = art.hist_indices[art.hist_indptr[row] : art.hist_indptr[row + 1]]
+    cols = np.arange(art.n_items)
+    F = art.features(rows, np.zeros(len(cols), dtype=np.int64), cols, art._parts(rows))
+    f = dict(zip(FEATURES, F.T, strict=True))
+    cats = art.item_categories
+    for c in ("food", "toys", "home"):
+        share = np.mean(cats[hist] == c)
+        assert np.allclose(f["cat_share"][cats == c], share), c
+    # basket kNN of one user = sum of the basket similarities of the user's past items
+    M = art._basket_matrix().toarray()
+    assert np.allclose(f["bknn"], M[hist].sum(axis=0), atol=1e-5)
+    decay = art.hist_decay[art.hist_indptr[row] : art.hist_indptr[row + 1]]
+    assert f["bknn"].max() > 0
+    assert np.allclose(f["bknn_recent"], decay @ M[hist], atol=1e-5)
+    last = art.hist_last
+    assert art.pop14.sum() == np.sum(last < 14)

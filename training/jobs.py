@@ -122,7 +122,7 @@ class _CustomerJob:
         # the model reads lines before `at` and labels ending by `at`: no filtered copy needed
         cache = self._snapshots(ds)
         model = self._model(params).fit(
-            ds.orders, at, items=ds.items, customers=ds.customers, snapshots=cache
+            ds.orders, at, items=ds.items, customers=ds.customers, snapshots=cache, score=False
         )
         feats = cache.features(at)  # every customer at `at` (computed once, for the scores)
         y = self._labels(ds, at, feats.index)
@@ -390,11 +390,8 @@ class RecommenderJob:
         )
 
     def fit(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any], folder: Path) -> Fitted:
-        from features.interactions import purchases_before
-
-        model = self._model(params).fit(
-            purchases_before(ds.orders, as_of), as_of, items=ds.items, customers=ds.customers
-        )
+        # the model reads only purchases before as_of: no filtered copy of the orders here
+        model = self._model(params).fit(ds.orders, as_of, items=ds.items, customers=ds.customers)
         model.save(folder)
         art = model.artifact
         users = [str(u) for u in art.user_ids[:2]]

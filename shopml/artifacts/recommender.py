@@ -85,6 +85,11 @@ FEATURES = (
     "ba_rank",
     "item_age",
     "country_share",
+    "cat_share",
+    "pop14",
+    "knn_recent",
+    "bknn",
+    "bknn_recent",
 )
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -140,7 +145,9 @@ class RecommenderArtifact:
 
     History arrays are a CSR over (user row, item column): ``hist_n`` = orders containing the
     item, ``hist_last``/``hist_first`` = days from the last/first such order to ``as_of``,
-    ``hist_n30``/``hist_n90`` = orders in the last 30/90 days.
+    ``hist_n30``/``hist_n90`` = orders in the last 30/90 days. ``nn_*``: item neighbours over
+    customers (cosine), ``bnn_*``: over orders (items bought in the same basket). ``pre_users``:
+    the rows whose lists :meth:`precompute` stored (the others are ranked live).
     """
 
     as_of: str
@@ -181,6 +188,9 @@ class RecommenderArtifact:
     pre_kind: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
     pre_via: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     pre_users: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    pop14: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    bnn_idx: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    bnn_sim: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
     def __post_init__(self) -> None:
         self.params = {**DEFAULT_PARAMS, **self.params}
@@ -206,6 +216,8 @@ class RecommenderArtifact:
         self._hist_rank = _rank_within(rows, ba)
         self._pop90_order = np.argsort(-self.pop90, kind="stable")
         self._nn_matrix: sp.csr_matrix | None = None
+        self._bnn_matrix: sp.csr_matrix | None = None
+        self._pair_matrix: sp.csr_matrix | None = None
         self._nn_sentinel: np.ndarray | None = None
         names = sorted(self._categories)
         self._category_code = {c: i for i, c in enumerate(names)}
@@ -360,6 +372,17 @@ class RecommenderArtifact:
         self._pre_slot = np.full(self.n_users, -1, dtype=np.int64)
         self._pre_slot[self.pre_users] = np.arange(len(self.pre_users))
 
+    def _category_counts(self, rows: np.ndarray) -> np.ndarray:
+        """(len(rows), categories + 1) float32: each user's distinct past items per category
+        (the last column counts items without a category)."""
+        starts, ends = self.hist_indptr[rows], self.hist_indptr[rows + 1]
+        local = np.repeat(np.arange(len(rows)), ends - starts)
+        code = self._item_category_code[self.hist_indices[_ranges(starts, ends)]]
+        n_cat = len(self._category_code) + 1
+        code = np.where(code >= 0, code, n_cat - 1)
+        counts = np.bincount(local * n_cat + code, minlength=len(rows) * n_cat)
+        return counts.reshape(len(rows), n_cat).astype(np.float32)
+
     def precompute_users(self, max_users: int | None = None) -> np.ndarray:
         """Rows whose lists :meth:`precompute` stores: every user, or the ``max_users`` most
         recently active ones (fewest days since their last order; ties to the lower row)."""
@@ -386,7 +409,7 @@ class RecommenderArtifact:
         width = max(1, min(int(width), self.n_items))
         users = self.precompute_users(max_users)
         chunk = chunk or row_chunk(self.n_items)
-        self._neighbour_arrays()  # built once, before threads share them
+        self._neighbour_pair()  # built once, before threads share them
         blocks = [users[s : s + chunk] for s in range(0, len(users), chunk)]
         if threads > 1 and len(blocks) > 1:
             with ThreadPoolExecutor(max_workers=threads) as pool:
@@ -580,6 +603,23 @@ class RecommenderArtifact:
         dense = (sp.csr_matrix(bought.astype(np.float64)) @ matrix).todense()
         return np.asarray(dense, dtype=np.float32)
 
+    def _basket_matrix(self) -> sp.csr_matrix:
+        """Item-item similarity of items bought in the same order, as a sparse matrix (all
+        zeros when the artifact has no basket neighbours)."""
+        if self._bnn_matrix is None:
+            n = self.n_items
+            if self.bnn_idx.shape[0] != n:
+                self._bnn_matrix = sp.csr_matrix((n, n), dtype=np.float64)
+            else:
+                kk = self.bnn_idx.shape[1]
+                ok = self.bnn_idx.ravel() >= 0
+                r = np.repeat(np.arange(n), kk)[ok]
+                self._bnn_matrix = sp.csr_matrix(
+                    (self.bnn_sim.ravel()[ok].astype(np.float64), (r, self.bnn_idx.ravel()[ok])),
+                    shape=(n, n),
+                )
+        return self._bnn_matrix
+
     def _neighbour_arrays(self) -> tuple[sp.csr_matrix, np.ndarray]:
         """Item-item similarity as a sparse matrix, and the neighbour lists as int32 with
         -1 replaced by ``n_items`` (built on first use)."""
@@ -667,8 +707,22 @@ class RecommenderArtifact:
             "ba_rank": h["rank"],
             "item_age": self.item_age[cand_c],
             "country_share": self._country_share(uu, cand_c),
+            "cat_share": self._cat_share(uu, cand_r, cand_c, parts),
+            "pop14": self.pop14[cand_c] if len(self.pop14) else np.zeros(len(cand_c)),
+            "knn_recent": parts["knn_recent"][cand_r, cand_c],
+            "bknn": parts["bknn"][cand_r, cand_c],
+            "bknn_recent": parts["bknn_recent"][cand_r, cand_c],
         }
         return np.column_stack([cols[f] for f in FEATURES]).astype(np.float64)
+
+    def _cat_share(
+        self, users: np.ndarray, cand_r: np.ndarray, cand_c: np.ndarray, parts: dict[str, Any]
+    ) -> np.ndarray:
+        """Share of the user's past items in the candidate's category (-1 without category)."""
+        code = self._item_category_code[cand_c]
+        counts = parts["categories"][cand_r, np.maximum(code, 0)]
+        share = counts / np.maximum(self.u_items[users], 1)
+        return np.where(code >= 0, share, -1.0).astype(np.float32)
 
     def _country_share(self, users: np.ndarray, cols: np.ndarray) -> np.ndarray:
         """Share of the item's buyers from the user's country (-1 when the country is unknown)."""
@@ -685,8 +739,39 @@ class RecommenderArtifact:
         # float64 product rounded to float32: one user and a batch get the same scores
         uf = self.user_factors[rows].astype(np.float64)
         als = (uf @ self._item_factors64.T).astype(np.float32)
-        knn = self._knn_scores(rows, bought)
-        return {"hist": hist, "bought": bought, "als": als, "knn": knn}
+        # binary and recency-decayed histories x (user kNN | basket kNN) in one product
+        n, m = len(rows), self.n_items
+        both = sp.vstack([self._hist_sparse(rows, None), self._hist_sparse(rows, self.hist_decay)])
+        prod = np.asarray((both.tocsr() @ self._neighbour_pair()).todense(), dtype=np.float32)
+        # one user: the exact bincount path (batches sum in the same order as it)
+        knn = self._knn_scores(rows, bought) if n == 1 else prod[:n, :m]
+        return {
+            "hist": hist,
+            "bought": bought,
+            "als": als,
+            "knn": knn,
+            "knn_recent": prod[n:, :m],
+            "bknn": prod[:n, m:],
+            "bknn_recent": prod[n:, m:],
+            "categories": self._category_counts(rows),
+        }
+
+    def _hist_sparse(self, rows: np.ndarray, values: np.ndarray | None) -> sp.csr_matrix:
+        """(len(rows), n_items) float64 CSR of some users' history ``values`` (1 if None)."""
+        starts, ends = self.hist_indptr[rows], self.hist_indptr[rows + 1]
+        pos = _ranges(starts, ends)
+        data = np.ones(len(pos)) if values is None else values[pos].astype(np.float64)
+        indptr = np.r_[0, np.cumsum(ends - starts)].astype(np.int64)
+        return sp.csr_matrix(
+            (data, self.hist_indices[pos], indptr), shape=(len(rows), self.n_items)
+        )
+
+    def _neighbour_pair(self) -> sp.csr_matrix:
+        """``[user kNN | basket kNN]`` item-item similarities side by side (built once)."""
+        if self._pair_matrix is None:
+            matrix, _ = self._neighbour_arrays()
+            self._pair_matrix = sp.hstack([matrix, self._basket_matrix()]).tocsr()
+        return self._pair_matrix
 
     def candidates(
         self, rows: np.ndarray, parts: dict[str, Any], allowed: np.ndarray | None = None
