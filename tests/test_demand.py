@@ -260,6 +260,21 @@ def test_shop_slope_recovers_a_known_growth_rate() -> None:
         shop_slope(units, 29, weeks=1)
 
 
+def test_simple_components_include_the_26_week_median() -> None:
+    from training.demand import component_names, components
+
+    weeks = pd.date_range("2011-01-02", periods=40, freq="7D")
+    rng = np.random.default_rng(3)
+    units = rng.poisson(rng.uniform(0.3, 5.0, (5, 1)), (5, 40)).astype(float)
+    wd = WeeklyDemand(pd.Index([f"i{k}" for k in range(5)]), weeks, units, np.ones_like(units))
+    statics = ItemStatics(category=np.zeros(5, dtype=np.int64), first_week=np.zeros(5, dtype=int))
+    comp = components(wd, 35, statics, np.arange(5), {}, 4)
+    _, point_names = component_names([])
+    assert point_names[-1] == "med26" and len(point_names) == comp.point.shape[0]
+    expected = np.median(units[:, 10:36], axis=1)
+    assert np.allclose(comp.point[-1], expected[:, None])
+
+
 def test_ramp_trend_is_damped_and_off_at_theta_zero() -> None:
     from training.demand import Components
 

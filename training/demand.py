@@ -13,8 +13,14 @@ How a forecast is made, at an origin week ``t`` (the last complete week before `
      pinball@0.9 16.6 against 12.5), and ``lgb_w``, the same weighted by the level (unit loss,
      about twice the fit time).
    - ``emp``: empirical quantiles of the last 12 weeks.
-   - ``mean4`` (mean of the last 4 weeks) and ``tsb`` (Teunter-Syntetos-Babai, 0.1/0.1) as
-     point components.
+   - ``mean4`` (mean of the last 4 weeks), ``tsb`` (Teunter-Syntetos-Babai, 0.1/0.1) and
+     ``med26`` (median of the last 26 weeks: a low-variance level for the many intermittent
+     series, which MASE weighs as much as the big sellers) as point components. ``med26``
+     lowered the validation mean MASE 0.941 -> 0.933 and WAPE 0.772 -> 0.768 (bias -0.07 ->
+     -0.09; synthetic shops 1.209 -> 1.208, WAPE 0.197 -> 0.192). The 26-week empirical
+     quantiles as a quantile component as well improved validation pinball (0.1/0.5/0.9: 3.90 /
+     14.37 / 12.55 -> 3.80 / 14.22 / 12.34) but pushed coverage of [P10, P90] to 0.858, above
+     the 0.85 bound, so they are not used.
 2. A gift-season ramp multiplies every component: ``exp(gamma * r_i * (s(week) - s(origin)))``
    where ``s`` is the calendar position in the season (0 until 1 October, rising linearly to 1
    on 15 December) and ``r_i >= 0`` what is left of the item's December log ratio (last
@@ -494,7 +500,7 @@ LGB_MODELS = ("lgb", "lgb_raw", "lgb_w")
 #: default LightGBM model: see the module docstring (validation origins 2011-05-08/-22, 06-05)
 DEFAULT_MODELS = ("lgb_raw",)
 SIMPLE_QUANT = ("emp",)
-SIMPLE_POINT = ("emp_p50", "mean4", "tsb")
+SIMPLE_POINT = ("emp_p50", "mean4", "tsb", "med26")
 
 
 def component_names(models: list[str]) -> tuple[list[str], list[str]]:
@@ -521,9 +527,10 @@ def components(
     flat = np.ones((1, horizon))
     mean4 = hist[:, -4:].mean(axis=1)[:, None] * flat
     tsb_f = tsb(hist)[:, None] * flat
+    med26 = np.median(hist[:, -26:], axis=1)[:, None] * flat
     return Components(
         quant=np.stack([*lgbq, emp]),
-        point=np.stack([*(q[1] for q in lgbq), emp[1], mean4, tsb_f]),
+        point=np.stack([*(q[1] for q in lgbq), emp[1], mean4, tsb_f, med26]),
         dec=dec,
         phi=ramp_phi(wd.weeks[t], horizon),
         shop_slope=shop_slope(wd.units, t),
