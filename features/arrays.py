@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import overload
 
 import numpy as np
@@ -66,9 +67,39 @@ def id_codes(values: pd.Series, index: np.ndarray | None) -> tuple[np.ndarray, n
     return np.asarray(codes, dtype=np.int64), np.asarray(index, dtype=str)
 
 
-def counts(idx: np.ndarray, weights: np.ndarray | None, n: int) -> np.ndarray:
+#: Rows per block of the block-wise line scans (:func:`blocks`).
+BLOCK = 1 << 16
+
+
+def counts(idx: np.ndarray, weights: np.ndarray | float | None, n: int) -> np.ndarray:
     """Per-code sums (or counts) of ``weights`` over codes ``0..n-1``, as float64."""
-    return np.bincount(idx, weights=weights, minlength=n).astype(np.float64)
+    out = np.zeros(n)
+    add_at(out, idx, 1.0 if weights is None else weights)
+    return out
+
+
+def code_counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """How often each code ``0..n-1`` occurs (int64): ``np.bincount`` without its index copy."""
+    out = np.zeros(n, dtype=np.int64)
+    add_at(out, idx, 1)
+    return out
+
+
+def add_at(out: np.ndarray, idx: np.ndarray, weights: np.ndarray | float | int) -> None:
+    """``out[idx[k]] += weights[k]`` for every k in order: ``np.bincount``'s sums, same bits.
+
+    Unlike ``np.bincount`` it adds into ``out`` (so a scan can go block by block) and reads
+    codes of any integer width without an index-sized copy. Codes must lie in ``0..len(out)-1``.
+    """
+    if len(idx) and idx.dtype.kind == "i" and idx.min() < 0:
+        raise ValueError("codes must be >= 0")
+    np.add.at(out, idx, weights)
+
+
+def blocks(n: int, size: int = BLOCK) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` of at most ``size`` rows (scans with small temporaries)."""
+    for start in range(0, n, size):
+        yield slice(start, min(start + size, n))
 
 
 def safe_div(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from features.arrays import id_codes
+from features.arrays import code_counts, id_codes
 from features.purchases import Purchases
 from features.schema import CUSTOMER_ID, IS_RETURN, ITEM_ID, ORDER_ID, ORDERED_AT, QUANTITY
 
@@ -137,21 +137,24 @@ def _from_chains(p: Purchases) -> Interactions:
     """The default matrix: distinct orders per (customer, item) pair of the purchase chains."""
     chains = p.chains
     start, end = chains.pair_start, chains.pair_end
-    rows, user_ids = _sorted_ids(p.customers, chains.customer[start])
+    rows, user_ids = _sorted_ids(p.customers, chains.pair_customer)
     cols, item_ids = _sorted_ids(p.items, chains.item[start])
-    values = (end - start + 1).astype(np.float64)
-    m = sp.csr_matrix((values, (rows, cols)), shape=(len(user_ids), len(item_ids)))
-    m.sum_duplicates()
+    values = end - start + 1  # whole numbers of orders: exact in float32
+    m = sp.csr_matrix(
+        (values.astype(np.float32), (rows, cols)), shape=(len(user_ids), len(item_ids))
+    )
+    del values, rows, cols
+    m.sum_duplicates()  # pairs are distinct: sorts each row's columns
     m.sort_indices()
-    return Interactions(m.astype(np.float32).tocsr(), user_ids, item_ids)
+    return Interactions(m, user_ids, item_ids)
 
 
 def _sorted_ids(categories: pd.Index, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Positions of ``codes`` among the used ids sorted as strings, and those ids."""
-    used = np.bincount(codes, minlength=len(categories)) > 0
+    used = code_counts(codes, len(categories)) > 0
     names = np.asarray(categories.astype(str).to_numpy()[used], dtype=str)
     order = np.argsort(names, kind="stable")
-    position = np.full(len(categories), -1, dtype=np.int64)
+    position = np.full(len(categories), -1, dtype=np.int32 if len(order) < 2**31 else np.int64)
     position[np.flatnonzero(used)[order]] = np.arange(len(order))
     return position[codes], names[order]
 

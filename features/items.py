@@ -5,17 +5,15 @@ Pure function of (orders, as_of): only order lines strictly before ``as_of`` are
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-from features.purchases import Purchases
+from features.arrays import add_at, blocks, code_counts
+from features.purchases import Chains, Purchases
 from features.schema import CATEGORY, ITEM_ID, ORDERED_AT, QUANTITY, UNIT_PRICE
 
 WINDOWS_DAYS = (30, 90, 365)
 PRICE_RECENT_DAYS = 30
-BLOCK = 1 << 20  # rows per block of the block-wise scans
 
 
 def before(
@@ -59,29 +57,38 @@ def item_features(
 
 
 def item_features_of(purchases: Purchases, *, items: pd.DataFrame | None = None) -> pd.DataFrame:
-    """:func:`item_features` of the orders and ``as_of`` that ``purchases`` were built from."""
+    """:func:`item_features` of the orders and ``as_of`` that ``purchases`` were built from.
+
+    Statistics are gathered per item code (every category) and the items sold are picked at the
+    end; the lines are scanned a block at a time and the chains through masks per order, so no
+    temporary is as long as the lines.
+    """
     p = purchases
     orders = p.orders
-    sold = np.bincount(p.item, minlength=p.n_items) > 0
-    compact = (np.cumsum(sold) - 1).astype(np.int32)  # item code -> row of the result
-    n = int(sold.sum())
-    lines = _line_stats(p, compact, n)  # line-level temporaries die in here
-    pairs = _ItemPairs.build(p, compact, days_before(p.as_of, p.o_when))
+    sold = code_counts(p.item, p.n_items) > 0
+    stats = _line_stats(p)
+    stats.update(_chain_stats(p, days_before(p.as_of, p.o_when)))
     out: dict[str, np.ndarray] = {}
     for w in WINDOWS_DAYS:
-        out[f"units_{w}d"] = lines[f"units_{w}d"]
-        out[f"orders_{w}d"] = np.bincount(pairs.order_item[pairs.order_age < w], minlength=n)
-        out[f"buyers_{w}d"] = np.bincount(pairs.buyer_item[pairs.buyer_last < w], minlength=n)
-    out["units_total"] = lines["units_total"]
-    out["buyers_total"] = np.bincount(pairs.buyer_item, minlength=n)
-    for name in ("first_sold_days", "last_sold_days", "price_last", "price_mean", "price_change"):
-        out[name] = lines[name]
+        for name in (f"units_{w}d", f"orders_{w}d", f"buyers_{w}d"):
+            out[name] = stats[name][sold]
+    for name in (
+        "units_total",
+        "buyers_total",
+        "first_sold_days",
+        "last_sold_days",
+        "price_last",
+        "price_mean",
+        "price_change",
+    ):
+        out[name] = stats[name][sold]
     buyers_90 = out["buyers_90d"].astype(float)
     out["popularity_rank"] = (
         pd.Series(buyers_90 + out["buyers_total"] * 1e-9).rank(ascending=False, method="first")
     ).to_numpy()
-    out["repeat_rate"], out["repeat_interval_days"] = pairs.repeat_stats(n)
-    del pairs
+    out["repeat_rate"] = stats["repeat_rate"][sold]
+    out["repeat_interval_days"] = stats["repeat_interval_days"][sold]
+    del stats
 
     index = pd.Index(p.items[sold], name=ITEM_ID)
     frame = pd.DataFrame(out, index=index)
@@ -95,50 +102,103 @@ def item_features_of(purchases: Purchases, *, items: pd.DataFrame | None = None)
     return frame
 
 
-def _line_stats(p: Purchases, compact: np.ndarray, n: int) -> dict[str, np.ndarray]:
-    """Units over windows, first and last sale, prices: per item row, from the lines."""
-    codes = compact.astype(np.intp)[p.item]  # the index type: no cast in bincount or ufunc.at
-    age = days_before(p.as_of, p.orders[ORDERED_AT].to_numpy(), p.buy)
-    qty = p.line(QUANTITY)
-    out: dict[str, np.ndarray] = {}
-    for w in WINDOWS_DAYS:
-        out[f"units_{w}d"] = _sums_below(codes, qty, age, w, n)
-    units_total = np.bincount(codes, qty, minlength=n)
+def _line_stats(p: Purchases) -> dict[str, np.ndarray]:
+    """Units over windows, first and last sale, prices: per item code, from the purchase lines.
+
+    One scan of the table a block at a time (the ages of a block's lines, then its sums); the
+    sums run line by line in table order, as ``np.bincount`` over all lines adds them.
+    """
+    k = p.n_items
+    when = p.orders[ORDERED_AT].to_numpy()
+    qty_all = p.orders[QUANTITY].to_numpy(dtype=np.float64)
+    price_all = p.orders[UNIT_PRICE].to_numpy(dtype=np.float64)
+    units = {w: np.zeros(k) for w in WINDOWS_DAYS}
+    units_total, value_total, recent_units, recent_value = (np.zeros(k) for _ in range(4))
+    first_sold, last_sold = np.full(k, -np.inf), np.full(k, np.inf)
+    for rows in blocks(len(p.buy)):
+        keep = p.buy[rows]
+        item, qty = p.item_all[rows][keep], qty_all[rows][keep]
+        age = days_before(p.as_of, when[rows][keep])
+        for w in WINDOWS_DAYS:
+            m = age < w
+            add_at(units[w], item[m], qty[m])
+        add_at(units_total, item, qty)
+        np.maximum.at(first_sold, item, age)
+        np.minimum.at(last_sold, item, age)
+        value = price_all[rows][keep]
+        value *= qty  # the line's value
+        add_at(value_total, item, value)
+        recent = age < PRICE_RECENT_DAYS
+        add_at(recent_units, item[recent], qty[recent])
+        add_at(recent_value, item[recent], value[recent])
+    out = {f"units_{w}d": units[w] for w in WINDOWS_DAYS}
     out["units_total"] = units_total
-    first_sold = np.full(n, -np.inf)
-    np.maximum.at(first_sold, codes, age)
-    last_sold = np.full(n, np.inf)
-    np.minimum.at(last_sold, codes, age)
     out["first_sold_days"] = first_sold
     out["last_sold_days"] = last_sold
-    value = p.line(UNIT_PRICE)
-    last_price = _last_value(codes, age, last_sold, value, n)
-    value *= qty  # the unit prices become line values in place: one array fewer
-    price_mean = np.bincount(codes, value, minlength=n) / np.maximum(units_total, 1e-9)
-    recent = age < PRICE_RECENT_DAYS
-    recent_units = np.bincount(codes[recent], qty[recent], minlength=n)
-    recent_price = np.bincount(codes[recent], value[recent], minlength=n)
-    del value, qty
+    price_mean = value_total / np.maximum(units_total, 1e-9)
+    last_price = _last_price(p, when, price_all, last_sold)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["price_last"] = np.where(recent_units > 0, recent_price / recent_units, last_price)
+        out["price_last"] = np.where(recent_units > 0, recent_value / recent_units, last_price)
         out["price_mean"] = price_mean
         out["price_change"] = out["price_last"] / price_mean - 1.0
     return out
 
 
-def _sums_below(
-    codes: np.ndarray, weights: np.ndarray, age: np.ndarray, below: float, n: int
+def _last_price(
+    p: Purchases, when: np.ndarray, price: np.ndarray, newest: np.ndarray
 ) -> np.ndarray:
-    """``np.bincount(codes[m], weights[m], minlength=n)`` for ``m = age < below``, by blocks.
-
-    ``np.add.at`` adds row by row in order, as ``bincount`` does (the same bits), and a block's
-    selection is all it copies.
-    """
-    out = np.zeros(n)
-    for i in range(0, len(codes), BLOCK):
-        m = age[i : i + BLOCK] < below
-        np.add.at(out, codes[i : i + BLOCK][m], weights[i : i + BLOCK][m])
+    """Unit price of each item's most recent purchase line (age == ``newest``; the last such
+    line in the table), a block at a time; NaN for items never bought."""
+    last = np.full(p.n_items, -1)
+    for rows in blocks(len(p.buy)):
+        keep = np.flatnonzero(p.buy[rows])
+        item = p.item_all[rows][keep]
+        is_newest = days_before(p.as_of, when[rows][keep]) == newest[item]
+        np.maximum.at(last, item[is_newest], keep[is_newest] + rows.start)
+    out = np.full(p.n_items, np.nan)
+    has = last >= 0
+    out[has] = price[last[has]]
     return out
+
+
+def _chain_stats(p: Purchases, order_age: np.ndarray) -> dict[str, np.ndarray]:
+    """Per item code, from the purchase chains: orders and buyers over windows, buyers, the
+    share of buyers with >= 2 orders of it, the median days between a buyer's orders of it.
+
+    ``order_age``: days from each order to ``as_of``. Windows are masks per order (or per
+    (customer, item) pair), so the per-triple temporaries are masks and item codes.
+    """
+    chains, k = p.chains, p.n_items
+    start, end = chains.pair_start, chains.pair_end
+    pair_item, newest_order = chains.item[start], chains.order[end]
+    out: dict[str, np.ndarray] = {}
+    for w in WINDOWS_DAYS:
+        recent = order_age < w
+        out[f"orders_{w}d"] = code_counts(chains.item[recent[chains.order]], k)
+        out[f"buyers_{w}d"] = code_counts(pair_item[recent[newest_order]], k)
+    buyers = code_counts(pair_item, k)
+    repeaters = code_counts(pair_item[end > start], k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out["repeat_rate"] = np.where(buyers > 0, repeaters / np.maximum(buyers, 1), 0.0)
+    out["buyers_total"] = buyers
+    out["repeat_interval_days"] = _median_gaps(chains, order_age, k)
+    return out
+
+
+def _median_gaps(chains: Chains, order_age: np.ndarray, k: int) -> np.ndarray:
+    """Per item code: the median days between consecutive orders of it by one customer (NaN
+    when never re-bought)."""
+    later = np.flatnonzero(~chains.new_pair[1:])  # triples k whose k + 1 is of the same pair
+    gap = order_age[chains.order[later]]
+    later += 1
+    gap -= order_age[chains.order[later]]
+    item = chains.item[later]
+    del later
+    interval = np.full(k, np.nan)
+    if len(gap):
+        med = pd.Series(gap).groupby(item).median()
+        interval[med.index.to_numpy()] = med.to_numpy()
+    return interval
 
 
 def _returned_units(p: Purchases, orders: pd.DataFrame) -> pd.Series:
@@ -148,71 +208,3 @@ def _returned_units(p: Purchases, orders: pd.DataFrame) -> pd.Series:
     returned = pd.Series(qty).groupby(item).sum().abs()
     returned.index = p.items[returned.index.to_numpy()]
     return returned
-
-
-@dataclass(frozen=True)
-class _ItemPairs:
-    """Distinct (item, order) pairs and distinct (item, buyer) pairs, from the purchase chains.
-
-    ``order_*``: one entry per item in an order (the order's age in days); ``buyer_*``: one entry
-    per item and customer (the age of their latest order of it, their number of orders of it);
-    ``chain_*``: the days between consecutive orders of an item by one customer.
-    """
-
-    order_item: np.ndarray
-    order_age: np.ndarray
-    buyer_item: np.ndarray
-    buyer_last: np.ndarray
-    buyer_orders: np.ndarray
-    chain_item: np.ndarray
-    chain_gap: np.ndarray
-
-    @classmethod
-    def build(cls, p: Purchases, compact: np.ndarray, order_age: np.ndarray) -> _ItemPairs:
-        chains = p.chains
-        item = compact[chains.item]
-        age = order_age[chains.order]
-        start, end = chains.pair_start, chains.pair_end
-        same = ~chains.new_pair[1:]
-        return cls(
-            order_item=item,
-            order_age=age,
-            buyer_item=item[start],
-            buyer_last=age[end],
-            buyer_orders=end - start + 1,
-            chain_item=item[1:][same],
-            chain_gap=(age[:-1] - age[1:])[same],
-        )
-
-    def repeat_stats(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        """Per item: share of buyers with >= 2 orders of it; median days between re-buys."""
-        buyers = np.bincount(self.buyer_item, minlength=n)
-        repeaters = np.bincount(self.buyer_item, self.buyer_orders >= 2, minlength=n)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rate = np.where(buyers > 0, repeaters / np.maximum(buyers, 1), 0.0)
-        interval = np.full(n, np.nan)
-        if len(self.chain_gap):
-            med = pd.Series(self.chain_gap).groupby(self.chain_item).median()
-            interval[med.index.to_numpy()] = med.to_numpy()
-        return rate, interval
-
-
-def _last_value(
-    group: np.ndarray, age: np.ndarray, newest: np.ndarray, value: np.ndarray, n: int
-) -> np.ndarray:
-    """``value`` of the most recent row (age == ``newest`` of its group; the last such row).
-
-    The rows are found a block at a time: no temporary as long as the rows.
-    """
-    rows = np.concatenate(
-        [
-            np.flatnonzero(age[i : i + BLOCK] == newest[group[i : i + BLOCK]]) + i
-            for i in range(0, max(len(age), 1), BLOCK)
-        ]
-    )
-    last = np.full(n, -1)
-    np.maximum.at(last, group[rows], rows)
-    out = np.full(n, np.nan)
-    has = last >= 0
-    out[has] = value[last[has]]
-    return out

@@ -58,14 +58,21 @@ def id_codes(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
 class Chains:
     """Distinct (customer, item, order) triples, sorted by customer, item and order time.
 
-    ``customer``/``item`` are codes, ``order`` rows of the order-level arrays; ``new_pair`` marks
-    the first triple of each (customer, item) pair. Within a pair the orders run oldest first.
+    ``item`` holds item codes (in the width of the item codes), ``order`` rows of the
+    order-level arrays; ``new_pair`` marks the first triple of each (customer, item) pair and
+    ``pair_customer`` is the customer code of each pair. Within a pair the orders run oldest
+    first.
     """
 
-    customer: np.ndarray
+    pair_customer: np.ndarray
     item: np.ndarray
     order: np.ndarray
     new_pair: np.ndarray
+
+    @cached_property
+    def customer(self) -> np.ndarray:
+        """Customer code of each triple (built when first asked for; pairs carry it already)."""
+        return np.repeat(self.pair_customer, self.pair_end - self.pair_start + 1)
 
     @cached_property
     def pair_start(self) -> np.ndarray:
@@ -82,10 +89,12 @@ class Chains:
 class Purchases:
     """Purchase lines strictly before ``as_of`` (codes, in table order) and their orders.
 
-    Line level (purchase lines only): ``customer``, ``item``, ``line_order`` (the row of the
-    line's order). Order level (orders in order of their first purchase line): ``o_customer``,
-    ``o_time`` (earliest line, the table's datetime64 unit), ``o_value`` (sum of quantity x unit
-    price), ``o_units``, ``o_lines``. ``buy``/``ret`` are masks over the whole table.
+    Line level (purchase lines only): ``customer`` (selected when asked for), ``item``,
+    ``line_order`` (the row of the line's order). Order level (orders in order of their first purchase line): ``o_customer``,
+    ``o_time`` (earliest line, the table's datetime64 unit). ``buy``/``ret`` are masks over the
+    whole table. Order sums (:meth:`order_values`, :meth:`order_units`, :meth:`order_lines`)
+    are computed when asked for and not kept: each costs an array per order for as long as the
+    purchases live, while only user features read them.
     """
 
     def __init__(self, orders: pd.DataFrame, as_of: object) -> None:
@@ -106,9 +115,13 @@ class Purchases:
         self.customer_all = cust
         self.item_all = item
         self.order_all = order
-        self.customer = cust[self.buy]
         self.item = item[self.buy]
         self._group_orders(order, when)
+
+    @property
+    def customer(self) -> np.ndarray:
+        """Customer code of each purchase line (selected when asked for: not kept)."""
+        return self.customer_all[self.buy]
 
     @classmethod
     def of(cls, orders: pd.DataFrame, as_of: object) -> Purchases:
@@ -134,42 +147,56 @@ class Purchases:
         """
         return self.orders[column].to_numpy(dtype=np.float64)[self.buy]
 
-    @property
-    def o_lines(self) -> np.ndarray:
+    def order_lines(self) -> np.ndarray:
         """Number of purchase lines of each order (float)."""
-        return self._o_lines.astype(np.float64)
+        return np.bincount(self.line_order, minlength=self.n_orders).astype(np.float64)
+
+    def order_units(self) -> np.ndarray:
+        """Sum of the quantities of each order's purchase lines."""
+        return self._order_sum(self.line(QUANTITY))
+
+    def order_values(self) -> np.ndarray:
+        """Sum of quantity x unit price over each order's purchase lines."""
+        value = self.line(UNIT_PRICE)
+        value *= self.line(QUANTITY)
+        return self._order_sum(value)
+
+    def _order_sum(self, values: np.ndarray) -> np.ndarray:
+        """Per-order sums of a line array, as the order grouping adds them (same bits)."""
+        if not len(values):
+            return values[:0]
+        if self._contiguous:
+            # np.add.reduceat is what pandas' group-by runs on sorted groups: same sums, same bits
+            return np.add.reduceat(values, np.flatnonzero(run_starts(self.line_order)))
+        sums = pd.Series(values).groupby(self.line_order, sort=True).sum()
+        return np.asarray(sums.to_numpy(), dtype=np.float64)
 
     def _group_orders(self, order_all: np.ndarray, when_all: np.ndarray) -> None:
         """Order-level arrays from the table's order codes and times (purchase lines only)."""
-        order, when = order_all[self.buy], when_all[self.buy]
-        self._time_unit = np.datetime_data(when.dtype)[0] if len(when) else "us"
-        qty = self.line(QUANTITY)
-        value = self.line(UNIT_PRICE)
-        value *= qty
-        t = when.view(np.int64)
+        order = order_all[self.buy]
+        t = when_all[self.buy].view(np.int64)
+        self._time_unit = np.datetime_data(when_all.dtype)[0] if len(when_all) else "us"
         n = len(order)
         new_run = run_starts(order)
-        starts = np.flatnonzero(new_run)
+        n_runs = int(np.count_nonzero(new_run))
         distinct = int(np.count_nonzero(np.bincount(order, minlength=1))) if n else 0
-        if len(starts) == distinct:  # every order's lines are contiguous: runs are the orders
-            # np.*.reduceat is what pandas' group-by runs on sorted groups: same sums, same bits
-            self.o_customer = self.customer[starts]
+        del order
+        self._contiguous = n_runs == distinct
+        customer = self.customer
+        if self._contiguous:  # every order's lines are contiguous: runs are the orders
+            starts = np.flatnonzero(new_run)
+            self.o_customer = customer[starts]
+            del customer
             self.o_time = np.minimum.reduceat(t, starts) if n else t[:0]
-            self.o_value = np.add.reduceat(value, starts) if n else value[:0]
-            self.o_units = np.add.reduceat(qty, starts) if n else qty[:0]
-            self._o_lines = np.diff(np.r_[starts, n]).astype(np.int32)
-            del qty, value, t, order, when  # before the line-level array below: a lower peak
+            del t, starts  # before the line-level array below: a lower peak
             line_order: np.ndarray = np.cumsum(new_run, dtype=np.int32 if n < 2**31 else np.int64)
             line_order -= 1
             self.line_order = line_order
         else:
-            frame = pd.DataFrame({"o": order, "c": self.customer, "t": t, "v": value, "q": qty})
+            frame = pd.DataFrame({"o": order_all[self.buy], "c": customer, "t": t})
             g = frame.groupby("o", sort=False)
             self.o_customer = g["c"].first().to_numpy()
             self.o_time = g["t"].min().to_numpy()
-            self.o_value = g["v"].sum().to_numpy()
-            self.o_units = g["q"].sum().to_numpy()
-            self._o_lines = g["c"].size().to_numpy().astype(np.int32)
             self.line_order = np.asarray(g.ngroup().to_numpy(), dtype=np.int64)
 
     @property
@@ -234,27 +261,38 @@ class Purchases:
         cust_bits = max(int(self.n_customers).bit_length(), 1)
         rank = self.line_order if self.time_rank is None else self.time_rank[self.line_order]
         if cust_bits + item_bits + order_bits <= KEY_BITS:
-            key = self.customer.astype(np.int64)  # built in place: one array of the lines
+            key = self.customer_all[self.buy].astype(np.int64)  # in place: one array of the lines
             key <<= item_bits
             key |= self.item
             key <<= order_bits
-            key |= np.asarray(rank, dtype=np.int64)
+            key |= rank
             key.sort()
             keep = run_starts(key)
             if not keep.all():
                 key = key[keep]
             del keep
-            r = (key & ((1 << order_bits) - 1)).astype(np.int64)
+            # each field straight into an array of its own width (no int64 temporaries)
+            r = _masked(key, order_bits, np.int32 if self.time_rank is None else np.int64)
             key >>= order_bits  # (customer, item) pairs
             new_pair = run_starts(key)
-            i = (key & ((1 << item_bits) - 1)).astype(np.int32)
+            i = _masked(key, item_bits, self.item.dtype)
+            key = key[new_pair]  # one per pair
             key >>= item_bits
             c = key.astype(np.int32)
             del key
-            return Chains(c, i, self._by_rank(r).astype(np.int32), new_pair)
+            return Chains(c, i, self._by_rank(r).astype(np.int32, copy=False), new_pair)
         # too many ids for one key: sort by three keys
-        idx = np.lexsort((rank, self.item, self.customer))
-        c, i, r = self.customer[idx], self.item[idx], np.asarray(rank[idx], dtype=np.int64)
+        customer = self.customer
+        idx = np.lexsort((rank, self.item, customer))
+        c, i, r = customer[idx], self.item[idx], np.asarray(rank[idx], dtype=np.int64)
         keep = run_starts(c, i, r)
         c, i, r = c[keep], i[keep], r[keep]
-        return Chains(c, i, self._by_rank(r), run_starts(c, i))
+        new_pair = run_starts(c, i)
+        return Chains(c[new_pair], i, self._by_rank(r), new_pair)
+
+
+def _masked(key: np.ndarray, bits: int, dtype: np.dtype | type) -> np.ndarray:
+    """The low ``bits`` of an int64 ``key``, as ``dtype`` (computed in buffers: no int64 copy)."""
+    out = np.empty(len(key), dtype=dtype)
+    np.bitwise_and(key, (1 << bits) - 1, out=out, casting="unsafe")
+    return out

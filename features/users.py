@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from features.arrays import counts, run_starts, safe_div, unique
+from features.arrays import add_at, blocks, counts, run_starts, safe_div, unique
 from features.purchases import Purchases
 from features.schema import (
     CATEGORY,
@@ -95,8 +95,8 @@ def user_features_of(
 ) -> pd.DataFrame:
     """:func:`user_features` of the orders and ``as_of`` that ``purchases`` were built from."""
     p = purchases
-    categories, n = p.customers, p.n_customers
-    lines = counts(p.customer, None, n)
+    categories = p.customers
+    lines = _line_sums(p, None)
     present = lines > 0
     if not present.any():
         cols = feature_names(items is not None, customers is not None)
@@ -104,32 +104,56 @@ def user_features_of(
             {c: pd.Series(dtype=np.float64) for c in cols},
             index=pd.Index([], name=CUSTOMER_ID, dtype=categories.dtype),
         )
-    # one helper per group of columns: their order- and line-level temporaries die with them
-    feats = _rfm(p)
-    last_age, first_age = feats["recency_days"], feats["tenure_days"]
-    n_orders, monetary = feats["n_orders"], feats["monetary_total"]
-    feats.update(_purchase_days(p, last_age, first_age, n_orders))
-    feats.update(_windows(p))
-    feats.update(_basket(p, lines, n_orders, monetary))
-    feats.update(_breadth(p, n_orders, last_age, items, item_stats))
-    feats.update(_returns_and_discounts(p, lines, monetary))
-    feats.update(_regularity(p, first_age, n_orders))
+    # one helper per group of columns: their order- and line-level temporaries die with them;
+    # columns are kept for the customers in the population only (``present``)
+    o_value = p.order_values()  # read by two helpers, then dropped
+    base = _rfm(p, o_value)
+    feats = {name: values[present] for name, values in base.items()}
+    feats.update(_rows(_windows(p, o_value), present))
+    del o_value
+    last_age, first_age = base["recency_days"], base["tenure_days"]
+    n_orders, monetary = base["n_orders"], base["monetary_total"]
+    feats.update(_rows(_purchase_days(p, last_age, first_age, n_orders), present))
+    feats.update(_rows(_basket(p, lines, n_orders, monetary), present))
+    feats.update(_rows(_breadth(p, n_orders, last_age, items, item_stats), present))
+    feats.update(_rows(_returns_and_discounts(p, lines, monetary), present))
+    feats.update(_rows(_regularity(p, first_age, n_orders), present))
     if customers is not None and COUNTRY in customers:
-        feats["country_share"] = _country_share(customers, categories)
-    frame = pd.DataFrame(feats, index=pd.Index(categories, name=CUSTOMER_ID))
-    frame = frame.loc[present]
-    return frame[feature_names(items is not None, customers is not None and COUNTRY in customers)]
+        feats["country_share"] = _country_share(customers, categories)[present]
+    del base, last_age, first_age, n_orders, monetary, lines
+    names = feature_names(items is not None, customers is not None and COUNTRY in customers)
+    return _frame(feats, names, pd.Index(categories[present], name=CUSTOMER_ID))
 
 
-def _rfm(p: Purchases) -> dict[str, np.ndarray]:
-    """Recency, frequency, monetary value, tenure (order level)."""
+def _rows(feats: dict[str, np.ndarray], rows: np.ndarray) -> dict[str, np.ndarray]:
+    """``feats`` with each array cut to ``rows`` (the full-length arrays are released)."""
+    return {name: values[rows] for name, values in feats.items()}
+
+
+def _frame(feats: dict[str, np.ndarray], names: list[str], index: pd.Index) -> pd.DataFrame:
+    """The per-customer arrays ``feats`` as a frame of the columns ``names``.
+
+    Float columns are copied one at a time into the frame's single 2-D block, each array
+    released as soon as it is copied (``feats`` is emptied): no second copy of all columns.
+    """
+    if not all(feats[name].dtype == np.float64 for name in names):
+        return pd.DataFrame({name: feats[name] for name in names}, index=index)
+    block = np.empty((len(names), len(index)))
+    for j, name in enumerate(names):
+        block[j] = feats.pop(name)
+    feats.clear()
+    return pd.DataFrame(block.T, index=index, columns=pd.Index(names), copy=False)
+
+
+def _rfm(p: Purchases, o_value: np.ndarray) -> dict[str, np.ndarray]:
+    """Recency, frequency, monetary value, tenure (order level; ``o_value``: order values)."""
     n, o_c, o_age = p.n_customers, p.o_customer, p.o_age
     n_orders = counts(o_c, None, n)
     last_age = np.full(n, np.inf)
     np.minimum.at(last_age, o_c, o_age)
     first_age = np.full(n, -np.inf)
     np.maximum.at(first_age, o_c, o_age)
-    monetary = counts(o_c, p.o_value, n)
+    monetary = counts(o_c, o_value, n)
     return {
         "recency_days": last_age,
         "n_orders": n_orders,
@@ -175,26 +199,26 @@ def _purchase_days(
     last_gap = np.full(n, np.nan)
     # the last gap of each customer is the gap of its last distinct day
     has_prev = np.r_[False, same]
-    sel = is_last & has_prev
-    last_gap[d_c[sel]] = np.diff(d_day, prepend=np.nan)[sel]
+    sel = np.flatnonzero(is_last & has_prev)
+    last_gap[d_c[sel]] = d_day[sel] - d_day[sel - 1]
     feats["gap_last"] = last_gap
     feats["tenure_per_order"] = safe_div(first_age, n_orders)
     feats["gap_trend"] = safe_div(last_gap, gap_mean)
     # early engagement: the first gap and repeat days within 90 days of the first purchase day
-    first_of = np.repeat(d_day[is_first], np.diff(np.r_[np.flatnonzero(is_first), len(d_day)]))
-    since_first = d_day - first_of
+    second = np.flatnonzero(has_prev & np.r_[False, is_first[:-1]])
     first_gap = np.full(n, np.nan)
-    second = has_prev & np.r_[False, is_first[:-1]]
-    first_gap[d_c[second]] = since_first[second]
+    first_gap[d_c[second]] = d_day[second] - d_day[second - 1]  # the day before is the first
     feats["first_gap"] = first_gap
+    since_first = np.repeat(d_day[is_first], np.diff(np.r_[np.flatnonzero(is_first), len(d_day)]))
+    np.subtract(d_day, since_first, out=since_first)
     early = (since_first > 0) & (since_first <= 90)
     feats["repeat_first90d"] = counts(d_c[early], None, n)
     return feats
 
 
-def _windows(p: Purchases) -> dict[str, np.ndarray]:
+def _windows(p: Purchases, o_rev: np.ndarray) -> dict[str, np.ndarray]:
     """Orders and spend over recent windows, their trend, decayed order counts."""
-    n, o_c, o_age, o_rev = p.n_customers, p.o_customer, p.o_age, p.o_value
+    n, o_c, o_age = p.n_customers, p.o_customer, p.o_age
     feats: dict[str, np.ndarray] = {}
     for w in WINDOWS:
         m = o_age <= w
@@ -206,7 +230,10 @@ def _windows(p: Purchases) -> dict[str, np.ndarray]:
     feats["spend_change_90d"] = safe_div(feats["spend_90d"], feats["spend_prev90d"]) - 1
     feats["orders_trend"] = feats["orders_90d"] - feats["orders_prev90d"]
     for hl in DECAYS:
-        feats[f"orders_decay{hl}"] = counts(o_c, np.exp(-o_age * np.log(2) / hl), n)
+        weight = np.negative(o_age)  # exp(-age * ln 2 / hl), in place
+        weight *= np.log(2)
+        weight /= hl
+        feats[f"orders_decay{hl}"] = counts(o_c, np.exp(weight, out=weight), n)
     return feats
 
 
@@ -215,10 +242,10 @@ def _basket(
 ) -> dict[str, np.ndarray]:
     """Basket size and value."""
     n, o_c = p.n_customers, p.o_customer
-    units = counts(p.customer, p.line(QUANTITY), n)
+    units = _line_sums(p, p.orders[QUANTITY].to_numpy(dtype=np.float64))
     return {
-        "basket_lines": safe_div(counts(o_c, p.o_lines, n), n_orders),
-        "basket_units": safe_div(counts(o_c, p.o_units, n), n_orders),
+        "basket_lines": safe_div(counts(o_c, p.order_lines(), n), n_orders),
+        "basket_units": safe_div(counts(o_c, p.order_units(), n), n_orders),
         "unit_price_mean": safe_div(monetary, units),
         "units_per_line": safe_div(units, lines),
     }
@@ -235,7 +262,7 @@ def _breadth(
     n = p.n_customers
     chains = p.chains
     starts = chains.pair_start
-    ci_c, ci_i = chains.customer[starts], chains.item[starts]
+    ci_c, ci_i = chains.pair_customer, chains.item[starts]
     del starts
     feats: dict[str, np.ndarray] = {}
     distinct_items = counts(ci_c, None, n)
@@ -277,8 +304,9 @@ def _returns_and_discounts(
         feats["return_orders"] = np.zeros(n)
         feats["return_rate"] = np.zeros(n)
     if DISCOUNT in orders:
-        disc = p.line(DISCOUNT)
-        feats["discount_share"] = safe_div(counts(p.customer, (disc > 0).astype(float), n), lines)
+        discounted = orders[DISCOUNT].to_numpy(dtype=np.float64) > 0
+        discounted &= p.buy
+        feats["discount_share"] = safe_div(counts(p.customer_all[discounted], None, n), lines)
     else:
         feats["discount_share"] = np.full(n, np.nan)
     return feats
@@ -287,7 +315,7 @@ def _returns_and_discounts(
 def _regularity(p: Purchases, first_age: np.ndarray, n_orders: np.ndarray) -> dict[str, np.ndarray]:
     """Active months and weeks, same season last year, calendar shares (order level)."""
     n, o_c, o_age, as_of = p.n_customers, p.o_customer, p.o_age, p.as_of
-    o_when = p.o_when.astype("datetime64[us]")
+    o_when = p.o_when.astype("datetime64[us]", copy=False)
     feats: dict[str, np.ndarray] = {}
     seq = p.by_customer
     s_c = o_c[seq]
@@ -305,18 +333,23 @@ def _regularity(p: Purchases, first_age: np.ndarray, n_orders: np.ndarray) -> di
     for h in (90, 30):
         m = (o_age <= 365) & (o_age > 365 - h)
         feats[f"orders_ly_next{h}d"] = counts(o_c[m], None, n)
-    cal_month = (o_month % 12) + 1
+    cal_month = o_month  # 1..12, in place
+    cal_month %= 12
+    cal_month += 1
     del o_month
     next_months = {
         int(x) for x in pd.date_range(as_of, as_of + pd.Timedelta(days=89), freq="D").month
     }
-    in_season = np.isin(cal_month, list(next_months)).astype(np.float64)
-    feats["season_share"] = safe_div(counts(o_c, in_season, n), n_orders)
-    feats["q4_share"] = safe_div(counts(o_c, (cal_month >= 10).astype(float), n), n_orders)
+    # shares of orders: counts of the orders that qualify (the same sums as 0/1 weights)
+    in_season = np.isin(cal_month, list(next_months))
+    feats["season_share"] = safe_div(counts(o_c[in_season], None, n), n_orders)
+    feats["q4_share"] = safe_div(counts(o_c[cal_month >= 10], None, n), n_orders)
     del cal_month, in_season
     o_days = o_when.astype("datetime64[D]")
-    weekday = (o_days.astype(np.int64) + 3) % 7  # 0 = Monday
-    feats["weekend_share"] = safe_div(counts(o_c, (weekday >= 5).astype(float), n), n_orders)
+    weekday = o_days.astype(np.int64)
+    weekday += 3
+    weekday %= 7  # 0 = Monday
+    feats["weekend_share"] = safe_div(counts(o_c[weekday >= 5], None, n), n_orders)
     del weekday
     hour = (o_when - o_days) / np.timedelta64(1, "h")
     feats["hour_mean"] = safe_div(counts(o_c, hour, n), n_orders)
@@ -397,11 +430,10 @@ def item_statistics(purchases: Purchases, horizon: float = RETENTION_DAYS) -> pd
     day = p.o_day
     repeat = day[chains.order[start]] != day[chains.order[end]]  # oldest and newest order
     came_back, known = _came_back(p, horizon)
-    # per line 0/1 weights (exact counts), one at a time: each is as long as the lines
-    ret_hits = np.bincount(p.item, weights=(came_back * known)[p.line_order], minlength=p.n_items)
-    ret_lines = np.bincount(
-        p.item, weights=known.astype(np.float64)[p.line_order], minlength=p.n_items
-    )
+    came_back &= known
+    # the lines of those orders, counted per item (a mask as long as the lines, one at a time)
+    ret_hits = np.bincount(p.item[came_back[p.line_order]], minlength=p.n_items)
+    ret_lines = np.bincount(p.item[known[p.line_order]], minlength=p.n_items)
     frame = pd.DataFrame(
         {
             "buyers": np.bincount(chains.item[start], minlength=p.n_items),
@@ -416,12 +448,19 @@ def item_statistics(purchases: Purchases, horizon: float = RETENTION_DAYS) -> pd
 
 def _came_back(p: Purchases, horizon: float) -> tuple[np.ndarray, np.ndarray]:
     """Per order: did its customer order again within ``horizon`` days; is that known yet."""
-    seq, o_c, o_age = p.by_customer, p.o_customer, p.o_age
-    nxt = np.full(p.n_orders, np.inf)
-    same = o_c[seq][1:] == o_c[seq][:-1]
-    gap = o_age[seq][:-1] - o_age[seq][1:]
-    nxt[seq[:-1]] = np.where(same, gap, np.inf)
-    return (nxt <= horizon).astype(np.float64), o_age > horizon
+    seq = p.by_customer
+    s_c = p.o_customer[seq]
+    again = s_c[1:] == s_c[:-1]  # the next order (in time) is the same customer's
+    del s_c
+    s_age = p.o_age[seq]
+    gap = s_age[:-1]
+    gap -= s_age[1:]
+    del s_age
+    again &= gap <= horizon
+    del gap
+    came_back = np.zeros(p.n_orders, dtype=bool)
+    came_back[seq[:-1]] = again
+    return came_back, p.o_age > horizon
 
 
 def _item_retention(
@@ -442,16 +481,19 @@ def _item_retention(
     all_hits, all_lines = float(stats["ret_hits"].sum()), float(stats["ret_lines"].sum())
     overall = all_hits / all_lines if all_lines > 0 else 0.0
     item_ret = (hits + prior * overall) / (total + prior)
-    o_c, o_age = p.o_customer, p.o_age
-    line_c = o_c[p.line_order]
-    line_ret = item_ret[p.item]
-    n_lines = counts(line_c, None, n)
-    is_last = (o_age <= last_age[o_c])[p.line_order]
+    o_c = p.o_customer
+    last_order = p.o_age <= last_age[o_c]
+    n_lines, ret_sum, n_last, last_sum = (np.zeros(n) for _ in range(4))
+    for rows in blocks(len(p.line_order)):  # per-line arrays a block at a time
+        order = p.line_order[rows]
+        line_c, line_ret, is_last = o_c[order], item_ret[p.item[rows]], last_order[order]
+        add_at(n_lines, line_c, 1.0)
+        add_at(ret_sum, line_c, line_ret)
+        add_at(n_last, line_c[is_last], 1.0)
+        add_at(last_sum, line_c[is_last], line_ret[is_last])
     return {
-        "item_retention": safe_div(counts(line_c, line_ret, n), n_lines),
-        "last_order_retention": safe_div(
-            counts(line_c[is_last], line_ret[is_last], n), counts(line_c[is_last], None, n)
-        ),
+        "item_retention": safe_div(ret_sum, n_lines),
+        "last_order_retention": safe_div(last_sum, n_last),
     }
 
 
@@ -484,4 +526,18 @@ def _country_share(customers: pd.DataFrame, categories: pd.Index) -> np.ndarray:
     where = pd.Index(categories.astype(str)).get_indexer(ids[first])
     out = np.full(len(categories), np.nan)
     out[where[where >= 0]] = share[country[where >= 0]]
+    return out
+
+
+def _line_sums(p: Purchases, values: np.ndarray | None) -> np.ndarray:
+    """Per customer, the sum of ``values`` (one per row of the table; None: the number of
+    lines) over purchase lines.
+
+    The table is scanned a block at a time, so no purchase-line copy of ``values`` is made; the
+    sums run in table order, as ``np.bincount`` over the purchase lines adds them.
+    """
+    out = np.zeros(p.n_customers)
+    for rows in blocks(len(p.buy)):
+        keep = p.buy[rows]
+        add_at(out, p.customer_all[rows][keep], 1.0 if values is None else values[rows][keep])
     return out
