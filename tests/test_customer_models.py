@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from features.rebuy import REBUY_COLUMNS
 from features.schema import purchases
 from features.users import user_features
 from shopml.artifacts.customers import (
@@ -21,13 +22,18 @@ from shopml.artifacts.customers import (
 )
 from training.btyd import fit_bgnbd
 from training.customers import (
+    SAMPLED_CV_FOLDS,
     ChurnModel,
     DataWindowError,
     RepurchaseModel,
     ValueModel,
+    btyd_sample,
     customer_folds,
+    fit_bgnbd_on,
+    hist_btyd,
+    monthly_cutoffs,
 )
-from training.snapshots import UserSnapshots, id_hash, sample_ids
+from training.snapshots import UserSnapshots, customer_features, id_hash, sample_ids
 
 AS_OF = pd.Timestamp("2023-10-01")
 FAST: dict[str, Any] = {"n_snapshots": 3, "num_boost_round": 30, "num_threads": 1, "seed": 7}
@@ -82,11 +88,11 @@ def churn(orders: pd.DataFrame) -> ChurnModel:
 
 
 def features_at(orders: pd.DataFrame, names: list[str]) -> np.ndarray:
-    return user_features(orders, AS_OF)[names].to_numpy(np.float64)
+    return customer_features(orders, AS_OF)[names].to_numpy(np.float64)
 
 
 def test_fit_predict_shapes(orders: pd.DataFrame, churn: ChurnModel) -> None:
-    feats = user_features(orders, AS_OF)
+    feats = customer_features(orders, AS_OF)
     p = churn.predict_proba(feats)
     assert p.shape == (len(feats),)
     assert np.all((p >= 0) & (p <= 1))
@@ -171,7 +177,7 @@ def test_bgnbd_blend_chosen_on_validation(orders: pd.DataFrame, tmp_path: Path) 
 def test_blended_artifact_round_trip(tmp_path: Path, orders: pd.DataFrame) -> None:
     m = RepurchaseModel(**FAST, baselines=()).fit(orders, AS_OF)
     art = m.candidates_["lightgbm"]
-    feats = user_features(orders, AS_OF)
+    feats = customer_features(orders, AS_OF)
     X = feats[art.feature_names].to_numpy(np.float64)
     assert art.booster is not None
     art.btyd = fit_bgnbd(
@@ -200,7 +206,7 @@ def test_customer_folds_stable_and_balanced() -> None:
 
 def test_repurchase_and_value(orders: pd.DataFrame) -> None:
     rep = RepurchaseModel(**FAST).fit(orders, AS_OF)
-    feats = user_features(orders, AS_OF)
+    feats = customer_features(orders, AS_OF)
     assert rep.predict_proba(feats).shape == (len(feats),)
     val = ValueModel(horizon_days=90, n_snapshots=2, num_boost_round=30).fit(orders, AS_OF)
     v = val.predict(feats)
@@ -221,7 +227,7 @@ def test_save_load_round_trip(tmp_path: Path, orders: pd.DataFrame, churn: Churn
     assert not list(tmp_path.rglob("*.pkl")) and not list(tmp_path.rglob("*.pickle"))
     again = ChurnModel.load(tmp_path / "churn")
     np.testing.assert_array_equal(
-        again.predict_proba(user_features(orders, AS_OF)), art.predict_proba(X)
+        again.predict_proba(customer_features(orders, AS_OF)), art.predict_proba(X)
     )
 
 
@@ -276,6 +282,56 @@ def test_reasons_are_plain_phrases(orders: pd.DataFrame, churn: ChurnModel) -> N
     assert art.phrase("orders_decay90", values) == "little ordering activity over the last months"
     rep = CustomerArtifact(**{**art.__dict__, "task": "repurchase"})
     assert rep.phrase("orders_decay90", values) == "strong ordering activity over the last months"
+
+
+def reference_reasons(art: CustomerArtifact, X: np.ndarray, top_k: int) -> list[list[str]]:
+    """The per-row loop the vectorised reasons replace (the first top_k distinct phrases of the
+    positive contributions, largest first)."""
+    contrib = art.contributions(X)
+    order = np.argsort(-contrib, axis=1, kind="stable")[:, : 3 * top_k]
+    out = []
+    for i in range(len(X)):
+        values = dict(zip(art.feature_names, X[i].tolist(), strict=True))
+        phrases: list[str] = []
+        for j in order[i]:
+            if contrib[i, j] <= 0 or len(phrases) == top_k:
+                break
+            phrase = art.phrase(art.feature_names[j], values)
+            if phrase not in phrases:
+                phrases.append(phrase)
+        out.append(phrases)
+    return out
+
+
+@pytest.mark.parametrize("top_k", [1, 3])
+def test_vectorised_reasons_equal_the_row_loop(
+    orders: pd.DataFrame, churn: ChurnModel, top_k: int
+) -> None:
+    art = churn.artifact_
+    assert art is not None
+    X = features_at(orders, art.feature_names)
+    X[::7, art.feature_names.index("spend_change_90d")] = np.nan  # NaN values: default phrase
+    expected = reference_reasons(art, X, top_k)
+    assert art.reasons(X, top_k=top_k) == expected
+    assert any(len(r) == min(top_k, 2) for r in expected)  # several reasons, deduplicated
+    text = art.reason_text(X, top_k=top_k)
+    assert text.tolist() == ["; ".join(r) for r in expected]
+    base = CustomerArtifact(**{**art.__dict__, "kind": "baseline-recency", "booster": None})
+    assert base.reasons(X, top_k) == reference_reasons(base, X, top_k)
+
+
+def test_rebuy_columns_are_optional(orders: pd.DataFrame, churn: ChurnModel) -> None:
+    assert not set(REBUY_COLUMNS) & set(churn.feature_names_)  # not used by default
+    feats = customer_features(orders, AS_OF)
+    names = [*churn.feature_names_, "items_due_share", "due_ratio_min"]
+    model = ChurnModel(**FAST, features=names).fit(orders, AS_OF)
+    assert model.feature_names_ == names
+    assert model.predict_proba(feats).shape == (len(feats),)
+
+
+def test_backtest_fit_skips_the_score_table(orders: pd.DataFrame) -> None:
+    model = ChurnModel(**FAST).fit(orders, AS_OF, score=False)
+    assert model.artifact_ is not None and model.artifact_.scores is None
 
 
 def test_baseline_fallback(orders: pd.DataFrame, caplog: pytest.LogCaptureFixture) -> None:
@@ -361,7 +417,7 @@ def test_cache_returns_fresh_features(orders: pd.DataFrame) -> None:
     cut = AS_OF - pd.DateOffset(months=2)
     full = cache.features(cut)
     # features of the whole table at a cutoff = features of the table cut before as_of
-    fresh = user_features(orders.loc[orders["ordered_at"] < AS_OF], cut)
+    fresh = customer_features(orders.loc[orders["ordered_at"] < AS_OF], cut)
     pd.testing.assert_frame_equal(full, fresh)
     assert cache.features(cut) is full and cache.computed == [(cut, None)]  # computed once
     sample = cache.population(AS_OF, 150)
@@ -393,6 +449,7 @@ def test_capped_training_population_scores_everyone(orders: pd.DataFrame) -> Non
     model = ChurnModel(**FAST, max_train_customers=200).fit(orders, AS_OF, snapshots=cache)
     sample = cache.population(AS_OF, 200)
     assert model.training_customers_ == 200 and sample is not None
+    assert model.calibration_["cross_fitted_folds"] == SAMPLED_CV_FOLDS  # fewer folds above the cap
     sampled = [key for key in cache.computed if key[1] is not None]
     assert len(sampled) >= 3  # the snapshots, all on the sample (float32)
     for c in model.cutoffs_:
@@ -402,6 +459,28 @@ def test_capped_training_population_scores_everyone(orders: pd.DataFrame) -> Non
     assert len(model.artifact_.scores) == len(user_features(orders, AS_OF))  # every customer
     again = ChurnModel(**FAST, max_train_customers=200).fit(orders, AS_OF)
     assert again.validation_ == model.validation_  # deterministic, private or shared cache
+
+
+def test_cutoffs_on_one_month_grid() -> None:
+    first = pd.Timestamp("2010-12-01 08:26")
+    on_start = monthly_cutoffs(first, pd.Timestamp("2011-09-01"), 90, 30, 3)
+    assert on_start == [pd.Timestamp(d) for d in ("2011-06-01", "2011-05-01", "2011-04-01")]
+    # a backtest's as_of mid-month: the same month starts, each label window ending by as_of
+    mid = monthly_cutoffs(first, pd.Timestamp("2011-10-03"), 30, 30, 3)
+    assert mid == [pd.Timestamp(d) for d in ("2011-09-01", "2011-08-01", "2011-07-01")]
+    assert monthly_cutoffs(first, pd.Timestamp("2011-01-15"), 30, 30, 3) == []  # no history
+
+
+def test_btyd_fits_on_a_capped_hash_sample(orders: pd.DataFrame) -> None:
+    feats = customer_features(orders, AS_OF)
+    assert btyd_sample(feats, len(feats)) is feats  # at or below the cap: every customer
+    part = btyd_sample(feats, 100)
+    assert len(part) == 100 and set(part.index) == set(sample_ids(feats.index, 100))
+    full = fit_bgnbd_on(feats, len(feats))
+    assert full.params == fit_bgnbd(*hist_btyd(feats)).params  # the full fit, unchanged
+    quick = fit_bgnbd_on(feats, 200)  # above the cap: one quick run on 200 customers
+    assert quick.params == fit_bgnbd(*hist_btyd(btyd_sample(feats, 200)), quick=True).params
+    assert quick.params != full.params
 
 
 def test_shared_cache_computes_each_cutoff_once(orders: pd.DataFrame) -> None:

@@ -36,19 +36,24 @@ class BtydFit:
     at_bound: list[str] = field(default_factory=list)
 
 
-def _fit(names: list[str], negll, x0: np.ndarray, what: str) -> BtydFit:  # type: ignore[no-untyped-def]
+def _fit(names: list[str], negll, x0: np.ndarray, what: str, quick: bool = False) -> BtydFit:  # type: ignore[no-untyped-def]
     bounds = [(-LOG_BOUND, LOG_BOUND)] * len(names)
     best = None
-    for start in (x0, x0 + 0.5, x0 - 0.5):
+    for start in (x0,) if quick else (x0, x0 + 0.5, x0 - 0.5):
         res = minimize(negll, start, method="L-BFGS-B", bounds=bounds)
         if best is None or res.fun < best.fun:
             best = res
     assert best is not None
     # polish with Nelder-Mead from the best point (robust on flat ridges)
-    polish = minimize(
-        negll, best.x, method="Nelder-Mead", options={"xatol": 1e-7, "fatol": 1e-9, "maxiter": 4000}
-    )
-    if polish.fun <= best.fun and np.all(np.abs(polish.x) <= LOG_BOUND):
+    polish = best
+    if not quick:
+        polish = minimize(
+            negll,
+            best.x,
+            method="Nelder-Mead",
+            options={"xatol": 1e-7, "fatol": 1e-9, "maxiter": 4000},
+        )
+    if not quick and polish.fun <= best.fun and np.all(np.abs(polish.x) <= LOG_BOUND):
         best_x, best_fun, ok, msg = polish.x, polish.fun, bool(polish.success), str(polish.message)
     else:
         best_x, best_fun, ok, msg = best.x, best.fun, bool(best.success), str(best.message)
@@ -68,11 +73,13 @@ def _aggregate(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
     return [uniq[:, i] for i in range(uniq.shape[1])], counts.astype(np.float64)
 
 
-def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BtydFit:
+def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, *, quick: bool = False) -> BtydFit:
     """Maximum-likelihood BG/NBD (r, alpha, a, b) from repeat count, recency and age.
 
     ``x`` = repeat purchases, ``t_x`` = time of the last purchase since the first, ``T`` = time
-    since the first purchase (any unit; predictions use the same unit).
+    since the first purchase (any unit; predictions use the same unit). ``quick``: one L-BFGS-B
+    run instead of three starts and a Nelder-Mead polish (~10x fewer likelihood evaluations;
+    for large samples, where the likelihood surface is well determined).
     """
     x, t_x, T = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
     if len(x) == 0:
@@ -88,7 +95,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray) -> BtydFit:
 
     scale = float(np.mean(T)) or 1.0
     x0 = np.log(np.array([0.5, scale / 10, 0.8, 2.5]))
-    fit = _fit(["r", "alpha", "a", "b"], negll, x0, "BG/NBD")
+    fit = _fit(["r", "alpha", "a", "b"], negll, x0, "BG/NBD", quick)
     fit.loglik *= n
     return fit
 

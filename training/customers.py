@@ -41,14 +41,21 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
+from features.habits import HABIT_COLUMNS
 from features.labels import churn_labels, future_spend, repurchase_labels
+from features.rebuy import REBUY_COLUMNS
 from features.schema import CUSTOMER_ID, ORDERED_AT
 from features.segments import segment_tags
-from features.users import RFM_FEATURES, user_features
+from features.users import RFM_FEATURES
 from shopml.artifacts.customers import Calibration, CustomerArtifact, blend_scores, blend_stats
 from training.base import check_fitted
-from training.btyd import fit_bgnbd, fit_gamma_gamma
-from training.snapshots import MAX_TRAIN_CUSTOMERS, UserSnapshots
+from training.btyd import BtydFit, fit_bgnbd, fit_gamma_gamma
+from training.snapshots import (
+    MAX_TRAIN_CUSTOMERS,
+    UserSnapshots,
+    customer_features,
+    sample_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +71,16 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "extra_trees": True,
     "verbose": -1,
 }
+#: BG/NBD and Gamma-Gamma are fitted on at most this many customers (a fixed hash sample; CDNOW's
+#: 23,570 and Online Retail's 3,314 are below it) and then score every customer.
+BTYD_FIT_CUSTOMERS = 30_000
+#: Snapshot columns a model uses only when asked (``features=``): the items-due-for-re-purchase
+#: columns (:mod:`features.rebuy`) and the ordering habits (:mod:`features.habits`) did not
+#: raise the validation AUC on Online Retail or CDNOW (the fits' own validation cutoffs, labels
+#: ending by as_of).
+OPTIONAL_FEATURES: frozenset[str] = frozenset(REBUY_COLUMNS) | frozenset(HABIT_COLUMNS)
 CV_FOLDS = 5  # customer folds of the cross-fitted calibration
+SAMPLED_CV_FOLDS = 3  # at most this many when the training population is a sample (above the cap)
 #: weight of the BG/NBD score in the LightGBM + BG/NBD blend (kept only when it ranks better on the
 #: validation cutoff). 0.2 was best or next to best on 12 validation cutoffs of Online Retail and
 #: CDNOW (+0.0003..+0.0026 AUC over LightGBM alone); 0 turns the blend off.
@@ -133,18 +149,31 @@ def reliability_curve(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> list[
 def monthly_cutoffs(
     first: pd.Timestamp, as_of: pd.Timestamp, horizon_days: int, min_history_days: int, n: int
 ) -> list[pd.Timestamp]:
-    """Up to ``n`` cutoffs ``as_of - k months`` (latest first) whose label window ends by ``as_of``
-    and that have at least ``min_history_days`` of history."""
+    """Up to ``n`` month starts before ``as_of`` (latest first) whose label window ends by
+    ``as_of`` and that have at least ``min_history_days`` of history.
+
+    Cutoffs lie on one calendar grid whatever ``as_of`` is (for an ``as_of`` on a month start:
+    ``as_of - k months``), so the fits and backtests of one training, whose ``as_of`` differ,
+    share their snapshots' cutoffs (:class:`~training.snapshots.UserSnapshots` computes the
+    item statistics of a cutoff once).
+    """
+    anchor = pd.Timestamp(as_of).normalize().replace(day=1)  # month start on or before as_of
     out: list[pd.Timestamp] = []
-    k = 1
+    k = 0 if anchor < as_of else 1
     while len(out) < n:
-        c = as_of - pd.DateOffset(months=k)
+        c = anchor - pd.DateOffset(months=k)
         k += 1
         if c < first + pd.Timedelta(days=min_history_days):
             break
         if c + pd.Timedelta(days=horizon_days) <= as_of:
             out.append(pd.Timestamp(c))
     return out
+
+
+def default_features(columns: pd.Index | list[str]) -> list[str]:
+    """The columns a model uses unless told otherwise: every snapshot column except
+    :data:`OPTIONAL_FEATURES`."""
+    return [c for c in columns if c not in OPTIONAL_FEATURES]
 
 
 def as_matrix(frame: pd.DataFrame) -> np.ndarray:
@@ -298,11 +327,12 @@ class _CustomerModel(_SavedArtifact):
         names: list[str],
         as_of: pd.Timestamp,
         bg_logit: dict[pd.Timestamp, np.ndarray] | None = None,
+        folds: int | None = None,
     ) -> tuple[lgb.Booster, Calibration, dict[str, Any]] | None:
         """The served booster (trained on all ``cuts``) and its cross-fitted calibration.
 
-        Customers are split into ``cv_folds`` folds (a hash of the id, so a customer's snapshots
-        stay together); a booster trained without a fold scores it. The calibration is fitted on
+        Customers are split into ``folds`` (default ``cv_folds``) folds (a hash of the id, so a
+        customer's snapshots stay together); a booster trained without a fold scores it. The calibration is fitted on
         these out-of-fold scores against the task's label (``horizon_days``) on the cutoffs whose
         label window ends by ``as_of``; with ``bg_logit`` (BG/NBD log-odds per calibration cutoff)
         the out-of-fold scores are first blended with them, standardised cutoff by cutoff as the
@@ -316,7 +346,8 @@ class _CustomerModel(_SavedArtifact):
         X = as_matrix(X_df[names])
         del X_df
         ids = np.concatenate([feats_at[c].index.astype(str).to_numpy() for c in cuts])
-        fold = customer_folds(ids, self.cv_folds)
+        folds = folds or self.cv_folds
+        fold = customer_folds(ids, folds)
         cal_rows = np.concatenate(
             [np.full(len(feats_at[c]), ok) for c, ok in zip(cuts, has_label, strict=True)]
         )
@@ -324,7 +355,7 @@ class _CustomerModel(_SavedArtifact):
             [labels[(c, H)] for c, ok in zip(cuts, has_label, strict=True) if ok]
         )
         oof = np.full(len(y), np.nan)
-        for k in range(self.cv_folds):
+        for k in range(folds):
             held = fold == k
             score = held & cal_rows
             if score.any() and (~held).any():
@@ -342,7 +373,7 @@ class _CustomerModel(_SavedArtifact):
         calibration = fit_calibration(scores[ok], y_cal[ok], self.calibration)
         info = {
             "method": calibration.method,
-            "cross_fitted_folds": self.cv_folds,
+            "cross_fitted_folds": folds,
             "cutoffs": [str(c.date()) for c, o in zip(cuts, has_label, strict=True) if o],
             "label_horizon_days": H,
             "rows": int(ok.sum()),
@@ -370,12 +401,15 @@ class _CustomerModel(_SavedArtifact):
         customers: pd.DataFrame | None = None,
         *,
         snapshots: UserSnapshots | None = None,
+        score: bool = True,
     ) -> Self:
         """Train on snapshots whose label window ends by ``as_of``; validate, calibrate, choose.
 
         ``snapshots``: a shared feature cache built on ``orders`` or on any table whose lines
         before ``as_of`` are those of ``orders`` (e.g. the whole table of a backtest's prefix);
-        by default a private one. Labels read only windows that end by ``as_of``.
+        by default a private one. Labels read only windows that end by ``as_of``. ``score``:
+        precompute the served score table (every customer's probability, segment and reasons);
+        a backtest that only evaluates the model skips it.
         """
         t0 = time.perf_counter()
         as_of = pd.Timestamp(as_of)  # type: ignore[arg-type]
@@ -430,7 +464,7 @@ class _CustomerModel(_SavedArtifact):
             raise DataWindowError(
                 f"validation labels at {val_cut.date()} have a single class; cannot validate"
             )
-        names = self.features or list(X_val.columns)
+        names = self.features or default_features(X_val.columns)
         missing = [n for n in names if n not in X_val.columns]
         if missing:
             raise ValueError(f"unknown feature(s) {missing}; available: {list(X_val.columns)}")
@@ -469,7 +503,7 @@ class _CustomerModel(_SavedArtifact):
                 cands[kind] = self._artifact(kind, list(X_val.columns), None, as_of)
         bg_val = None
         if "baseline-bgnbd" in self.baselines:
-            bg_val = fit_bgnbd(*(hist_btyd(X_val)))
+            bg_val = fit_bgnbd_on(X_val)
             cands["baseline-bgnbd"] = self._artifact(
                 "baseline-bgnbd", list(X_val.columns), None, as_of, btyd=bg_val.params
             )
@@ -486,7 +520,7 @@ class _CustomerModel(_SavedArtifact):
         # LightGBM + BG/NBD blend, kept when it ranks better on the validation cutoff
         blend = False
         if self.blend_weight > 0 and set(BTYD_INPUTS) <= set(names):
-            bg_fit = bg_val or fit_bgnbd(*hist_btyd(X_val))
+            bg_fit = bg_val or fit_bgnbd_on(X_val)
             if bg_fit.converged:
                 bg_raw = self._bgnbd_logit(X_val, bg_fit.params, as_of)
                 stats = blend_stats(val_raw["lightgbm"], bg_raw, self.blend_weight)
@@ -509,7 +543,7 @@ class _CustomerModel(_SavedArtifact):
         all_now = cache.features(as_of)  # every customer: scored below
         feats_now = select_rows(all_now, pop)  # the training population
         if "baseline-bgnbd" in cands or blend:
-            self.bgnbd_fit_ = fit_bgnbd(*hist_btyd(feats_now))
+            self.bgnbd_fit_ = fit_bgnbd_on(feats_now)
             for name in ("baseline-bgnbd", "lightgbm"):
                 if name in cands and (name != "lightgbm" or blend):
                     cands[name].btyd = dict(self.bgnbd_fit_.params)
@@ -535,13 +569,16 @@ class _CustomerModel(_SavedArtifact):
             bg_logit = None
             if blend:  # BG/NBD fitted at each calibration cutoff, as at as_of
                 bg_logit = {
-                    c: self._bgnbd_logit(
-                        feats_at[c], fit_bgnbd(*hist_btyd(feats_at[c])).params, as_of
-                    )
+                    c: self._bgnbd_logit(feats_at[c], fit_bgnbd_on(feats_at[c]).params, as_of)
                     for c in all_cuts
                     if c + pd.Timedelta(days=H) <= as_of
                 }
-            refit = self._crossfit(feats_at, labels, all_cuts, label_h, names, as_of, bg_logit)
+            # above the cap (a sampled population) fewer folds: each fold booster costs as much
+            # as the served one, and ~100,000 customers leave plenty of out-of-fold rows
+            folds = self.cv_folds if pop is None else min(self.cv_folds, SAMPLED_CV_FOLDS)
+            refit = self._crossfit(
+                feats_at, labels, all_cuts, label_h, names, as_of, bg_logit, folds
+            )
             if refit is None:
                 log.info(
                     "%s: no training cutoff has a %d-day label; serving the validation booster",
@@ -607,7 +644,8 @@ class _CustomerModel(_SavedArtifact):
         self.as_of_ = as_of
         self.fit_s_ = time.perf_counter() - t0
         self.training_customers_ = None if pop is None else len(pop)
-        self.artifact_.scores = self.score_table(hist, as_of, features=all_now)
+        if score:
+            self.artifact_.scores = self.score_table(hist, as_of, features=all_now)
         log.info(
             "%s fit as of %s: %.1f s (user features %.1f s), training population %s",
             self.task,
@@ -663,24 +701,24 @@ class _CustomerModel(_SavedArtifact):
         features: pd.DataFrame | None = None,
     ) -> pd.DataFrame:
         """customer_id, probability, segment and reason phrases for every customer at ``as_of``
-        (``features``: their :func:`user_features` at ``as_of`` when already computed)."""
+        (``features``: their :func:`~training.snapshots.customer_features` at ``as_of`` when
+        already computed)."""
         check_fitted(self, "artifact_")
         assert self.artifact_ is not None
         feats = (
             features
             if features is not None
-            else user_features(orders, as_of, items=items, customers=customers)
+            else customer_features(orders, as_of, items=items, customers=customers)
         )
         if feats.empty:
             raise DataWindowError(f"no customer has a purchase before {pd.Timestamp(as_of).date()}")  # type: ignore[arg-type]
         X = feats[self.artifact_.feature_names].to_numpy(np.float64)
-        reasons = self.artifact_.reasons(X, top_k=top_k)
         return pd.DataFrame(
             {
                 CUSTOMER_ID: feats.index.astype(str),
                 f"{self.task}_proba": self.artifact_.predict_proba(X),
                 "segment": segment_tags(feats).to_numpy(),
-                "reasons": ["; ".join(r) for r in reasons],
+                "reasons": self.artifact_.reason_text(X, top_k=top_k, sep="; "),
                 "as_of": str(pd.Timestamp(as_of).date()),  # type: ignore[arg-type]
             }
         )
@@ -709,6 +747,22 @@ def hist_btyd(feats: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             feats["tenure_days"].to_numpy(np.float64), feats["span_days"].to_numpy(np.float64)
         ),
     )
+
+
+def btyd_sample(feats: pd.DataFrame, cap: int = BTYD_FIT_CUSTOMERS) -> pd.DataFrame:
+    """The rows of at most ``cap`` customers of ``feats``: those with the smallest
+    :func:`~training.snapshots.id_hash` (all rows at or below ``cap``: no sampling)."""
+    ids = sample_ids(feats.index, cap)
+    return feats if ids is None else feats.loc[feats.index.isin(ids)]
+
+
+def fit_bgnbd_on(feats: pd.DataFrame, cap: int = BTYD_FIT_CUSTOMERS) -> BtydFit:
+    """BG/NBD fitted on the customers of a :func:`user_features` frame, at most ``cap`` of them
+    (:func:`btyd_sample`): its cost grows with the distinct (x, t_x, T) rows, and 30,000
+    customers pin four parameters down. Above ``cap`` the fit is ``quick`` (one L-BFGS-B run,
+    see :func:`training.btyd.fit_bgnbd`); at or below it, exactly the full fit."""
+    sample = btyd_sample(feats, cap)
+    return fit_bgnbd(*hist_btyd(sample), quick=len(sample) < len(feats))
 
 
 class ChurnModel(_CustomerModel):
@@ -754,8 +808,11 @@ class ValueModel(_SavedArtifact):
         self.seed = seed
 
     def _btyd_artifact(self, feats: pd.DataFrame, as_of: pd.Timestamp) -> CustomerArtifact:
-        bg = fit_bgnbd(*hist_btyd(feats))
-        gg = fit_gamma_gamma(feats["repeat_days"].to_numpy(), feats["monetary_mean"].to_numpy())
+        bg = fit_bgnbd_on(feats)
+        fit_rows = btyd_sample(feats)
+        gg = fit_gamma_gamma(
+            fit_rows["repeat_days"].to_numpy(), fit_rows["monetary_mean"].to_numpy()
+        )
         art = CustomerArtifact(
             task="value",
             kind="bgnbd-gammagamma",
@@ -801,7 +858,8 @@ class ValueModel(_SavedArtifact):
             val = cutoffs[0]
             tr = [c for c in cutoffs[1:] if c + pd.Timedelta(days=H) <= val][: self.n_snapshots]
             if tr:
-                snaps = {c: cache.features(c, pop) for c in [val, *tr]}
+                cols = default_features(feats_now.columns)
+                snaps = {c: cache.features(c, pop)[cols] for c in [val, *tr]}
                 ys = {c: future_spend(hist, c, snaps[c].index, H).to_numpy() for c in snaps}
                 X = pd.concat([snaps[c] for c in tr], ignore_index=True)
                 y = np.concatenate([ys[c] for c in tr])

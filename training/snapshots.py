@@ -33,9 +33,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.habits import habit_features
 from features.purchases import Purchases
+from features.rebuy import item_rebuy_gaps, rebuy_features
 from features.schema import CUSTOMER_ID
-from features.users import item_statistics, user_features
+from features.users import item_statistics, user_features_of
 
 #: Default cap of the training population (customers per snapshot); see docs/SCALE.md.
 MAX_TRAIN_CUSTOMERS = 100_000
@@ -43,6 +45,30 @@ MAX_CACHE_BYTES = 2_000_000_000
 MAX_SAMPLES = 3  # samples (their orders and frames) kept: a backtest's and the fit's
 
 log = logging.getLogger(__name__)
+
+
+def customer_features(
+    orders: pd.DataFrame,
+    as_of: object,
+    *,
+    items: pd.DataFrame | None = None,
+    customers: pd.DataFrame | None = None,
+    item_stats: pd.DataFrame | None = None,
+    gap_stats: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The customer models' features at ``as_of``: :func:`features.users.user_features`, the
+    re-buy columns of :func:`features.rebuy.rebuy_features` and the ordering habits of
+    :func:`features.habits.habit_features` (one :class:`Purchases` for all).
+
+    ``item_stats`` / ``gap_stats``: the item statistics of all customers
+    (:func:`~features.users.item_statistics`, :func:`~features.rebuy.item_rebuy_gaps`) when
+    ``orders`` holds only some of them.
+    """
+    p = Purchases.of(orders, as_of)
+    frame = user_features_of(p, items=items, customers=customers, item_stats=item_stats)
+    rebuy = rebuy_features(p, gap_stats).reindex(frame.index)
+    habits = habit_features(p).reindex(frame.index)
+    return pd.concat([frame, rebuy, habits], axis=1)
 
 
 def id_hash(ids: pd.Index | np.ndarray) -> np.ndarray:
@@ -95,7 +121,9 @@ class UserSnapshots:
         self._customers = None if customers is None else weakref.ref(customers)
         self.max_bytes = max_bytes
         self._frames: OrderedDict[tuple[pd.Timestamp, Any], pd.DataFrame] = OrderedDict()
-        self._item_stats: OrderedDict[pd.Timestamp, pd.DataFrame] = OrderedDict()
+        self._item_stats: OrderedDict[pd.Timestamp, tuple[pd.DataFrame, pd.DataFrame]] = (
+            OrderedDict()
+        )
         self._samples: OrderedDict[Any, tuple[pd.Index, pd.DataFrame]] = OrderedDict()
         self.computed: list[tuple[pd.Timestamp, Any]] = []  # what was computed, in order
         self.seconds = 0.0  # spent computing features (item statistics included)
@@ -158,11 +186,13 @@ class UserSnapshots:
         start = time.perf_counter()
         tables = {"items": self._table(self._items), "customers": self._table(self._customers)}
         if sample is None:
-            frame = user_features(self.orders, cutoff, **tables)
+            frame = customer_features(self.orders, cutoff, **tables)
         else:
-            stats = self._stats(cutoff)
+            item_stats, gap_stats = self._stats(cutoff)
             sampled = self._samples[key[1]][1]
-            frame = user_features(sampled, cutoff, **tables, item_stats=stats)
+            frame = customer_features(
+                sampled, cutoff, **tables, item_stats=item_stats, gap_stats=gap_stats
+            )
             frame = frame.astype(np.float32)
         self.computed.append(key)
         took = time.perf_counter() - start
@@ -184,9 +214,11 @@ class UserSnapshots:
                 return key
         raise ValueError("unknown sample: pass the index returned by population()")
 
-    def _stats(self, cutoff: pd.Timestamp) -> pd.DataFrame:
+    def _stats(self, cutoff: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Item statistics and re-buy gap statistics of every customer at ``cutoff``."""
         if cutoff not in self._item_stats:
-            self._item_stats[cutoff] = item_statistics(Purchases.of(self.orders, cutoff))
+            p = Purchases.of(self.orders, cutoff)
+            self._item_stats[cutoff] = (item_statistics(p), item_rebuy_gaps(p))
             while len(self._item_stats) > 64:
                 self._item_stats.popitem(last=False)
         return self._item_stats[cutoff]

@@ -48,6 +48,13 @@ MODEL = "model.txt"
 CALIBRATION = "calibration.npz"
 SCORES = "scores.parquet"
 
+#: The features each derived phrase field is computed from (see :meth:`CustomerArtifact.phrase`).
+DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
+    "pct_change": ("spend_change_90d",),
+    "up_down": ("spend_change_90d",),
+    "repeat_text": ("repeat_days",),
+}
+
 #: Plain-language phrases for reason codes, formatted with the customer's feature values and the
 #: derived fields ``pct_change``, ``up_down``, ``repeat_text`` and ``activity`` ("little" for a
 #: churn reason, "strong" for a repurchase reason: a reason pushes the score up). Features without
@@ -383,22 +390,60 @@ class CustomerArtifact:
 
     def reasons(self, features: np.ndarray, top_k: int = 3) -> list[list[str]]:
         """Up to ``top_k`` plain phrases per row: the features pushing the score up the most."""
+        slots, keep = self._reason_slots(features, top_k)
+        return [row[k].tolist() for row, k in zip(slots, keep, strict=True)]
+
+    def reason_text(self, features: np.ndarray, top_k: int = 3, sep: str = "; ") -> np.ndarray:
+        """:meth:`reasons` of every row joined with ``sep`` (an object array of strings)."""
+        slots, keep = self._reason_slots(features, top_k)
+        out = np.full(len(slots), "", dtype=object)
+        for r in range(slots.shape[1]):
+            first = out == ""
+            add = keep[:, r]
+            out[add & first] = slots[add & first, r]
+            out[add & ~first] = out[add & ~first] + sep + slots[add & ~first, r]
+        return out
+
+    def _reason_slots(self, features: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The phrases of each row's ``3 * top_k`` largest positive contributions (an object
+        array, rows x slots, "" where the contribution is not positive) and which of them are
+        its reasons (the first ``top_k`` distinct ones). Each feature's phrase is formatted once
+        per distinct combination of the values it reads, not once per row."""
         features = self._check(features)
         contrib = self.contributions(features)
-        order = np.argsort(-contrib, axis=1)[:, : 3 * top_k]
-        out: list[list[str]] = []
-        for i in range(len(features)):
-            row = features[i]
-            values = dict(zip(self.feature_names, row.tolist(), strict=True))
-            phrases: list[str] = []
-            for j in order[i]:
-                if contrib[i, j] <= 0 or len(phrases) == top_k:
-                    break
-                phrase = self.phrase(self.feature_names[j], values)
-                if phrase not in phrases:  # two features can share a phrase
-                    phrases.append(phrase)
-            out.append(phrases)
-        return out
+        order = np.argsort(-contrib, axis=1, kind="stable")[:, : 3 * top_k]
+        positive = np.take_along_axis(contrib, order, axis=1) > 0
+        slots = np.full(order.shape, "", dtype=object)
+        for j in np.unique(order[positive]):
+            at = positive & (order == j)
+            slots[at] = self._phrases_of(int(j), features[at.any(axis=1)])
+        keep = np.zeros(order.shape, dtype=bool)
+        taken = np.zeros(len(order), dtype=np.int64)
+        for r in range(order.shape[1]):
+            new = positive[:, r] & (taken < top_k)
+            for s in range(r):  # two features can share a phrase
+                new &= slots[:, r] != slots[:, s]
+            keep[:, r] = new
+            taken += new
+        return slots, keep
+
+    def _phrases_of(self, j: int, rows: np.ndarray) -> np.ndarray:
+        """The phrase of feature ``j`` for each of ``rows`` (formatted once per distinct value
+        combination of the columns its template reads)."""
+        feature = self.feature_names[j]
+        template = self.phrases.get(feature, self.phrases.get("default", "purchase history"))
+        reads = [k for k in self.feature_names if "{" + k in template]
+        for field_name, sources in DERIVED_FIELDS.items():
+            if "{" + field_name in template:
+                reads += [k for k in sources if k in self.feature_names and k not in reads]
+        idx = [self.feature_names.index(k) for k in reads]
+        values = rows[:, idx] if idx else np.zeros((len(rows), 0))
+        if not len(values):
+            return np.empty(0, dtype=object)
+        uniq, inverse = np.unique(values, axis=0, return_inverse=True)
+        names = [self.feature_names[i] for i in idx]
+        texts = [self.phrase(feature, dict(zip(names, u.tolist(), strict=True))) for u in uniq]
+        return np.asarray(texts, dtype=object)[np.asarray(inverse).reshape(-1)]
 
     def phrase(self, feature: str, values: dict[str, float]) -> str:
         """The phrase of one feature for one customer's ``values`` (never raises)."""

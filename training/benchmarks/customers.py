@@ -25,7 +25,6 @@ import pandas as pd
 
 from features.labels import churn_labels, repurchase_labels
 from features.schema import purchases
-from features.users import user_features
 from training.benchmarks import next_test_look, write_results
 from training.customers import (
     REFERENCE_NAMES,
@@ -34,6 +33,7 @@ from training.customers import (
     classification_metrics,
     reliability_curve,
 )
+from training.snapshots import customer_features
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def evaluate(
     model = cls(num_threads=num_threads, **cfg).fit(orders, as_of, items=items, customers=customers)
     fit_s = time.perf_counter() - t0
     buys = purchases(orders)
-    feats = user_features(orders, as_of, items=items, customers=customers)
+    feats = customer_features(orders, as_of, items=items, customers=customers)
     label_fn = churn_labels if task == "churn90" else repurchase_labels
     y = label_fn(buys, as_of, feats.index, horizon).to_numpy()
     rows: list[dict[str, Any]] = []
