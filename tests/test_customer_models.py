@@ -278,6 +278,17 @@ def test_reasons_are_plain_phrases(orders: pd.DataFrame, churn: ChurnModel) -> N
     assert art.phrase("item_retention", {**values, "item_retention": 0.25}) == (
         "buys items after which 25% of buyers reorder within a month"
     )
+    # counts of 0 and 1 read naturally
+    assert art.phrase("spend_30d", {**values, "spend_30d": 0.0}) == "no spend in the last 30 days"
+    assert art.phrase("spend_30d", {**values, "spend_30d": 12.0}) == "spend 12 in the last 30 days"
+    assert (
+        art.phrase("orders_90d", {**values, "orders_90d": 0.0}) == "no orders in the last 90 days"
+    )
+    assert art.phrase("n_orders", {**values, "n_orders": 1.0}) == "1 order so far"
+    assert art.phrase("n_orders", {**values, "n_orders": 4.0}) == "4 orders so far"
+    assert art.phrase("spend_change_90d", {**values, "spend_change_90d": 0.001}) == (
+        "spend flat vs previous quarter"
+    )
     # a reason pushes the score up: low activity for churn, high activity for repurchase
     assert art.phrase("orders_decay90", values) == "little ordering activity over the last months"
     rep = CustomerArtifact(**{**art.__dict__, "task": "repurchase"})

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,40 @@ META = "meta.json"
 MODEL = "model.txt"
 CALIBRATION = "calibration.npz"
 SCORES = "scores.parquet"
+
+#: Rewrites of formatted phrases that read stiffly with a count of 0 or 1 ("spend 0 in the last
+#: 30 days" -> "no spend in the last 30 days", "1 orders" -> "1 order"); applied in order.
+TIDY_RULES: list[tuple[re.Pattern[str], str]] = [
+    (re.compile(r"^spend 0 in the (.+)$"), r"no spend in the \1"),
+    (re.compile(r"^0 orders in the (.+)$"), r"no orders in the \1"),
+    (re.compile(r"^1 orders\b"), "1 order"),
+    (re.compile(r"^0 returns$"), "no returns"),
+    (re.compile(r"^1 returns$"), "1 return"),
+    (re.compile(r"^spend (?:up|down) 0% vs previous quarter$"), "spend flat vs previous quarter"),
+    (
+        re.compile(r"^order count changed by [+-]?0 vs previous quarter$"),
+        "same order count as the previous quarter",
+    ),
+    (re.compile(r"^ordered on 0 more days within"), "no other order within"),
+    (re.compile(r"^ordered on 1 more days within"), "ordered on 1 more day within"),
+    (re.compile(r"^ordered in 0 weeks of the last (\d+) days$"), r"no order in the last \1 days"),
+    (re.compile(r"^ordered in 1 weeks of"), "ordered in 1 week of"),
+    (re.compile(r"^ordered in 1 different months$"), "ordered in only 1 month"),
+    (re.compile(r"^bought 1 different items$"), "bought only 1 item"),
+    (re.compile(r"^bought from 1 categories$"), "bought from only 1 category"),
+    (re.compile(r"^customer for 1 days$"), "customer for 1 day"),
+    (re.compile(r"^no order for 1 days$"), "no order for 1 day"),
+]
+
+
+def tidy_phrase(text: str) -> str:
+    """``text`` with the first matching :data:`TIDY_RULES` rewrite (unchanged when none)."""
+    for pattern, replacement in TIDY_RULES:
+        new, n = pattern.subn(replacement, text)
+        if n:
+            return new
+    return text
+
 
 #: The features each derived phrase field is computed from (see :meth:`CustomerArtifact.phrase`).
 DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
@@ -466,7 +501,7 @@ class CustomerArtifact:
         ):
             return self.phrases.get("default", "purchase history pattern")
         try:
-            return template.format(**filled)
+            return tidy_phrase(template.format(**filled))
         except (KeyError, ValueError, IndexError):
             return self.phrases.get("default", "purchase history pattern")
 
