@@ -96,8 +96,10 @@ def add_at(out: np.ndarray, idx: np.ndarray, weights: np.ndarray | float | int) 
     np.add.at(out, idx, weights)
 
 
-def blocks(n: int, size: int = BLOCK) -> Iterator[slice]:
-    """Consecutive slices of ``range(n)`` of at most ``size`` rows (scans with small temporaries)."""
+def blocks(n: int, size: int | None = None) -> Iterator[slice]:
+    """Consecutive slices of ``range(n)`` of at most ``size`` (default :data:`BLOCK`) rows: scans
+    with small temporaries."""
+    size = BLOCK if size is None else size
     for start in range(0, n, size):
         yield slice(start, min(start + size, n))
 

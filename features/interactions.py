@@ -139,11 +139,11 @@ def _from_chains(p: Purchases) -> Interactions:
     start, end = chains.pair_start, chains.pair_end
     rows, user_ids = _sorted_ids(p.customers, chains.pair_customer)
     cols, item_ids = _sorted_ids(p.items, chains.item[start])
-    values = end - start + 1  # whole numbers of orders: exact in float32
-    m = sp.csr_matrix(
-        (values.astype(np.float32), (rows, cols)), shape=(len(user_ids), len(item_ids))
-    )
-    del values, rows, cols
+    values = end - start  # orders per pair - 1
+    data = np.add(values, 1, dtype=np.float32)  # whole numbers of orders: exact in float32
+    del values
+    m = sp.csr_matrix((data, (rows, cols)), shape=(len(user_ids), len(item_ids)))
+    del data, rows, cols
     m.sum_duplicates()  # pairs are distinct: sorts each row's columns
     m.sort_indices()
     return Interactions(m, user_ids, item_ids)

@@ -23,8 +23,9 @@ import pyarrow.parquet as pq
 
 from features.adapters import ADAPTERS, Adapted, apply_mapping, detect_format, load_mapping
 from features.arrays import categorical
+from features.memory import map_large_arrays, release_unused_memory
 from features.schema import CUSTOMER_ID, CUSTOMERS, ITEM_ID, ITEMS, ORDER_ID, ContractError
-from features.threads import parallel_map
+from features.threads import ThreadsSettingError, parallel_map
 from features.validation import ValidationReport, validate_entities, validate_orders
 
 log = logging.getLogger(__name__)
@@ -95,6 +96,8 @@ def read_file(path: Path) -> pd.DataFrame:
             return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except FileNotFoundError as exc:
         raise ContractError(f"{path}: file not found") from exc
+    except ThreadsSettingError:
+        raise  # a bad setting, not a bad file
     except (OSError, EOFError, ValueError, pa.ArrowException, UnicodeDecodeError) as exc:
         if isinstance(exc, pd.errors.EmptyDataError):
             raise ContractError(f"{path}: the file is empty") from exc
@@ -270,8 +273,10 @@ def load_dataset(
     """Read, adapt and validate a data folder, a single orders file or a SQL source.
 
     ``fmt`` is ``auto`` (detected from the column names), ``contract``, ``online-retail`` or
-    ``cdnow``; ``mapping`` is a column-mapping file for a shop's own export.
+    ``cdnow``; ``mapping`` is a column-mapping file for a shop's own export. Memory freed by the
+    read and validation is handed back to the system (:mod:`features.memory`).
     """
+    map_large_arrays()
     data = str(data)
     sources: list[SourceFile] = []
     items_raw = customers_raw = None
@@ -322,7 +327,7 @@ def load_dataset(
             raise ContractError(
                 f"unknown format {fmt!r}; use auto, contract, {', '.join(ADAPTERS)}"
             )
-    return validate_tables(
+    dataset = validate_tables(
         adapted,
         orders_src,
         items_raw if items_raw is not None else adapted.items,
@@ -330,6 +335,9 @@ def load_dataset(
         sources,
         drop_duplicates=drop_duplicates,
     )
+    del raw, adapted, items_raw, customers_raw  # the raw tables: freed, then handed back
+    release_unused_memory()
+    return dataset
 
 
 def data_fingerprint(sources: list[SourceFile]) -> str:

@@ -5,6 +5,8 @@ Pure function of (orders, as_of): only order lines strictly before ``as_of`` are
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pandas as pd
 
@@ -56,17 +58,23 @@ def item_features(
     return item_features_of(Purchases.of(orders, as_of), items=items)
 
 
-def item_features_of(purchases: Purchases, *, items: pd.DataFrame | None = None) -> pd.DataFrame:
+def item_features_of(
+    purchases: Purchases,
+    *,
+    items: pd.DataFrame | None = None,
+    line_stats: dict[str, np.ndarray] | None = None,
+) -> pd.DataFrame:
     """:func:`item_features` of the orders and ``as_of`` that ``purchases`` were built from.
 
     Statistics are gathered per item code (every category) and the items sold are picked at the
     end; the lines are scanned a block at a time and the chains through masks per order, so no
-    temporary is as long as the lines.
+    temporary is as long as the lines. ``line_stats``: :func:`line_statistics` of
+    ``purchases`` when computed already (the pipeline does, beside weekly demand).
     """
     p = purchases
     orders = p.orders
     sold = code_counts(p.item, p.n_items) > 0
-    stats = _line_stats(p)
+    stats = dict(line_statistics(p) if line_stats is None else line_stats)
     stats.update(_chain_stats(p, days_before(p.as_of, p.o_when)))
     out: dict[str, np.ndarray] = {}
     for w in WINDOWS_DAYS:
@@ -102,7 +110,7 @@ def item_features_of(purchases: Purchases, *, items: pd.DataFrame | None = None)
     return frame
 
 
-def _line_stats(p: Purchases) -> dict[str, np.ndarray]:
+def line_statistics(p: Purchases) -> dict[str, np.ndarray]:
     """Units over windows, first and last sale, prices: per item code, from the purchase lines.
 
     One scan of the table a block at a time (the ages of a block's lines, then its sums); the
@@ -185,9 +193,13 @@ def _chain_stats(p: Purchases, order_age: np.ndarray) -> dict[str, np.ndarray]:
     return out
 
 
-def _median_gaps(chains: Chains, order_age: np.ndarray, k: int) -> np.ndarray:
+def _median_gaps(chains: Chains, order_age: np.ndarray, k: int, parts: int = 4) -> np.ndarray:
     """Per item code: the median days between consecutive orders of it by one customer (NaN
-    when never re-bought)."""
+    when never re-bought).
+
+    The medians are taken over ``parts`` ranges of item codes with about as many gaps each, in
+    turn (an item's gaps all fall in one range), which bounds the group-by's temporaries.
+    """
     later = np.flatnonzero(~chains.new_pair[1:])  # triples k whose k + 1 is of the same pair
     gap = order_age[chains.order[later]]
     later += 1
@@ -195,9 +207,13 @@ def _median_gaps(chains: Chains, order_age: np.ndarray, k: int) -> np.ndarray:
     item = chains.item[later]
     del later
     interval = np.full(k, np.nan)
-    if len(gap):
-        med = pd.Series(gap).groupby(item).median()
-        interval[med.index.to_numpy()] = med.to_numpy()
+    per_item = np.cumsum(code_counts(item, k))
+    bounds = np.r_[0, np.searchsorted(per_item, np.linspace(0, len(gap), parts + 1)[1:]) + 1]
+    for low, high in pairwise(bounds):
+        part = (item >= low) & (item < high)
+        if part.any():
+            med = pd.Series(gap[part]).groupby(item[part]).median()
+            interval[med.index.to_numpy()] = med.to_numpy()
     return interval
 
 

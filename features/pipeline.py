@@ -14,6 +14,7 @@ import scipy.sparse as sp
 
 from features import demand, interactions, items, labels, users
 from features.io import Dataset, atomic_dir, write_json, write_parquet
+from features.memory import map_large_arrays
 from features.purchases import Purchases
 from features.schema import (
     ITEM_ID,
@@ -66,6 +67,7 @@ def build_feature_set(
     demand runs on a second thread (its ``timings_s`` overlap the others'); the result is the
     same for any number.
     """
+    map_large_arrays()  # freed arrays go back to the system: peak RSS near the live arrays
     orders = dataset.orders
     as_of = default_as_of(orders) if as_of is None else pd.Timestamp(as_of)
     check_as_of(orders, as_of)
@@ -78,14 +80,20 @@ def build_feature_set(
         log.info("%s features: %.2f s", name, timings[name])
         return result
 
-    # Weekly demand reads only the orders: it runs beside the shared purchases (the other steps
-    # share those; run beside one another they would add their peaks: +0.15 GB per 5M lines).
+    # Weekly demand reads only the orders: it runs beside the steps with the smallest
+    # temporaries (the shared purchases, the item line scan) and is waited for before the
+    # purchase chains are sorted (its peak over theirs would add up: +0.05-0.1 GB per 5M lines).
     # Users after items: the largest result is not held while items run, and the order-level
     # arrays only users read are built inside that step and dropped with it.
     with helpers(threads) as pool:
         weekly_f = pool.submit(timed, "demand", demand.weekly_demand, orders, as_of)
         bought = timed("purchases", Purchases.of, orders, as_of)
-        item_frame = timed("items", items.item_features_of, bought, items=dataset.items)
+        line_stats = timed("item_lines", items.line_statistics, bought)
+        weekly = weekly_f.result()
+        item_frame = timed(
+            "items", items.item_features_of, bought, items=dataset.items, line_stats=line_stats
+        )
+        del line_stats
         user_frame = timed(
             "users",
             users.user_features_of,
@@ -97,7 +105,6 @@ def build_feature_set(
             "interactions", interactions.build_interactions, orders, as_of, purchases=bought
         )
         del bought
-        weekly = weekly_f.result()
     label_frame = None
     if pd.Timestamp(orders[ORDERED_AT].max()) >= as_of:
         label_frame = timed(

@@ -20,7 +20,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from features.arrays import run_starts
+from features.arrays import blocks, run_starts
 from features.schema import (
     CUSTOMER_ID,
     IS_RETURN,
@@ -173,31 +173,45 @@ class Purchases:
 
     def _group_orders(self, order_all: np.ndarray, when_all: np.ndarray) -> None:
         """Order-level arrays from the table's order codes and times (purchase lines only)."""
-        order = order_all[self.buy]
-        t = when_all[self.buy].view(np.int64)
         self._time_unit = np.datetime_data(when_all.dtype)[0] if len(when_all) else "us"
+        order = order_all[self.buy]
         n = len(order)
         new_run = run_starts(order)
-        n_runs = int(np.count_nonzero(new_run))
-        distinct = int(np.count_nonzero(np.bincount(order, minlength=1))) if n else 0
+        self._contiguous = int(np.count_nonzero(new_run)) == _distinct(order)
         del order
-        self._contiguous = n_runs == distinct
-        customer = self.customer
         if self._contiguous:  # every order's lines are contiguous: runs are the orders
-            starts = np.flatnonzero(new_run)
-            self.o_customer = customer[starts]
-            del customer
-            self.o_time = np.minimum.reduceat(t, starts) if n else t[:0]
-            del t, starts  # before the line-level array below: a lower peak
             line_order: np.ndarray = np.cumsum(new_run, dtype=np.int32 if n < 2**31 else np.int64)
             line_order -= 1
             self.line_order = line_order
+            self.o_customer, self.o_time = self._first_customer_earliest_time(new_run, when_all)
         else:
-            frame = pd.DataFrame({"o": order_all[self.buy], "c": customer, "t": t})
+            t = when_all[self.buy].view(np.int64)
+            frame = pd.DataFrame({"o": order_all[self.buy], "c": self.customer, "t": t})
             g = frame.groupby("o", sort=False)
             self.o_customer = g["c"].first().to_numpy()
             self.o_time = g["t"].min().to_numpy()
             self.line_order = np.asarray(g.ngroup().to_numpy(), dtype=np.int64)
+
+    def _first_customer_earliest_time(
+        self, new_run: np.ndarray, when_all: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Per order (contiguous lines): the customer of its first line and its earliest time.
+
+        The table is read a block at a time (no purchase-line copy of the times or customers).
+        """
+        n_orders = int(self.line_order[-1]) + 1 if len(self.line_order) else 0
+        o_customer = np.empty(n_orders, dtype=self.customer_all.dtype)
+        o_time = np.full(n_orders, np.iinfo(np.int64).max)
+        t_all = when_all.view(np.int64)
+        done = 0  # purchase lines before the block
+        for rows in blocks(len(self.buy)):
+            keep = self.buy[rows]
+            lines = slice(done, done + int(np.count_nonzero(keep)))
+            order, first = self.line_order[lines], new_run[lines]
+            o_customer[order[first]] = self.customer_all[rows][keep][first]
+            np.minimum.at(o_time, order, t_all[rows][keep])
+            done = lines.stop
+        return o_customer, o_time
 
     @property
     def o_when(self) -> np.ndarray:
@@ -289,6 +303,17 @@ class Purchases:
         c, i, r = c[keep], i[keep], r[keep]
         new_pair = run_starts(c, i)
         return Chains(c[new_pair], i, self._by_rank(r), new_pair)
+
+
+def _distinct(codes: np.ndarray) -> int:
+    """Number of distinct values of non-negative integer codes."""
+    if not len(codes):
+        return 0
+    if codes.min() < 0:
+        raise ValueError("codes must be >= 0")
+    seen = np.zeros(int(codes.max()) + 1, dtype=bool)
+    seen[codes] = True
+    return int(np.count_nonzero(seen))
 
 
 def _masked(key: np.ndarray, bits: int, dtype: np.dtype | type) -> np.ndarray:

@@ -19,10 +19,18 @@ R = TypeVar("R")
 
 #: Environment variable that sets the default number of threads.
 ENV = "SHOPML_THREADS"
+ALLOWED = "a whole number >= 1 (1: no extra threads), or unset for min(2, the machine's cores)"
+
+
+class ThreadsSettingError(ValueError):
+    """An unusable number of threads (``$SHOPML_THREADS`` or an argument)."""
 
 
 def feature_threads(threads: int | None = None) -> int:
-    """``threads`` if given, else ``$SHOPML_THREADS``, else min(2, the machine's cores)."""
+    """``threads`` if given, else ``$SHOPML_THREADS``, else min(2, the machine's cores).
+
+    Raises :class:`ThreadsSettingError` naming the setting and the values it accepts.
+    """
     if threads is None:
         raw = os.environ.get(ENV, "").strip()
         if not raw:
@@ -30,9 +38,13 @@ def feature_threads(threads: int | None = None) -> int:
         try:
             threads = int(raw)
         except ValueError:
-            raise ValueError(f"{ENV}={raw!r}: expected a whole number of threads >= 1") from None
+            raise ThreadsSettingError(
+                f"{ENV}={raw!r} is not a number of threads; use {ALLOWED}"
+            ) from None
+        if threads < 1:
+            raise ThreadsSettingError(f"{ENV}={raw!r} is not a number of threads; use {ALLOWED}")
     if threads < 1:
-        raise ValueError(f"threads must be >= 1, got {threads}")
+        raise ThreadsSettingError(f"threads must be >= 1, got {threads}")
     return threads
 
 

@@ -69,6 +69,9 @@ def measure(folder: Path) -> dict[str, Any]:
 def run(lines: int, workdir: Path) -> dict[str, Any]:
     """Generate a shop with about ``lines`` order lines (if not there yet) and measure it."""
     from features.synthetic import ShopConfig, write_shop
+    from features.threads import feature_threads
+
+    feature_threads()  # a bad $SHOPML_THREADS stops here, not inside the measuring process
 
     shop = workdir / f"shop-{lines}-v2"  # v2: order ids stored as plain strings
     if not (shop / "orders.parquet").exists():
@@ -84,8 +87,9 @@ def run(lines: int, workdir: Path) -> dict[str, Any]:
         [sys.executable, "-m", "training.benchmarks.features", str(shop)],
         capture_output=True,
         text=True,
-        check=True,
     )
+    if out.returncode != 0:
+        raise RuntimeError(f"the feature-build measurement failed:\n{out.stderr.strip()}")
     row = {"name": "feature-build", **json.loads(out.stdout.strip().splitlines()[-1])}
     write_results("synthetic", "features", [row], stem="features", target=TARGET)
     for key, value in row.items():
