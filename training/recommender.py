@@ -17,7 +17,14 @@ serving loads). Everything it learns comes from purchases strictly before ``as_o
    the users who first bought in the validation window.
 3. The components are refitted on everything before ``as_of``; the validated re-ranker (trained
    without the held-out users, so what was validated is what ships) is attached to the artifact,
-   and every known user's ranked list is precomputed for serving.
+   and the ranked lists of the most recently active users are precomputed for serving (the
+   others are ranked live on request).
+
+At scale (caps that never bind on Online Retail): the ranker snapshots are built on a fixed
+random sample of ``max_snapshot_users`` users; the re-ranker learns from at most
+``max_ranker_users`` labelled users per cutoff, validation scores at most
+``max_validation_users``, and at most ``max_precompute_users`` lists are precomputed; the last
+three shrink further on big catalogues (:func:`cell_cap`), since ranking is dense over items.
 """
 
 from __future__ import annotations
@@ -82,6 +89,18 @@ DEFAULT_RANKER_PARAMS: dict[str, Any] = {
     "verbose": -1,
 }
 NEGATIVE_RATE = 0.3  # share of negative candidates kept to train the re-ranker
+#: dense (users x items) work allowed per ranker cutoff, for validation and for the precomputed
+#: lists: on a big catalogue the user caps shrink to ``cells // items`` (never on Online Retail)
+RANKER_CELLS = 150_000_000
+VALIDATION_CELLS = 100_000_000
+PRECOMPUTE_CELLS = 200_000_000
+
+
+def cell_cap(cap: int | None, cells: int, n_items: int) -> int | None:
+    """``cap`` users, or fewer so that users x ``n_items`` stays within ``cells``; None: no cap."""
+    if cap is None:
+        return None
+    return int(max(1, min(cap, cells // max(n_items, 1))))
 
 
 def ndcg_at_k(recs: list[list[Any]], truth: list[set[Any]], k: int = 10) -> float:
@@ -537,8 +556,8 @@ class RecommenderModel:
         precompute_width: int = PRECOMPUTE_WIDTH,
         max_precompute_users: int | None = 100_000,
         max_snapshot_users: int | None = 200_000,
-        max_ranker_users: int | None = 30_000,
-        max_validation_users: int | None = 20_000,
+        max_ranker_users: int | None = 20_000,
+        max_validation_users: int | None = 5_000,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -633,7 +652,9 @@ class RecommenderModel:
             self.state_.precompute(
                 self.precompute_width,
                 threads=self.num_threads,
-                max_users=self.max_precompute_users,
+                max_users=cell_cap(
+                    self.max_precompute_users, PRECOMPUTE_CELLS, self.state_.n_items
+                ),
             )
         self.fit_seconds_ = time.perf_counter() - t0
         self.state_.params["fit_seconds"] = round(self.fit_seconds_, 2)
@@ -707,7 +728,8 @@ class RecommenderModel:
         codes = np.searchsorted(shop.user_ids, state.user_ids)
         truth = shop.truth(cutoff, min(window, days), codes)
         users = np.flatnonzero(truth.getnnz(axis=1) > 0)
-        users = users[capped_sample(len(users), self.max_ranker_users, [self.random_state, 8])]
+        cap = cell_cap(self.max_ranker_users, RANKER_CELLS, state.n_items)
+        users = users[capped_sample(len(users), cap, [self.random_state, 8])]
         if not self.use_ranker:
             users = users[:0]
         rng = np.random.default_rng([self.random_state, seed])
@@ -741,7 +763,8 @@ class RecommenderModel:
         codes = np.searchsorted(shop.user_ids, state.user_ids)
         truth = shop.truth(cutoff, days, codes)
         rows = np.flatnonzero((truth.getnnz(axis=1) > 0) & held[codes])
-        rows = rows[capped_sample(len(rows), self.max_validation_users, [self.random_state, 9])]
+        cap = cell_cap(self.max_validation_users, VALIDATION_CELLS, state.n_items)
+        rows = rows[capped_sample(len(rows), cap, [self.random_state, 9])]
         validation: dict[str, Any] = {"window": [str(cutoff), str(as_of)], "users": len(rows)}
         chosen: dict[str, Any] = {}
         ranker = None
