@@ -57,14 +57,15 @@ def release_unused_memory() -> None:
 
 
 @functools.cache
-def map_large_arrays(threshold: int = MMAP_THRESHOLD) -> bool:
-    """Serve allocations of ``threshold`` bytes or more from their own mappings (glibc only).
+def map_large_arrays() -> bool:
+    """Serve allocations of :data:`MMAP_THRESHOLD` bytes or more from their own mappings.
 
-    Returns whether the setting was applied. Called once per process (later calls are no-ops).
+    glibc only; returns whether the setting was applied. It is applied once per process (later
+    calls return the first answer).
     """
     libc = _glibc()
     if libc is None:
         return False
-    applied = bool(libc.mallopt(M_MMAP_THRESHOLD, threshold))
-    log.debug("glibc mmap threshold %s bytes: %s", threshold, applied)
+    applied = bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    log.debug("glibc mmap threshold %s bytes: %s", MMAP_THRESHOLD, applied)
     return applied
