@@ -494,6 +494,27 @@ def test_btyd_fits_on_a_capped_hash_sample(orders: pd.DataFrame) -> None:
     assert quick.params != full.params
 
 
+def test_backtest_sample_frames_serve_the_fit(orders: pd.DataFrame) -> None:
+    cache = UserSnapshots(orders)
+    early, late = AS_OF - pd.Timedelta(days=90), AS_OF
+    bt = cache.population(early, 150)  # a backtest's sample: higher hash bound
+    fit = cache.population(late, 150)
+    assert bt is not None and fit is not None
+    cut = early - pd.DateOffset(months=2)
+    cache.features(cut, bt)
+    n_computed = len(cache.computed)
+    derived = cache.features(cut, fit)  # rows of the backtest's frame
+    assert len(cache.computed) == n_computed  # not computed from the orders
+    fresh = UserSnapshots(orders)
+    again = fresh.population(late, 150)
+    assert again is not None
+    pd.testing.assert_frame_equal(derived, fresh.features(cut, again))
+    # a cutoff after the backtest's as_of cannot come from its sample
+    after = late - pd.DateOffset(months=1)
+    cache.features(after, fit)
+    assert cache.computed[-1] == (after, (late, 150))
+
+
 def test_shared_cache_computes_each_cutoff_once(orders: pd.DataFrame) -> None:
     cache = UserSnapshots(orders)
     churn = ChurnModel(**FAST).fit(orders, AS_OF, snapshots=cache)

@@ -124,7 +124,10 @@ class UserSnapshots:
         self._item_stats: OrderedDict[pd.Timestamp, tuple[pd.DataFrame, pd.DataFrame]] = (
             OrderedDict()
         )
-        self._samples: OrderedDict[Any, tuple[pd.Index, pd.DataFrame]] = OrderedDict()
+        # per sample: its ids, their orders and its largest (id hash, id string)
+        self._samples: OrderedDict[Any, tuple[pd.Index, pd.DataFrame, tuple[int, str]]] = (
+            OrderedDict()
+        )
         self.computed: list[tuple[pd.Timestamp, Any]] = []  # what was computed, in order
         self.seconds = 0.0  # spent computing features (item statistics included)
 
@@ -169,9 +172,11 @@ class UserSnapshots:
             return None
         orders = self.orders
         keep = orders[CUSTOMER_ID].isin(ids).to_numpy()
-        self._samples[key] = (ids, orders.loc[keep])
+        hashes, strings = id_hash(ids), ids.astype(str).to_numpy()
+        last = np.lexsort((strings, hashes))[-1]
+        self._samples[key] = (ids, orders.loc[keep], (int(hashes[last]), str(strings[last])))
         while len(self._samples) > MAX_SAMPLES:  # the oldest sample goes, with its frames
-            old, _ = self._samples.popitem(last=False)
+            old, *_ = self._samples.popitem(last=False)
             self._frames = OrderedDict((k, v) for k, v in self._frames.items() if k[1] != old)
         return ids
 
@@ -185,6 +190,11 @@ class UserSnapshots:
             return self._frames[key]
         start = time.perf_counter()
         tables = {"items": self._table(self._items), "customers": self._table(self._customers)}
+        derived = None if sample is None else self._from_larger_sample(cutoff, key[1])
+        if derived is not None:
+            self._frames[key] = derived
+            self._evict()
+            return derived
         if sample is None:
             frame = customer_features(self.orders, cutoff, **tables)
         else:
@@ -208,8 +218,32 @@ class UserSnapshots:
         self._evict()
         return frame
 
+    def _from_larger_sample(self, cutoff: pd.Timestamp, key: Any) -> pd.DataFrame | None:
+        """The frame of sample ``key`` at ``cutoff`` as rows of a cached frame of a larger sample
+        (None when there is none). Samples are "the customers before their ``as_of`` up to a
+        largest (id hash, id string)", so at a cutoff on or before both ``as_of`` the smaller
+        sample's customers are the larger one's up to the smaller bound, and their rows are
+        equal (a row reads the customer's own orders and every customer's item statistics).
+        This is how a backtest's snapshots serve the fit's at the cutoffs they share."""
+        as_of, bound = key[0], self._samples[key][2]
+        for (c, other), frame in self._frames.items():
+            if c != cutoff or other is None or other not in self._samples:
+                continue
+            if cutoff > min(as_of, other[0]) or self._samples[other][2] < bound:
+                continue
+            hashes = id_hash(frame.index)
+            strings = frame.index.astype(str).to_numpy()
+            inside = (hashes < bound[0]) | ((hashes == bound[0]) & (strings <= bound[1]))
+            log.info(
+                "user features at %s (sample): %d customers of a larger sample's frame",
+                cutoff.date(),
+                int(inside.sum()),
+            )
+            return frame.loc[inside]
+        return None
+
     def _sample_key(self, sample: pd.Index) -> Any:
-        for key, (ids, _) in self._samples.items():
+        for key, (ids, *_) in self._samples.items():
             if ids is sample:
                 return key
         raise ValueError("unknown sample: pass the index returned by population()")
