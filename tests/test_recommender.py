@@ -452,3 +452,16 @@ def test_category_share_and_basket_features(model: RecommenderModel) -> None:
     assert np.allclose(f["bknn_recent"], decay @ M[hist], atol=1e-5)
     last = art.hist_last
     assert art.pop14.sum() == np.sum(last < 14)
+
+
+def test_max_users_fits_on_a_fixed_sample(orders: pd.DataFrame, model: RecommenderModel) -> None:
+    kw = dict(items=make_items(), customers=make_customers())
+    sampled = small_model(max_users=25).fit(orders, AS_OF, **kw).artifact
+    assert sampled.n_users == 25 and set(sampled.user_ids) < set(model.artifact.user_ids)
+    again = small_model(max_users=25).fit(orders, AS_OF, **kw).artifact
+    assert np.array_equal(again.user_ids, sampled.user_ids)
+    unknown = next(u for u in model.artifact.user_ids if u not in set(sampled.user_ids))
+    assert ids(sampled.recommend(unknown, 5)) == ids(sampled.recommend("nobody", 5))  # cold
+    assert small_model(max_users=500).fit(orders, AS_OF, **kw).artifact.n_users == (
+        model.artifact.n_users
+    )

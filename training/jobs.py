@@ -318,6 +318,10 @@ class RecommenderJob:
     window_days: ClassVar[int] = 90
     ks: ClassVar[tuple[int, ...]] = (1, 3, 5, 10, 20)
     max_backtest_users: ClassVar[int] = 20_000  # evaluated users (a fixed random sample above)
+    backtest_cells: ClassVar[int] = 200_000_000  # ... and users x items ranked live at most
+    #: above this many customers the backtest's model is fitted on a fixed random sample of them
+    #: (the model that is served is fitted on every customer)
+    backtest_fit_users: ClassVar[int] = 200_000
 
     def __init__(self, threads: int | None = None) -> None:
         self.threads = threads or default_threads()
@@ -331,14 +335,14 @@ class RecommenderJob:
         from features.interactions import build_interactions, purchases_before
         from features.schema import CUSTOMER_ID, ITEM_ID
         from training.benchmarks.recommend import ranking_metrics
-        from training.recommender import buy_again_lists, capped_sample
+        from training.recommender import buy_again_lists, capped_sample, cell_cap
 
         at = as_of - pd.Timedelta(days=self.window_days)
         buys = purchases_before(ds.orders, as_of)
         # ranked live for the evaluated users only: precomputing every user's lists is for serving
-        model = self._model({**params, "precompute_width": 0}).fit(
-            buys, at, items=ds.items, customers=ds.customers
-        )
+        model = self._model(
+            {"max_users": self.backtest_fit_users, **params, "precompute_width": 0}
+        ).fit(buys, at, items=ds.items, customers=ds.customers)
         train = build_interactions(buys, at, weight="orders")
         recent = build_interactions(
             buys, at, since=at - pd.Timedelta(days=90), weight="binary", item_ids=train.item_ids
@@ -351,8 +355,9 @@ class RecommenderJob:
             str(u): set(group) for u, group in pairs.groupby("user")["item"]
         }
         index = train.user_index()
-        users = [u for u in truth_by_user if u in index]
-        users = [users[i] for i in capped_sample(len(users), self.max_backtest_users, 0)]
+        users = [u for u in truth_by_user if u in index and model.artifact.knows_user(u)]
+        cap = cell_cap(self.max_backtest_users, self.backtest_cells, len(train.item_ids))
+        users = [users[i] for i in capped_sample(len(users), cap, 0)]
         truth = [truth_by_user[u] for u in users]
         rows = np.array([index[u] for u in users], dtype=np.int64)
         top = max(self.ks)

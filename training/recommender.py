@@ -25,6 +25,8 @@ random sample of ``max_snapshot_users`` users; the re-ranker learns from at most
 ``max_ranker_users`` labelled users per cutoff, validation scores at most
 ``max_validation_users``, and at most ``max_precompute_users`` lists are precomputed; the last
 three shrink further on big catalogues (:func:`cell_cap`), since ranking is dense over items.
+``max_users`` (default None) fits the whole model on a fixed random sample of users (the
+training job's backtest uses it on very big shops; the served model always has every user).
 """
 
 from __future__ import annotations
@@ -558,6 +560,7 @@ class RecommenderModel:
         max_snapshot_users: int | None = 200_000,
         max_ranker_users: int | None = 20_000,
         max_validation_users: int | None = 5_000,
+        max_users: int | None = None,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -582,11 +585,13 @@ class RecommenderModel:
         self.max_snapshot_users = max_snapshot_users
         self.max_ranker_users = max_ranker_users
         self.max_validation_users = max_validation_users
+        self.max_users = max_users
         for name in (
             "max_precompute_users",
             "max_snapshot_users",
             "max_ranker_users",
             "max_validation_users",
+            "max_users",
         ):
             cap = getattr(self, name)
             if cap is not None and (isinstance(cap, bool) or int(cap) < 1):
@@ -639,7 +644,8 @@ class RecommenderModel:
         # snapshots (the final one and those of the ranker's cutoffs) are independent: they
         # run on num_threads threads, one OpenMP thread each; results do not depend on it
         with ThreadPoolExecutor(max_workers=max(self.num_threads, 1)) as pool:
-            final = pool.submit(self._state, shop, as_of, dict(params), 1)
+            sample = self._user_sample(len(shop.user_ids), self.max_users)
+            final = pool.submit(self._state, shop, as_of, dict(params), 1, sample)
             ranker, validation, chosen = self._learn(shop, as_of, pool)
             params.update(chosen)
             t_learn = time.perf_counter() - t0
@@ -699,14 +705,20 @@ class RecommenderModel:
             gs.append(r + j * len(shop.user_ids))  # one group (user at a cutoff) per ranked list
         return self._validate(shop, as_of, val_state, val_days, held, Xs, ys, hs, gs)
 
-    def _snapshot_users(self, n_users: int) -> np.ndarray | None:
-        """Per user code: True for the users the validation snapshots are built on (a fixed
-        random sample of at most ``max_snapshot_users``), or None for every user."""
-        if self.max_snapshot_users is None or n_users <= self.max_snapshot_users:
+    def _user_sample(self, n_users: int, cap: int | None) -> np.ndarray | None:
+        """Per user code: True for a fixed random sample of at most ``cap`` users (the same
+        users for the same cap), or None for every user."""
+        if cap is None or n_users <= cap:
             return None
         mask = np.zeros(n_users, dtype=bool)
-        mask[capped_sample(n_users, self.max_snapshot_users, [self.random_state, 7])] = True
+        mask[capped_sample(n_users, cap, [self.random_state, 7])] = True
         return mask
+
+    def _snapshot_users(self, n_users: int) -> np.ndarray | None:
+        """The users the validation snapshots are built on: at most ``max_snapshot_users``
+        (and ``max_users``), or None for every user."""
+        caps = [c for c in (self.max_snapshot_users, self.max_users) if c is not None]
+        return self._user_sample(n_users, min(caps) if caps else None)
 
     def _snapshot(
         self,
