@@ -465,3 +465,19 @@ def test_max_users_fits_on_a_fixed_sample(orders: pd.DataFrame, model: Recommend
     assert small_model(max_users=500).fit(orders, AS_OF, **kw).artifact.n_users == (
         model.artifact.n_users
     )
+
+
+def test_protocol_r_at_another_as_of_reads_only_its_window(orders: pd.DataFrame) -> None:
+    from training.benchmarks.recommend import TEST_DAYS, protocol
+
+    at = AS_OF - pd.Timedelta(days=60)
+    p = protocol(orders, None, as_of=at)
+    window = orders[
+        (orders[ORDERED_AT] >= at) & (orders[ORDERED_AT] < at + pd.Timedelta(days=TEST_DAYS))
+    ]
+    want = window.groupby(CUSTOMER_ID)[ITEM_ID].agg(set)
+    warm = p.user_ids[p.warm].tolist()
+    assert p.as_of == at and sorted(warm + p.cold_ids) == sorted(want.index)
+    assert [want[u] for u in warm] == p.truth_all
+    before = set(orders.loc[orders[ORDERED_AT] < at, CUSTOMER_ID])
+    assert set(p.user_ids) == before
