@@ -302,6 +302,10 @@ def build_state(
     country_pop = np.zeros((len(shop.countries), n_items), dtype=np.float32)
     uc = user_country[su]
     np.add.at(country_pop, (uc[uc >= 0], si[uc >= 0]), 1.0)
+    # per-line temporaries are freed before the (memory-hungry) neighbour and ALS fits
+    del sel, u, su, uc, age, key, order, age_s, start, end, first_line
+    bnn_idx, bnn_sim = basket_neighbours(o, i, n_items, knn_k, num_threads)
+    del o, i
     X = sp.csr_matrix((n_arr, si, indptr), shape=(n_users, n_items))
     uf, itf = fit_als(
         X,
@@ -314,7 +318,6 @@ def build_state(
         num_threads=num_threads,
     )
     nn_idx, nn_sim = cosine_neighbours(X, knn_k, num_threads)
-    bnn_idx, bnn_sim = basket_neighbours(o, i, n_items, knn_k, num_threads)
     return RecommenderArtifact(
         as_of=str(cutoff),
         user_ids=shop.user_ids[users],
