@@ -74,8 +74,13 @@ TIDY_RULES: list[tuple[re.Pattern[str], str]] = [
 ]
 
 
+_TIDY_ANY = re.compile("|".join(f"(?:{p.pattern})" for p, _ in TIDY_RULES))
+
+
 def tidy_phrase(text: str) -> str:
     """``text`` with the first matching :data:`TIDY_RULES` rewrite (unchanged when none)."""
+    if not _TIDY_ANY.match(text):  # one anchored match for the usual phrase with no rewrite
+        return text
     for pattern, replacement in TIDY_RULES:
         new, n = pattern.subn(replacement, text)
         if n:
@@ -440,22 +445,26 @@ class CustomerArtifact:
         return out
 
     def _reason_slots(self, features: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
-        """The phrases of each row's ``3 * top_k`` largest positive contributions (an object
-        array, rows x slots, "" where the contribution is not positive) and which of them are
-        its reasons (the first ``top_k`` distinct ones). Each feature's phrase is formatted once
-        per distinct combination of the values it reads, not once per row."""
+        """The phrases of each row's largest positive contributions, slot by slot (an object
+        array, rows x ``3 * top_k`` slots, "" where not needed) and which of them are its reasons
+        (the first ``top_k`` distinct ones). A slot is formatted only for the rows that still
+        need a reason, and each feature's phrase once per distinct combination of the values it
+        reads."""
         features = self._check(features)
         contrib = self.contributions(features)
         order = np.argsort(-contrib, axis=1, kind="stable")[:, : 3 * top_k]
         positive = np.take_along_axis(contrib, order, axis=1) > 0
         slots = np.full(order.shape, "", dtype=object)
-        for j in np.unique(order[positive]):
-            at = positive & (order == j)
-            slots[at] = self._phrases_of(int(j), features[at.any(axis=1)])
         keep = np.zeros(order.shape, dtype=bool)
         taken = np.zeros(len(order), dtype=np.int64)
         for r in range(order.shape[1]):
-            new = positive[:, r] & (taken < top_k)
+            need = positive[:, r] & (taken < top_k)  # contributions are sorted: monotone
+            if not need.any():
+                break
+            for j in np.unique(order[need, r]):
+                rows = need & (order[:, r] == j)
+                slots[rows, r] = self._phrases_of(int(j), features[rows])
+            new = need.copy()
             for s in range(r):  # two features can share a phrase
                 new &= slots[:, r] != slots[:, s]
             keep[:, r] = new
