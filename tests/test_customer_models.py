@@ -88,7 +88,7 @@ def churn(orders: pd.DataFrame) -> ChurnModel:
 
 
 def features_at(orders: pd.DataFrame, names: list[str]) -> np.ndarray:
-    return customer_features(orders, AS_OF)[names].to_numpy(np.float64)
+    return customer_features(orders, AS_OF)[names].to_numpy(np.float64, copy=True)
 
 
 def test_fit_predict_shapes(orders: pd.DataFrame, churn: ChurnModel) -> None:
@@ -333,11 +333,14 @@ def test_vectorised_reasons_equal_the_row_loop(
 
 def test_rebuy_columns_are_optional(orders: pd.DataFrame, churn: ChurnModel) -> None:
     assert not set(REBUY_COLUMNS) & set(churn.feature_names_)  # not used by default
-    feats = customer_features(orders, AS_OF)
+    assert not set(REBUY_COLUMNS) & set(customer_features(orders, AS_OF).columns)  # nor computed
+    feats = customer_features(orders, AS_OF, optional=True)
     names = [*churn.feature_names_, "items_due_share", "due_ratio_min"]
-    model = ChurnModel(**FAST, features=names).fit(orders, AS_OF)
+    shared = UserSnapshots(orders)  # without the optional columns: the model builds its own
+    model = ChurnModel(**FAST, features=names).fit(orders, AS_OF, snapshots=shared)
     assert model.feature_names_ == names
     assert model.predict_proba(feats).shape == (len(feats),)
+    assert len(model.score_table(orders, AS_OF)) == len(feats)  # computes what it needs
 
 
 def test_backtest_fit_skips_the_score_table(orders: pd.DataFrame) -> None:

@@ -64,8 +64,8 @@ def test_habits_do_not_read_lines_at_or_after_as_of() -> None:
             ("c", "c9", "z", "2024-04-01T08:00", 1.0),
         ]
     )
-    before = customer_features(orders, AS_OF)
-    after = customer_features(pd.concat([orders, later], ignore_index=True), AS_OF)
+    before = customer_features(orders, AS_OF, optional=True)
+    after = customer_features(pd.concat([orders, later], ignore_index=True), AS_OF, optional=True)
     pd.testing.assert_frame_equal(before[HABIT_COLUMNS], after[HABIT_COLUMNS])
     moved = habit_features(
         Purchases.of(pd.concat([orders, later], ignore_index=True), "2024-05-01")

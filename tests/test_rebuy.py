@@ -99,7 +99,7 @@ def shop(n: int = 300, seed: int = 3) -> pd.DataFrame:
 
 def test_sample_rows_equal_full_rows_with_all_customers_statistics() -> None:
     orders = shop()
-    cache = UserSnapshots(orders)
+    cache = UserSnapshots(orders, optional=True)
     sample = cache.population(AS_OF, 100)
     assert sample is not None
     cut = AS_OF - pd.DateOffset(months=1)
@@ -111,16 +111,18 @@ def test_sample_rows_equal_full_rows_with_all_customers_statistics() -> None:
 def test_no_leakage_from_lines_at_or_after_as_of() -> None:
     orders = shop()
     cut = pd.Timestamp("2023-11-15")
-    before = customer_features(orders, cut)
+    before = customer_features(orders, cut, optional=True)
     # rewrite everything from the cutoff on: other items, other customers, other days
     later = orders.loc[orders["ordered_at"] >= cut].copy()
     later["item_id"] = "i0"
     later["ordered_at"] = cut + pd.Timedelta(hours=1)
     extra = table([("c0", "new", "i5", str(cut)), ("zz", "new2", "i1", "2024-01-01 00:00:00")])
     changed = pd.concat([orders.loc[orders["ordered_at"] < cut], later, extra], ignore_index=True)
-    after = customer_features(changed, cut)
+    after = customer_features(changed, cut, optional=True)
     pd.testing.assert_frame_equal(before, after)
     assert set(REBUY_COLUMNS) <= set(after.columns)
     # the rewritten lines do count once the cutoff is after them
     later_cut = cut + pd.Timedelta(days=60)
-    assert not customer_features(changed, later_cut).equals(customer_features(orders, later_cut))
+    assert not customer_features(changed, later_cut, optional=True).equals(
+        customer_features(orders, later_cut, optional=True)
+    )

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -170,6 +171,11 @@ def monthly_cutoffs(
     return out
 
 
+def uses_optional(names: Iterable[str]) -> bool:
+    """True when ``names`` include a column of :data:`OPTIONAL_FEATURES`."""
+    return not OPTIONAL_FEATURES.isdisjoint(names)
+
+
 def default_features(columns: pd.Index | list[str]) -> list[str]:
     """The columns a model uses unless told otherwise: every snapshot column except
     :data:`OPTIONAL_FEATURES`."""
@@ -273,6 +279,11 @@ class _CustomerModel(_SavedArtifact):
         self.seed = seed
 
     # ---- pieces
+    @property
+    def _optional(self) -> bool:
+        """Whether the requested features include :data:`OPTIONAL_FEATURES` (computed only then)."""
+        return uses_optional(self.features or ())
+
     @property
     def _horizon(self) -> int:
         return int(self.horizon_days or self.default_horizon)
@@ -425,8 +436,8 @@ class _CustomerModel(_SavedArtifact):
         hist = orders  # labels read windows ending by as_of; features only lines before cutoffs
         cache = (
             snapshots
-            if snapshots is not None
-            else UserSnapshots(orders, items=items, customers=customers)
+            if snapshots is not None and (snapshots.optional or not self._optional)
+            else UserSnapshots(orders, items=items, customers=customers, optional=self._optional)
         )
         features_s = cache.seconds
         pop = cache.population(as_of, self.max_train_customers)
@@ -705,10 +716,13 @@ class _CustomerModel(_SavedArtifact):
         already computed)."""
         check_fitted(self, "artifact_")
         assert self.artifact_ is not None
+        optional = uses_optional(self.artifact_.feature_names)
         feats = (
             features
             if features is not None
-            else customer_features(orders, as_of, items=items, customers=customers)
+            else customer_features(
+                orders, as_of, items=items, customers=customers, optional=optional
+            )
         )
         if feats.empty:
             raise DataWindowError(f"no customer has a purchase before {pd.Timestamp(as_of).date()}")  # type: ignore[arg-type]

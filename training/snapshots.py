@@ -55,10 +55,12 @@ def customer_features(
     customers: pd.DataFrame | None = None,
     item_stats: pd.DataFrame | None = None,
     gap_stats: pd.DataFrame | None = None,
+    optional: bool = False,
 ) -> pd.DataFrame:
-    """The customer models' features at ``as_of``: :func:`features.users.user_features`, the
-    re-buy columns of :func:`features.rebuy.rebuy_features` and the ordering habits of
-    :func:`features.habits.habit_features` (one :class:`Purchases` for all).
+    """The customer models' features at ``as_of``: :func:`features.users.user_features` and,
+    with ``optional``, the re-buy columns of :func:`features.rebuy.rebuy_features` and the
+    ordering habits of :func:`features.habits.habit_features` (one :class:`Purchases` for all;
+    the models use those only when asked, and they cost ~70% more time).
 
     ``item_stats`` / ``gap_stats``: the item statistics of all customers
     (:func:`~features.users.item_statistics`, :func:`~features.rebuy.item_rebuy_gaps`) when
@@ -66,6 +68,8 @@ def customer_features(
     """
     p = Purchases.of(orders, as_of)
     frame = user_features_of(p, items=items, customers=customers, item_stats=item_stats)
+    if not optional:
+        return frame
     rebuy = rebuy_features(p, gap_stats).reindex(frame.index)
     habits = habit_features(p).reindex(frame.index)
     return pd.concat([frame, rebuy, habits], axis=1)
@@ -104,8 +108,9 @@ class UserSnapshots:
     """:func:`~features.users.user_features` of one orders table at many cutoffs, each computed
     once, for the whole population or a fixed sample of customers (see the module docstring).
 
-    The cache keeps weak references to the tables (it never keeps them alive). Returned frames
-    are shared: treat them as read-only.
+    ``optional``: include the optional columns (see :func:`customer_features`). The cache keeps
+    weak references to the tables (it never keeps them alive). Returned frames are shared: treat
+    them as read-only.
     """
 
     def __init__(
@@ -115,13 +120,15 @@ class UserSnapshots:
         items: pd.DataFrame | None = None,
         customers: pd.DataFrame | None = None,
         max_bytes: int = MAX_CACHE_BYTES,
+        optional: bool = False,
     ) -> None:
+        self.optional = optional
         self._orders = weakref.ref(orders)
         self._items = None if items is None else weakref.ref(items)
         self._customers = None if customers is None else weakref.ref(customers)
         self.max_bytes = max_bytes
         self._frames: OrderedDict[tuple[pd.Timestamp, Any], pd.DataFrame] = OrderedDict()
-        self._item_stats: OrderedDict[pd.Timestamp, tuple[pd.DataFrame, pd.DataFrame]] = (
+        self._item_stats: OrderedDict[pd.Timestamp, tuple[pd.DataFrame, pd.DataFrame | None]] = (
             OrderedDict()
         )
         # per sample: its ids, their orders and its largest (id hash, id string)
@@ -196,12 +203,17 @@ class UserSnapshots:
             self._evict()
             return derived
         if sample is None:
-            frame = customer_features(self.orders, cutoff, **tables)
+            frame = customer_features(self.orders, cutoff, **tables, optional=self.optional)
         else:
             item_stats, gap_stats = self._stats(cutoff)
             sampled = self._samples[key[1]][1]
             frame = customer_features(
-                sampled, cutoff, **tables, item_stats=item_stats, gap_stats=gap_stats
+                sampled,
+                cutoff,
+                **tables,
+                item_stats=item_stats,
+                gap_stats=gap_stats,
+                optional=self.optional,
             )
             frame = frame.astype(np.float32)
         self.computed.append(key)
@@ -248,11 +260,13 @@ class UserSnapshots:
                 return key
         raise ValueError("unknown sample: pass the index returned by population()")
 
-    def _stats(self, cutoff: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Item statistics and re-buy gap statistics of every customer at ``cutoff``."""
+    def _stats(self, cutoff: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+        """Item statistics and (with the optional columns) re-buy gap statistics of every
+        customer at ``cutoff``."""
         if cutoff not in self._item_stats:
             p = Purchases.of(self.orders, cutoff)
-            self._item_stats[cutoff] = (item_statistics(p), item_rebuy_gaps(p))
+            gaps = item_rebuy_gaps(p) if self.optional else None
+            self._item_stats[cutoff] = (item_statistics(p), gaps)
             while len(self._item_stats) > 64:
                 self._item_stats.popitem(last=False)
         return self._item_stats[cutoff]

@@ -32,6 +32,7 @@ from training.customers import (
     RepurchaseModel,
     classification_metrics,
     reliability_curve,
+    uses_optional,
 )
 from training.snapshots import customer_features
 
@@ -79,7 +80,8 @@ def evaluate(
     model = cls(num_threads=num_threads, **cfg).fit(orders, as_of, items=items, customers=customers)
     fit_s = time.perf_counter() - t0
     buys = purchases(orders)
-    feats = customer_features(orders, as_of, items=items, customers=customers)
+    optional = uses_optional(cfg.get("features") or ())
+    feats = customer_features(orders, as_of, items=items, customers=customers, optional=optional)
     label_fn = churn_labels if task == "churn90" else repurchase_labels
     y = label_fn(buys, as_of, feats.index, horizon).to_numpy()
     rows: list[dict[str, Any]] = []
