@@ -19,7 +19,10 @@ R = TypeVar("R")
 
 #: Environment variable that sets the default number of threads.
 ENV = "SHOPML_THREADS"
-ALLOWED = "a whole number >= 1 (1: no extra threads), or unset for min(2, the machine's cores)"
+ALLOWED = (
+    "a whole number >= 1 (1: no extra threads), or unset for the default (the machine's cores, "
+    "at most 2 for reading and features, at most 8 for model fitting)"
+)
 
 
 class ThreadsSettingError(ValueError):

@@ -163,6 +163,21 @@ def test_thread_count_from_argument_env_or_cores(monkeypatch: pytest.MonkeyPatch
         feature_threads(0)
 
 
+def test_model_fitting_threads_checked_like_the_feature_build(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from training.jobs import default_threads
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert default_threads() == min(8, os.cpu_count() or 1)
+    monkeypatch.setenv(ENV, "3")
+    assert default_threads() == 3
+    for raw in ("abc", "0", "-2", "1.5"):
+        monkeypatch.setenv(ENV, raw)
+        with pytest.raises(ValueError, match=f"SHOPML_THREADS='{raw}'"):
+            default_threads()
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_helpers_and_parallel_map_keep_order_and_errors(threads: int) -> None:
     assert parallel_map(lambda x: x * x, range(7), threads) == [0, 1, 4, 9, 16, 25, 36]

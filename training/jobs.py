@@ -20,6 +20,8 @@ from matplotlib.figure import Figure
 
 from features.io import Dataset
 from features.labels import churn_labels, repurchase_labels
+from features.threads import ENV as THREADS_ENV
+from features.threads import feature_threads
 from shopml.artifacts.customers import value_at_risk
 from training import plots
 
@@ -27,8 +29,11 @@ log = logging.getLogger(__name__)
 
 
 def default_threads() -> int:
-    """Threads for LightGBM/implicit: env SHOPML_THREADS, else the machine's cores (max 8)."""
-    return int(os.environ.get("SHOPML_THREADS", min(8, os.cpu_count() or 1)))
+    """Threads for LightGBM/implicit: env SHOPML_THREADS (checked as the feature build checks
+    it), else the machine's cores (max 8)."""
+    if os.environ.get(THREADS_ENV, "").strip():
+        return feature_threads()
+    return min(8, os.cpu_count() or 1)
 
 
 @dataclass
