@@ -378,13 +378,41 @@ def bench_scale(
         int, typer.Option(min=100, help="customers of the synthetic shop")
     ] = 1_000_000,
     items: Annotated[int, typer.Option(min=10, help="items of the synthetic shop")] = 50_000,
+    engine: Annotated[
+        list[str] | None,
+        typer.Option("--engine", help="pandas, dask (repeatable); default: both"),
+    ] = None,
+    full_train: Annotated[
+        bool,
+        typer.Option(
+            "--full-train", help="also time the whole shopml train (all four models) on the shop"
+        ),
+    ] = False,
+    workdir: Annotated[
+        Path | None, typer.Option(help="where the shop is generated (or reused)")
+    ] = None,
+    merge: Annotated[
+        bool, typer.Option("--merge", help="keep the result rows of other shops and engines")
+    ] = False,
+    threads: Annotated[int, typer.Option(min=1, help="threads for --full-train")] = 2,
 ) -> None:
     """Feature build and training time, peak memory: pandas vs a Dask LocalCluster."""
     import subprocess
     import sys
 
+    from features.engine import ENGINES
+
+    engines = engine or list(ENGINES)
+    unknown = [e for e in engines if e not in ENGINES]
+    if unknown:
+        raise CliError(f"--engine {unknown[0]!r}: use one of {', '.join(ENGINES)}")
     cmd = [sys.executable, "-m", "training.benchmarks.scale"]
-    raise typer.Exit(subprocess.call([*cmd, "--customers", str(customers), "--items", str(items)]))
+    cmd += ["--customers", str(customers), "--items", str(items), "--engines", *engines]
+    cmd += ["--threads", str(threads)]
+    cmd += ["--workdir", str(workdir)] if workdir else []
+    cmd += ["--full-train"] if full_train else []
+    cmd += ["--merge"] if merge else []
+    raise typer.Exit(subprocess.call(cmd))
 
 
 @bench_app.command("serve")

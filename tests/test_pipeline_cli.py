@@ -187,3 +187,27 @@ def test_helpers_and_parallel_map_keep_order_and_errors(threads: int) -> None:
     assert ok.result() == 6
     with pytest.raises(ValueError, match="invalid literal"):
         bad.result()
+
+
+def test_bench_scale_passes_its_options_and_rejects_unknown_engines(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import subprocess
+
+    calls: list[list[str]] = []
+
+    def call(cmd: list[str]) -> int:
+        calls.append(cmd)
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", call)
+    args = ["bench", "scale", "--customers", "300", "--items", "20", "--engine", "pandas"]
+    result = runner.invoke(app, [*args, "--full-train", "--workdir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    cmd = calls[0][calls[0].index("training.benchmarks.scale") + 1 :]
+    assert cmd[:6] == ["--customers", "300", "--items", "20", "--engines", "pandas"]
+    assert "--full-train" in cmd and str(tmp_path) in cmd and "--merge" not in cmd
+
+    bad = runner.invoke(app, ["bench", "scale", "--engine", "spark"])
+    assert bad.exit_code != 0 and "use one of pandas, dask" in str(bad.exception)
+    assert len(calls) == 1  # nothing started for the bad engine
