@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -59,12 +60,13 @@ def main(
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+    os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask sets it on import
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
         handlers=[RichHandler(console=console, show_path=False, show_time=False)],
     )
-    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "bentoml", "httpx"):
+    for noisy in ("alembic", "mlflow", "urllib3", "matplotlib", "bentoml", "httpx", "distributed"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -202,12 +204,28 @@ def train(
         str | None, typer.Option(help="MLflow tracking URI; default: ./.mlflow (SQLite)")
     ] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="threads for model fitting")] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="pandas (in process) or dask: churn and repurchase LightGBM fits on a Dask "
+            "cluster through lightgbm.dask"
+        ),
+    ] = "pandas",
+    scheduler: Annotated[
+        str | None,
+        typer.Option(help="Dask scheduler address (tcp://host:8786); default: a local cluster"),
+    ] = None,
 ) -> None:
     """Validate, build features, backtest against baselines, log to MLflow, register, promote."""
+    from features.engine import ENGINES, dask_client
     from shopml.config import load_experiment
     from training.tracking import Tracker, safe_uri
     from training.train import train as run_training
 
+    if engine not in ENGINES:
+        raise CliError(f"--engine: use one of {', '.join(ENGINES)}")
+    if scheduler and engine != "dask":
+        raise CliError("--scheduler needs --engine dask")
     exp = load_experiment(experiment, as_of=as_of)
     if data is not None:
         exp = exp.model_copy(update={"data": exp.data.model_copy(update={"path": data})})
@@ -218,9 +236,21 @@ def train(
         dataset = load_experiment_data(exp)
     print_report(dataset)
     tracker = Tracker(tracking_uri, experiment=exp.name)
-    with console.status("training ...") as status:
+    with contextlib.ExitStack() as stack:
+        client = stack.enter_context(dask_client(scheduler)) if engine == "dask" else None
+        if client is not None:
+            console.print(
+                f"Dask cluster: {client.dashboard_link} ({len(client.nthreads())} workers)"
+            )
+        status = stack.enter_context(console.status("training ..."))
         results = run_training(
-            exp, tracker, dataset=dataset, kinds=kinds, threads=threads, progress=status.update
+            exp,
+            tracker,
+            dataset=dataset,
+            kinds=kinds,
+            threads=threads,
+            progress=status.update,
+            client=client,
         )
     console.print(f"MLflow: {safe_uri(tracker.uri)} (experiment {exp.name!r})")
     for r in results:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -139,3 +140,35 @@ def test_scheduler_address_is_used(tmp_path: Path) -> None:
         address = cluster.scheduler_address
         with dask_client(address) as c:
             assert c.scheduler is not None and c.scheduler.address == address
+
+
+def test_churn_model_fits_through_lightgbm_dask_within_tolerance(
+    client: object, dataset: Dataset
+) -> None:
+    from training.customers import ChurnModel
+
+    fast: dict[str, Any] = {"n_snapshots": 3, "num_boost_round": 40, "num_threads": 1, "seed": 7}
+    local = ChurnModel(**fast).fit(dataset.orders, AS_OF)
+    dist = ChurnModel(**fast, client=client).fit(dataset.orders, AS_OF)  # type: ignore[arg-type]
+    assert dist.validation_cutoff_ == local.validation_cutoff_
+    auc_dist, auc_local = (
+        dist.validation_["lightgbm"]["roc_auc"],
+        local.validation_["lightgbm"]["roc_auc"],
+    )
+    assert auc_local > 0.6
+    assert abs(auc_dist - auc_local) <= dm.AUC_TOLERANCE, (auc_dist, auc_local)
+    assert dist.artifact_ is not None and local.artifact_ is not None
+    dist_scores, local_scores = dist.artifact_.scores, local.artifact_.scores
+    assert dist_scores is not None and local_scores is not None
+    assert len(dist_scores) == len(local_scores)  # every customer scored
+
+
+def test_train_command_refuses_a_scheduler_without_the_dask_engine() -> None:
+    from typer.testing import CliRunner
+
+    from shopml.cli import app
+
+    bad = CliRunner().invoke(app, ["train", "--engine", "spark"])
+    assert bad.exit_code != 0 and "use one of pandas, dask" in str(bad.exception)
+    bad = CliRunner().invoke(app, ["train", "--scheduler", "tcp://127.0.0.1:1"])
+    assert bad.exit_code != 0 and "--scheduler needs --engine dask" in str(bad.exception)

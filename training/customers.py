@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import lightgbm as lgb
 import numpy as np
@@ -57,6 +57,9 @@ from training.snapshots import (
     customer_features,
     sample_ids,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -255,9 +258,11 @@ class _CustomerModel(_SavedArtifact):
         cv_folds: int = CV_FOLDS,
         blend_weight: float = BLEND_WEIGHT,
         max_train_customers: int | None = MAX_TRAIN_CUSTOMERS,
+        client: Client | None = None,
     ) -> None:
         if max_train_customers is not None and max_train_customers < 1:
             raise ValueError(f"max_train_customers must be >= 1, got {max_train_customers}")
+        self.client = client  # a Dask client: every LightGBM fit runs through lightgbm.dask
         self.max_train_customers = max_train_customers
         if not 0.0 <= blend_weight < 1.0:
             raise ValueError(f"blend_weight must be in [0, 1), got {blend_weight}")
@@ -324,6 +329,11 @@ class _CustomerModel(_SavedArtifact):
         rounds: int,
         names: list[str] | None = None,
     ) -> lgb.Booster:
+        if self.client is not None:
+            from training.dask_models import train_binary
+
+            frame = X if isinstance(X, pd.DataFrame) else pd.DataFrame(X, columns=names)
+            return train_binary(self.client, frame, y, self._lgb_params(), rounds)
         if isinstance(X, pd.DataFrame):
             names, X = list(X.columns), as_matrix(X)
         data = lgb.Dataset(X, label=y, feature_name=names or "auto", free_raw_data=True)

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 AUC_TOLERANCE = 0.02
 RANK_CORRELATION_MIN = 0.95
+LABEL = "__label__"
 PARAMS: dict[str, Any] = {
     "objective": "binary",
     "learning_rate": 0.05,
@@ -99,18 +100,36 @@ def fit_dask(
     npartitions: int | None = None,
 ) -> lgb.Booster:
     """Train on the cluster with :class:`lightgbm.dask.DaskLGBMClassifier`; the booster."""
+    p = {**PARAMS, **(params or {})}
+    return train_binary(client, snaps.X, snaps.y, p, rounds, npartitions=npartitions)
+
+
+def train_binary(
+    client: Client,
+    X: pd.DataFrame,
+    y: np.ndarray,
+    params: dict[str, Any],
+    rounds: int,
+    *,
+    npartitions: int | None = None,
+) -> lgb.Booster:
+    """A binary LightGBM booster trained on the cluster by
+    :class:`lightgbm.dask.DaskLGBMClassifier` (``params`` in ``lgb.train`` form; each worker
+    uses its own threads). The rows are split over the workers."""
     import dask.dataframe as dd
     from lightgbm.dask import DaskLGBMClassifier
 
     workers = len(client.scheduler_info().get("workers", {}))
     nparts = npartitions or max(1, workers)
-    X = dd.from_pandas(snaps.X.astype(np.float64), npartitions=nparts)
-    y = dd.from_pandas(pd.Series(snaps.y, name="churn"), npartitions=nparts)
-    p = {**PARAMS, **(params or {})}
-    model = DaskLGBMClassifier(client=client, n_estimators=rounds, **p)  # 1 thread per worker
-    model.fit(X, y)
+    frame = X.astype(np.float64).reset_index(drop=True)
+    frame[LABEL] = np.asarray(y)  # one frame: rows and labels split into the same partitions
+    data = dd.from_pandas(frame, npartitions=nparts, sort=False)
+    Xd, yd = data[list(X.columns)], data[LABEL]
+    p = {k: v for k, v in params.items() if k not in ("num_threads", "n_jobs")}
+    model = DaskLGBMClassifier(client=client, n_estimators=rounds, **p)
+    model.fit(Xd, yd)
     booster: lgb.Booster = model.booster_
-    log.info("lightgbm.dask: %d trees on %d rows over %d workers", rounds, len(snaps.y), workers)
+    log.debug("lightgbm.dask: %d trees on %d rows over %d workers", rounds, len(y), workers)
     return booster
 
 

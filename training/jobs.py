@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,9 @@ from features.threads import ENV as THREADS_ENV
 from features.threads import feature_threads
 from shopml.artifacts.customers import value_at_risk
 from training import plots
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -106,15 +109,23 @@ class _CustomerJob:
     window_days: ClassVar[int]
     label_name: ClassVar[str]
 
-    def __init__(self, horizon_days: int | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        horizon_days: int | None = None,
+        threads: int | None = None,
+        client: Client | None = None,
+    ) -> None:
         self.horizon_days = horizon_days or self.window_days
         self.threads = threads or default_threads()
+        self.client = client  # Dask: the classifiers' LightGBM fits run through lightgbm.dask
 
     def _model(self, params: dict[str, Any]) -> Any:
         from training.customers import ChurnModel, RepurchaseModel
 
         cls = ChurnModel if self.kind == "churn" else RepurchaseModel
-        return cls(horizon_days=self.horizon_days, num_threads=self.threads, **params)
+        return cls(
+            horizon_days=self.horizon_days, num_threads=self.threads, client=self.client, **params
+        )
 
     def _labels(self, ds: Dataset, at: pd.Timestamp, population: pd.Index) -> np.ndarray:
         fn = churn_labels if self.kind == "churn" else repurchase_labels
@@ -203,6 +214,8 @@ class RepurchaseJob(_CustomerJob):
 
 
 JOBS: dict[str, type[Any]] = {"churn": ChurnJob, "repurchase": RepurchaseJob}
+#: Kinds whose LightGBM fits can run on a Dask cluster (``client=``); the others fit in process.
+DISTRIBUTED_KINDS = ("churn", "repurchase")
 
 
 # --------------------------------------------------------------------------- demand

@@ -13,14 +13,14 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from features.io import Dataset, data_fingerprint, load_dataset
 from features.pipeline import check_as_of, default_as_of
 from shopml.config import Experiment
-from training.jobs import JOBS, Backtest
+from training.jobs import DISTRIBUTED_KINDS, JOBS, Backtest
 from training.tracking import (
     Decision,
     PromotionRefused,
@@ -30,6 +30,9 @@ from training.tracking import (
     safe_uri,
     scratch_dir,
 )
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +72,14 @@ def train(
     kinds: tuple[str, ...] | None = None,
     threads: int | None = None,
     progress: Any = None,
+    client: Client | None = None,
 ) -> list[KindResult]:
-    """Train every requested model kind of ``exp`` and promote the ones that earn it."""
+    """Train every requested model kind of ``exp`` and promote the ones that earn it.
+
+    ``client``: a Dask client; the churn and repurchase classifiers' LightGBM fits then run on
+    its cluster through ``lightgbm.dask`` (:data:`training.jobs.DISTRIBUTED_KINDS`), the other
+    models in this process.
+    """
     ds = dataset or load_experiment_data(exp)
     as_of = pd.Timestamp(exp.as_of) if exp.as_of else default_as_of(ds.orders)
     check_as_of(ds.orders, as_of)
@@ -88,7 +97,7 @@ def train(
         for kind in kinds:
             if progress is not None:
                 progress(f"{kind}: backtest, fit, register")
-            results.append(_train_kind(kind, exp, ds, as_of, tracker, threads))
+            results.append(_train_kind(kind, exp, ds, as_of, tracker, threads, client))
     return results
 
 
@@ -99,12 +108,15 @@ def _train_kind(
     as_of: pd.Timestamp,
     tracker: Tracker,
     threads: int | None,
+    client: Client | None = None,
 ) -> KindResult:
     start = time.perf_counter()
     params = dict(exp.params.get(kind, {}))
-    job = JOBS[kind](threads=threads)
+    distributed = client is not None and kind in DISTRIBUTED_KINDS
+    job = JOBS[kind](threads=threads, client=client) if distributed else JOBS[kind](threads=threads)
     with tracker.run(kind, nested=True, tags={"model_kind": kind}):
-        tracker.log_params({"kind": kind, "as_of": str(as_of.date()), **params})
+        where = {"fit": "lightgbm.dask"} if distributed else {}
+        tracker.log_params({"kind": kind, "as_of": str(as_of.date()), **where, **params})
         log.info("%s: backtest on the %d days before %s", kind, job.window_days, as_of.date())
         bt = job.backtest(ds, as_of, params)
         backtest_s = time.perf_counter() - start
