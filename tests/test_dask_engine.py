@@ -163,6 +163,25 @@ def test_churn_model_fits_through_lightgbm_dask_within_tolerance(
     assert len(dist_scores) == len(local_scores)  # every customer scored
 
 
+def test_customer_scores_through_dask_equal_in_process(client: object, dataset: Dataset) -> None:
+    from training.customers import ChurnModel
+    from training.snapshots import customer_features
+
+    fast: dict[str, Any] = {"n_snapshots": 3, "num_boost_round": 30, "num_threads": 1, "seed": 7}
+    model = ChurnModel(**fast).fit(dataset.orders, AS_OF, score=False)
+    local = model.score_table(dataset.orders, AS_OF)
+    model.client = client  # type: ignore[assignment]
+    pd.testing.assert_frame_equal(model.score_table(dataset.orders, AS_OF), local, check_exact=True)
+    art = model.artifact_
+    assert art is not None
+    X = customer_features(dataset.orders, AS_OF)[art.feature_names].to_numpy(np.float64)
+    proba, reasons = dm.score_customers(client, art, X, chunk_rows=97)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(proba, local["churn_proba"].to_numpy())
+    assert reasons.tolist() == local["reasons"].tolist()
+    with pytest.raises(ValueError, match="chunk_rows must be >= 1"):
+        dm.score_customers(client, art, X, chunk_rows=0)  # type: ignore[arg-type]
+
+
 def test_train_command_refuses_a_scheduler_without_the_dask_engine() -> None:
     from typer.testing import CliRunner
 

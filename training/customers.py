@@ -737,12 +737,19 @@ class _CustomerModel(_SavedArtifact):
         if feats.empty:
             raise DataWindowError(f"no customer has a purchase before {pd.Timestamp(as_of).date()}")  # type: ignore[arg-type]
         X = feats[self.artifact_.feature_names].to_numpy(np.float64)
+        if self.client is not None:  # every customer scored on the cluster
+            from training.dask_models import score_customers
+
+            proba, reasons = score_customers(self.client, self.artifact_, X, top_k=top_k)
+        else:
+            proba = self.artifact_.predict_proba(X)
+            reasons = self.artifact_.reason_text(X, top_k=top_k, sep="; ")
         return pd.DataFrame(
             {
                 CUSTOMER_ID: feats.index.astype(str),
-                f"{self.task}_proba": self.artifact_.predict_proba(X),
+                f"{self.task}_proba": proba,
                 "segment": segment_tags(feats).to_numpy(),
-                "reasons": self.artifact_.reason_text(X, top_k=top_k, sep="; "),
+                "reasons": reasons,
                 "as_of": str(pd.Timestamp(as_of).date()),  # type: ignore[arg-type]
             }
         )

@@ -167,3 +167,26 @@ def score_local(booster: lgb.Booster, features: pd.DataFrame) -> pd.Series:
     """The same scores in process."""
     proba = booster.predict(features.to_numpy(np.float64), num_threads=1)
     return pd.Series(np.asarray(proba, dtype=np.float64), index=features.index, name="churn_proba")
+
+
+def _score_chunk(artifact: Any, X: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
+    return artifact.predict_proba(X), artifact.reason_text(X, top_k=top_k, sep="; ")
+
+
+def score_customers(
+    client: Client, artifact: Any, X: np.ndarray, *, top_k: int = 3, chunk_rows: int = 50_000
+) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and reason phrases of every row of ``X`` computed on the cluster: the
+    artifact (a :class:`~shopml.artifacts.customers.CustomerArtifact`) is sent to every worker
+    once, the rows in chunks of ``chunk_rows``; equal to scoring in process."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, got {chunk_rows}")
+    shared = client.scatter(artifact, broadcast=True)
+    starts = range(0, len(X), chunk_rows)
+    futures = [client.submit(_score_chunk, shared, X[s : s + chunk_rows], top_k) for s in starts]
+    parts = client.gather(futures)
+    if not parts:
+        return np.zeros(0, dtype=np.float64), np.zeros(0, dtype=object)
+    proba = np.concatenate([p for p, _ in parts])
+    reasons = np.concatenate([r for _, r in parts])
+    return proba, reasons
