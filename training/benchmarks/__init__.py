@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,11 @@ DATA_PATHS = {
     "online-retail": SHARED_DATA / "online_retail" / "online_retail.parquet",
     "cdnow": SHARED_DATA / "cdnow" / "cdnow_master.parquet",
 }
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory so far, in GB (``ru_maxrss`` is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
 
 
 def git_commit() -> str:

@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-from training.benchmarks import write_results
+from training.benchmarks import peak_rss_gb, write_results
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +44,7 @@ def measure(folder: Path) -> dict[str, Any]:
     features_s = time.perf_counter() - start
     lines = len(dataset.orders)
     cpu_s = time.process_time() - cpu_start  # every thread of this process
-    peak_gb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
+    peak_gb = peak_rss_gb()
     total = load_s + features_s
     return {
         "order_lines": lines,

@@ -18,7 +18,6 @@ import argparse
 import json
 import logging
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.benchmarks import git_commit
+from training.benchmarks import git_commit, peak_rss_gb
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +36,6 @@ TRAIN_ROUNDS = 100
 HORIZON = 90
 #: users whose top-10 the serving measurement times (a fixed random sample above it)
 BATCH_USERS = 50_000
-
-
-def _peak_gb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6  # KiB on Linux
 
 
 def ensure_shop(folder: Path, customers: int, items: int, seed: int = 0) -> dict[str, Any]:
@@ -85,7 +80,7 @@ def measure(engine: str, folder: Path, workers: int, train: bool) -> dict[str, A
             row["snapshots_s"] = round(time.perf_counter() - start, 2)
             dm.fit_local(snaps, rounds=TRAIN_ROUNDS)
             row["train_s"] = round(time.perf_counter() - start, 2)
-        row["peak_rss_gb"] = round(_peak_gb(), 3)
+        row["peak_rss_gb"] = round(peak_rss_gb(), 3)
     else:
         from features.engine import DaskOrders, dask_client
 
@@ -105,11 +100,11 @@ def measure(engine: str, folder: Path, workers: int, train: bool) -> dict[str, A
                 row["snapshots_s"] = round(time.perf_counter() - start, 2)
                 dm.fit_dask(client, snaps, rounds=TRAIN_ROUNDS)
                 row["train_s"] = round(time.perf_counter() - start, 2)
-            worker_peaks = client.run(_peak_gb)
+            worker_peaks = client.run(peak_rss_gb)
             row["workers"] = workers
-            row["client_peak_rss_gb"] = round(_peak_gb(), 3)
+            row["client_peak_rss_gb"] = round(peak_rss_gb(), 3)
             row["worker_peak_rss_gb"] = [round(v, 3) for v in worker_peaks.values()]
-            row["peak_rss_gb"] = round(_peak_gb() + sum(worker_peaks.values()), 3)
+            row["peak_rss_gb"] = round(peak_rss_gb() + sum(worker_peaks.values()), 3)
     row.update(
         customers=len(fs.users),
         items=len(fs.items),
@@ -156,7 +151,7 @@ def measure_train(folder: Path, threads: int) -> dict[str, Any]:
             }
             for r in results
         }
-        row["peak_rss_gb"] = round(_peak_gb(), 3)
+        row["peak_rss_gb"] = round(peak_rss_gb(), 3)
         del dataset
         folder_rec = tracker.download("recommender", Path(store) / "recommender")
         probe = [sys.executable, "-m", "training.benchmarks.scale", "--measure", "serving"]
