@@ -191,3 +191,52 @@ def test_train_command_refuses_a_scheduler_without_the_dask_engine() -> None:
     assert bad.exit_code != 0 and "use one of pandas, dask" in str(bad.exception)
     bad = CliRunner().invoke(app, ["train", "--scheduler", "tcp://127.0.0.1:1"])
     assert bad.exit_code != 0 and "--scheduler needs --engine dask" in str(bad.exception)
+
+
+def _pinball(y: np.ndarray, f: Any, q: float) -> float:
+    d = y - np.asarray(f)
+    return float(np.mean(np.maximum(q * d, (q - 1) * d)))
+
+
+def test_regressor_through_lightgbm_dask_takes_weights_and_categories(client: object) -> None:
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(0)
+    n = 6000
+    X = pd.DataFrame({"x": rng.normal(size=n), "category": rng.integers(0, 6, n).astype(float)})
+    effect = np.array([5.0, -3.0, 0.0, 8.0, 1.0, -6.0])  # per category: not monotone
+    y = 2 * X["x"].to_numpy() + effect[X["category"].to_numpy(np.int64)] + rng.normal(size=n)
+    w = rng.uniform(0.5, 2.0, n)
+    params = {"objective": "quantile", "alpha": 0.9, "num_leaves": 7, "num_threads": 1}
+    params |= {"seed": 0, "deterministic": True, "verbose": -1}
+    names = list(X.columns)
+    data = lgb.Dataset(
+        X.to_numpy(), y, weight=w, feature_name=names, categorical_feature=[names[1]]
+    )
+    local = lgb.train(params, data, 60)
+    dist = dm.train_regressor(client, X, y, params, 60, weight=w, categorical=["category"])  # type: ignore[arg-type]
+    infos = dist.dump_model()["feature_infos"]
+    assert sorted(infos["category"]["values"]) == [-1, 0, 1, 2, 3, 4, 5]  # split as categories
+    assert infos["x"]["values"] == []  # numeric
+    loss_local = _pinball(y, local.predict(X.to_numpy()), 0.9)
+    loss_dist = _pinball(y, dist.predict(X.to_numpy()), 0.9)
+    assert abs(loss_dist - loss_local) <= dm.REGRESSION_TOLERANCE * loss_local, (
+        loss_dist,
+        loss_local,
+    )
+
+
+def test_value_scores_through_dask_equal_in_process(client: object) -> None:
+    """Value scoring (``predict_rows``) through Dask is the same computation as in process."""
+    from shopml.artifacts.customers import CustomerArtifact
+
+    rng = np.random.default_rng(1)
+    names = ["recency_days", "frequency", "monetary_mean"]
+    X = np.abs(rng.normal(50, 20, size=(1000, 3)))
+    spend = X[:, 2] * rng.uniform(0, 2, 1000)
+    tweedie = {"objective": "tweedie", "verbose": -1}
+    frame = pd.DataFrame(X, columns=names)
+    booster = dm.train_regressor(client, frame, spend, tweedie, 20)  # type: ignore[arg-type]
+    art = CustomerArtifact("value", "lightgbm", names, 90, "2024-10-01", booster=booster)
+    got = dm.predict_rows(client, art, X, chunk_rows=97)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(got, art.predict(X))
