@@ -9,12 +9,16 @@ pandas, through ``lightgbm.dask`` for Dask). Writes ``experiments/results/scale.
                "features_s": s, "train_s": s, "peak_rss_gb": g, ...}, {"engine": "dask", ...}]}
 
 Peak RSS of the Dask row is the sum of the peaks of the client process (which also hosts the
-scheduler) and of every worker: an upper bound of what the machine held at once.
+scheduler) and of every worker: an upper bound of what the machine held at once. ``--full-train``
+also runs the whole ``shopml train`` per engine (with Dask: every LightGBM fit through
+``lightgbm.dask`` on the LocalCluster). The machine is shared: every row records the 1-minute
+load average before and after its measurement (``load_avg``).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
@@ -55,6 +59,11 @@ def ensure_shop(folder: Path, customers: int, items: int, seed: int = 0) -> dict
     return {**counts, "generate_s": round(time.perf_counter() - start, 1)}
 
 
+def load_avg() -> float:
+    """The 1-minute load average of the machine (others' jobs included)."""
+    return round(os.getloadavg()[0], 2)
+
+
 def measure(engine: str, folder: Path, workers: int, train: bool) -> dict[str, Any]:
     """Run one engine on the shop in ``folder`` (call in a fresh process); the result row."""
     import pandas as pd
@@ -63,6 +72,7 @@ def measure(engine: str, folder: Path, workers: int, train: bool) -> dict[str, A
     from features.pipeline import build_feature_set, default_as_of
     from training import dask_models as dm
 
+    load_before = load_avg()
     start = time.perf_counter()
     dataset = load_dataset(folder)
     load_s = time.perf_counter() - start
@@ -110,6 +120,7 @@ def measure(engine: str, folder: Path, workers: int, train: bool) -> dict[str, A
         items=len(fs.items),
         load_validate_s=round(load_s, 2),
         features_rows_per_s=round(row["order_lines"] / row["features_s"]),
+        load_avg=[load_before, load_avg()],
         steps_s=fs.timings_s,
         as_of=str(as_of.date()),
         train_model=(
@@ -122,27 +133,40 @@ def measure(engine: str, folder: Path, workers: int, train: bool) -> dict[str, A
     return row
 
 
-def measure_train(folder: Path, threads: int) -> dict[str, Any]:
+def measure_train(
+    folder: Path, threads: int, engine: str = "pandas", workers: int = 2
+) -> dict[str, Any]:
     """The whole ``shopml train`` (all four models: backtests, fits, registration) on the shop,
-    in a throw-away local MLflow store; wall time per model and step, then the recommender's
-    serving figures measured in a fresh process. Call in a fresh process (clean peak RSS)."""
+    in a throw-away local MLflow store; wall time per model and step, then (pandas) the
+    recommender's serving figures measured in a fresh process. ``engine="dask"``: with a
+    LocalCluster of ``workers`` processes (``shopml train --engine dask``); peak RSS is then the
+    training process's plus every worker's. Call in a fresh process (clean peak RSS)."""
+    from features.engine import dask_client
     from features.io import load_dataset
     from shopml.config import Experiment
     from training.tracking import Tracker
     from training.train import train
 
-    row: dict[str, Any] = {"engine": "pandas", "step": "shopml train (all models)"}
+    row: dict[str, Any] = {"engine": engine, "step": "shopml train (all models)"}
+    row["load_avg"] = [load_avg()]
     start = time.perf_counter()
     dataset = load_dataset(folder)
     row["order_lines"] = len(dataset.orders)
     row["load_validate_s"] = round(time.perf_counter() - start, 2)
-    with tempfile.TemporaryDirectory(prefix="shopml-scale-mlflow-") as store:
+    with (
+        tempfile.TemporaryDirectory(prefix="shopml-scale-mlflow-") as store,
+        contextlib.ExitStack() as stack,
+    ):
+        client = None
+        if engine == "dask":
+            client = stack.enter_context(dask_client(n_workers=workers, local_directory=store))
         os.environ["SHOPML_ARTIFACT_ROOT"] = (Path(store) / "artifacts").as_uri()
         tracker = Tracker(f"sqlite:///{store}/mlflow.db", experiment="scale")
         exp = Experiment.model_validate({"name": "scale", "data": {"path": str(folder)}})
         start = time.perf_counter()
-        results = train(exp, tracker, dataset=dataset, threads=threads)
+        results = train(exp, tracker, dataset=dataset, threads=threads, client=client)
         row["train_all_s"] = round(time.perf_counter() - start, 1)
+        row["load_avg"].append(load_avg())
         row["models_s"] = {
             r.kind: {
                 "total": round(r.seconds, 1),
@@ -152,6 +176,12 @@ def measure_train(folder: Path, threads: int) -> dict[str, Any]:
             for r in results
         }
         row["peak_rss_gb"] = round(peak_rss_gb(), 3)
+        if client is not None:
+            worker_peaks = list(client.run(peak_rss_gb).values())
+            row["worker_peak_rss_gb"] = [round(v, 3) for v in worker_peaks]
+            row["client_peak_rss_gb"] = row["peak_rss_gb"]
+            row["peak_rss_gb"] = round(row["peak_rss_gb"] + sum(worker_peaks), 3)
+            return row  # the recommender is trained in process either way: served as measured
         del dataset
         folder_rec = tracker.download("recommender", Path(store) / "recommender")
         probe = [sys.executable, "-m", "training.benchmarks.scale", "--measure", "serving"]
@@ -238,21 +268,15 @@ def run(
         rows.append(row)
         log.info("%s: %s", engine, {k: v for k, v in row.items() if k != "steps_s"})
     if full_train:
-        with tempfile.NamedTemporaryFile(suffix=".json") as result:
-            cmd = [sys.executable, "-m", "training.benchmarks.scale", "--measure", "train"]
-            cmd += ["--data", str(shop), "--threads", str(threads), "--result", result.name]
-            log.info(
-                "shopml train (all four models) on %s order lines", f"{counts['order_lines']:,}"
-            )
-            subprocess.run(cmd, check=True, cwd=ROOT, env=env)
-            whole = json.loads(Path(result.name).read_text())
-        log.info("shopml train: %s", whole)
-        for row in rows:
-            if row["engine"] == "pandas":
-                row["train_all_s"] = whole["train_all_s"]
-                row["train_all_peak_rss_gb"] = whole["peak_rss_gb"]
-                row["models_s"] = whole["models_s"]
-                row["recommender_serving"] = whole["recommender_serving"]
+        for engine in engines:
+            whole = _full_train(shop, engine, threads, workers, env)
+            row = next(r for r in rows if r["engine"] == engine)
+            row["train_all_s"] = whole["train_all_s"]
+            row["train_all_peak_rss_gb"] = whole["peak_rss_gb"]
+            row["train_all_load_avg"] = whole["load_avg"]
+            row |= {k: whole[k] for k in ("models_s", "recommender_serving") if k in whole}
+            if "worker_peak_rss_gb" in whole:
+                row["train_all_worker_peak_rss_gb"] = whole["worker_peak_rss_gb"]
     out.parent.mkdir(parents=True, exist_ok=True)
     shop_info = {"customers": customers, "items": items, **counts}
     for row in rows:
@@ -272,6 +296,21 @@ def run(
     return rows
 
 
+def _full_train(
+    shop: Path, engine: str, threads: int, workers: int, env: dict[str, str]
+) -> dict[str, Any]:
+    """The whole ``shopml train`` with ``engine`` in a fresh process (see :func:`measure_train`)."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as result:
+        cmd = [sys.executable, "-m", "training.benchmarks.scale", "--measure", "train"]
+        cmd += ["--engines", engine, "--workers", str(workers), "--threads", str(threads)]
+        cmd += ["--data", str(shop), "--result", result.name]
+        log.info("shopml train (all four models, %s engine) on %s", engine, shop)
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env)
+        whole: dict[str, Any] = json.loads(Path(result.name).read_text())
+    log.info("shopml train (%s): %s", engine, whole)
+    return whole
+
+
 def merge_rows(previous: dict[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """``rows`` plus the rows of a previous payload measured on other shops or engines (each row
     keeps the shop it was measured on; rows of older payloads get the payload's ``shop``)."""
@@ -286,15 +325,20 @@ def merge_rows(previous: dict[str, Any], rows: list[dict[str, Any]]) -> list[dic
 
 def _write_markdown(payload: dict[str, Any], path: Path) -> None:
     cols = ["engine", "order_lines", "customers", "items", "features_s", "train_s", "peak_rss_gb"]
-    cols += ["train_all_s", "train_all_peak_rss_gb"]
+    cols += ["train_all_s", "train_all_peak_rss_gb", "load_avg", "train_all_load_avg"]
     head = ["shop (customers x items)", *cols]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in payload["rows"]:
         shop = row.get("shop") or payload["shop"]
         cells = [f"{shop['customers']:,} x {shop['items']:,}"]
-        cells += [f"{row.get(c, '')}" for c in cols]
+        cells += [_cell(row.get(c, "")) for c in cols]
         lines.append("| " + " | ".join(cells) + " |")
     path.write_text(f"# Scale benchmark ({payload['machine']})\n\n" + "\n".join(lines) + "\n")
+
+
+def _cell(value: Any) -> str:
+    """A table cell: a list (load average before/after) as ``a-b``."""
+    return "-".join(str(v) for v in value) if isinstance(value, list) else str(value)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -327,7 +371,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("distributed").setLevel(logging.WARNING)
     if args.measure:
         if args.measure == "train":
-            row = measure_train(args.data, args.threads)
+            row = measure_train(args.data, args.threads, args.engines[0], args.workers)
         elif args.measure == "serving":
             row = measure_serving(args.data)
         else:
