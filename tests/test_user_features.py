@@ -9,6 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from features.labels import churn_labels, future_spend, repurchase_labels
+from features.momentum import item_momentum_stats, momentum_features
+from features.purchases import Purchases
 from features.segments import segment_tags
 from features.users import feature_names, user_features
 
@@ -313,3 +315,42 @@ def test_run_starts() -> None:
     assert run_starts(a).tolist() == [True, False, False, True, False]
     assert run_starts(a, b).tolist() == [True, False, True, True, False]
     assert run_starts(np.array([], dtype=int)).tolist() == []
+
+
+MOMENTUM_ROWS = [
+    ("c1", "m1", "a", "2024-02-20", 1.0, 1.0, False),  # a: bought within 30 days
+    ("c1", "m2", "b", "2024-01-01", 1.0, 1.0, False),
+    ("c2", "m3", "a", "2024-01-05", 1.0, 1.0, False),
+    ("c3", "m4", "b", "2024-02-25", 1.0, 1.0, False),  # b: bought within 30 days
+    ("c3", "m5", "b", "2024-03-02", 1.0, 1.0, False),  # after as_of: not read
+]
+
+
+def test_item_momentum_known_answer() -> None:
+    p = Purchases.of(frame(MOMENTUM_ROWS), AS_OF)
+    stats = item_momentum_stats(p)
+    assert stats.loc[["a", "b"]].to_numpy().tolist() == [[2, 1], [2, 1]]  # buyers, recent
+    got = momentum_features(p)["item_momentum"]
+    # shares of the item's OTHER buyers who bought it recently, prior 10 at the overall 2/4
+    a_c1, b_c1 = (1 - 1 + 5) / 11, (1 - 0 + 5) / 11
+    assert got["c1"] == pytest.approx((a_c1 + b_c1) / 2)
+    assert got["c2"] == pytest.approx(6 / 11) and got["c3"] == pytest.approx(5 / 11)
+    assert list(got.index) == ["c1", "c2", "c3"]
+
+
+def test_item_momentum_stats_add_up_and_serve_a_part() -> None:
+    orders = frame(MOMENTUM_ROWS)
+    whole = item_momentum_stats(Purchases.of(orders, AS_OF))
+    parts = [orders[orders["customer_id"].isin(ids)] for ids in (["c1"], ["c2", "c3"])]
+    first, second = (item_momentum_stats(Purchases.of(part, AS_OF)) for part in parts)
+    pd.testing.assert_frame_equal(first + second, whole)
+    # a part's customers with the statistics of all get their rows among all customers
+    part = momentum_features(Purchases.of(parts[1], AS_OF), whole)
+    full = momentum_features(Purchases.of(orders, AS_OF))
+    pd.testing.assert_frame_equal(part, full.loc[["c2", "c3"]])
+
+
+def test_item_momentum_is_nan_in_a_one_item_shop() -> None:
+    rows = [r for r in MOMENTUM_ROWS if r[2] == "a"]
+    got = momentum_features(Purchases.of(frame(rows), AS_OF))
+    assert list(got.index) == ["c1", "c2"] and got["item_momentum"].isna().all()

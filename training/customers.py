@@ -44,11 +44,18 @@ from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_s
 
 from features.habits import HABIT_COLUMNS
 from features.labels import churn_labels, future_spend, repurchase_labels
+from features.momentum import MOMENTUM_PHRASES
 from features.rebuy import REBUY_COLUMNS
 from features.schema import CUSTOMER_ID, ORDERED_AT
 from features.segments import segment_tags
 from features.users import RFM_FEATURES
-from shopml.artifacts.customers import Calibration, CustomerArtifact, blend_scores, blend_stats
+from shopml.artifacts.customers import (
+    PHRASES,
+    Calibration,
+    CustomerArtifact,
+    blend_scores,
+    blend_stats,
+)
 from training.base import check_fitted
 from training.btyd import BtydFit, fit_bgnbd, fit_gamma_gamma
 from training.snapshots import (
@@ -700,6 +707,7 @@ class _CustomerModel(_SavedArtifact):
             as_of=str(as_of.date()),
             booster=booster,
             btyd=dict(btyd or {}),
+            phrases={**PHRASES, **MOMENTUM_PHRASES},
         )
 
     # ---- predict

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 
 from features.habits import habit_features
+from features.momentum import item_momentum_stats, momentum_features
 from features.purchases import Purchases
 from features.rebuy import item_rebuy_gaps, rebuy_features
 from features.schema import CUSTOMER_ID
@@ -45,6 +46,8 @@ MAX_CACHE_BYTES = 2_000_000_000
 MAX_SAMPLES = 3  # samples (their orders and frames) kept: a backtest's and the fit's
 
 log = logging.getLogger(__name__)
+#: item statistics of all customers at a cutoff: users', re-buy gaps' (optional), momentum's
+_ItemStats = tuple[pd.DataFrame, pd.DataFrame | None, pd.DataFrame]
 
 
 def customer_features(
@@ -55,19 +58,24 @@ def customer_features(
     customers: pd.DataFrame | None = None,
     item_stats: pd.DataFrame | None = None,
     gap_stats: pd.DataFrame | None = None,
+    momentum_stats: pd.DataFrame | None = None,
     optional: bool = False,
 ) -> pd.DataFrame:
-    """The customer models' features at ``as_of``: :func:`features.users.user_features` and,
-    with ``optional``, the re-buy columns of :func:`features.rebuy.rebuy_features` and the
-    ordering habits of :func:`features.habits.habit_features` (one :class:`Purchases` for all;
-    the models use those only when asked, and they cost ~70% more time).
+    """The customer models' features at ``as_of``: :func:`features.users.user_features`, the
+    item momentum of :func:`features.momentum.momentum_features` and, with ``optional``, the
+    re-buy columns of :func:`features.rebuy.rebuy_features` and the ordering habits of
+    :func:`features.habits.habit_features` (one :class:`Purchases` for all; the models use
+    those only when asked, and they cost ~70% more time).
 
-    ``item_stats`` / ``gap_stats``: the item statistics of all customers
-    (:func:`~features.users.item_statistics`, :func:`~features.rebuy.item_rebuy_gaps`) when
-    ``orders`` holds only some of them.
+    ``item_stats`` / ``gap_stats`` / ``momentum_stats``: the item statistics of all customers
+    (:func:`~features.users.item_statistics`, :func:`~features.rebuy.item_rebuy_gaps`,
+    :func:`~features.momentum.item_momentum_stats`) when ``orders`` holds only some of them.
     """
     p = Purchases.of(orders, as_of)
     frame = user_features_of(p, items=items, customers=customers, item_stats=item_stats)
+    momentum = momentum_features(p, momentum_stats).reindex(frame.index)
+    for name in momentum.columns:  # a new block beside the features' one: no copy of those
+        frame[name] = momentum[name].to_numpy()
     if not optional:
         return frame
     rebuy = rebuy_features(p, gap_stats).reindex(frame.index)
@@ -128,9 +136,7 @@ class UserSnapshots:
         self._customers = None if customers is None else weakref.ref(customers)
         self.max_bytes = max_bytes
         self._frames: OrderedDict[tuple[pd.Timestamp, Any], pd.DataFrame] = OrderedDict()
-        self._item_stats: OrderedDict[pd.Timestamp, tuple[pd.DataFrame, pd.DataFrame | None]] = (
-            OrderedDict()
-        )
+        self._item_stats: OrderedDict[pd.Timestamp, _ItemStats] = OrderedDict()
         # per sample: its ids, their orders and its largest (id hash, id string)
         self._samples: OrderedDict[Any, tuple[pd.Index, pd.DataFrame, tuple[int, str]]] = (
             OrderedDict()
@@ -205,7 +211,7 @@ class UserSnapshots:
         if sample is None:
             frame = customer_features(self.orders, cutoff, **tables, optional=self.optional)
         else:
-            item_stats, gap_stats = self._stats(cutoff)
+            item_stats, gap_stats, momentum_stats = self._stats(cutoff)
             sampled = self._samples[key[1]][1]
             frame = customer_features(
                 sampled,
@@ -213,6 +219,7 @@ class UserSnapshots:
                 **tables,
                 item_stats=item_stats,
                 gap_stats=gap_stats,
+                momentum_stats=momentum_stats,
                 optional=self.optional,
             )
             frame = frame.astype(np.float32)
@@ -260,13 +267,13 @@ class UserSnapshots:
                 return key
         raise ValueError("unknown sample: pass the index returned by population()")
 
-    def _stats(self, cutoff: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame | None]:
-        """Item statistics and (with the optional columns) re-buy gap statistics of every
-        customer at ``cutoff``."""
+    def _stats(self, cutoff: pd.Timestamp) -> _ItemStats:
+        """Item statistics, (with the optional columns) re-buy gap statistics and item momentum
+        statistics of every customer at ``cutoff``."""
         if cutoff not in self._item_stats:
             p = Purchases.of(self.orders, cutoff)
             gaps = item_rebuy_gaps(p) if self.optional else None
-            self._item_stats[cutoff] = (item_statistics(p), gaps)
+            self._item_stats[cutoff] = (item_statistics(p), gaps, item_momentum_stats(p))
             while len(self._item_stats) > 64:
                 self._item_stats.popitem(last=False)
         return self._item_stats[cutoff]
