@@ -25,6 +25,8 @@ from shopml.artifacts.demand import DemandArtifact
 from shopml.artifacts.inventory import plan
 from training.demand import (
     CLASSES,
+    COVERAGE_TAIL,
+    KEY_SHRINK,
     DemandModel,
     ItemStatics,
     Validation,
@@ -33,13 +35,13 @@ from training.demand import (
     _point_search,
     december_ratio,
     demand_class,
+    item_keys,
+    pooled_ratio,
     ramp,
     ramp_phi,
     remaining_ramp,
     sample_items,
     season_position,
-    shop_slope,
-    trend_steps,
 )
 
 START = pd.Timestamp("2010-12-01")
@@ -249,15 +251,30 @@ def test_remaining_ramp_takes_off_the_lift_already_reached() -> None:
     assert (left[2:] <= ratio[2:] + 1e-12).all()
 
 
-def test_shop_slope_recovers_a_known_growth_rate() -> None:
-    weeks = np.arange(30)
-    units = np.vstack([50 * np.exp(0.03 * weeks), 30 * np.exp(0.03 * weeks)])  # +3 % a week
-    assert shop_slope(units, 29) == pytest.approx(0.03, abs=1e-9)
-    assert shop_slope(units, 29, weeks=5) == pytest.approx(0.03, abs=1e-9)
-    assert shop_slope(np.full((3, 20), 7.0), 19) == pytest.approx(0.0, abs=1e-12)
-    assert shop_slope(units, 0) == 0.0  # a single week has no slope
-    with pytest.raises(ValueError, match="weeks must be >= 2"):
-        shop_slope(units, 29, weeks=1)
+def test_item_keys_are_name_words_and_category() -> None:
+    keys = item_keys(["PAPER CHAIN KIT 50S CHRISTMAS", "Star tree-light", ""], ["KIT", "x", "x"])
+    assert keys.shape[0] == 3 and keys.sum(axis=1).A1.tolist() == [5.0, 4.0, 1.0]
+    # "50S" (digits) and 2-letter words are no keys; items 1 and 2 share only their category
+    assert (keys[1].multiply(keys[2])).sum() == 1.0
+    assert (keys[0].multiply(keys[1])).sum() == 0.0
+
+
+def test_pooled_ratio_shares_a_season_through_a_common_word() -> None:
+    """Two known Christmas items (ratio 2) and two plain ones (0); two new items, 0 known."""
+    keys = item_keys(
+        ["CHRISTMAS TREE", "CHRISTMAS STAR", "WHITE MUG", "BLUE MUG", "CHRISTMAS BELL", "RED"],
+        ["a"] * 6,
+    )
+    raw = np.array([2.0, 2.0, 0.0, 0.0, 0.0, 0.0])
+    known = np.array([True, True, True, True, False, False])
+    prior = pooled_ratio(keys, raw, known)
+    overall = 1.0
+    christmas = (4.0 + KEY_SHRINK * overall) / (2 + KEY_SHRINK)  # 1.5
+    w_xmas, w_cat = 2 / (2 + KEY_SHRINK), 4 / (4 + KEY_SHRINK)
+    expected_bell = (w_xmas * christmas + w_cat * overall) / (w_xmas + w_cat)
+    assert prior[4] == pytest.approx(expected_bell)
+    assert prior[5] == pytest.approx(overall)  # only the category, whose mean is the overall
+    assert prior[4] > prior[5] > prior[2]
 
 
 def test_simple_components_include_the_26_week_median() -> None:
@@ -275,18 +292,16 @@ def test_simple_components_include_the_26_week_median() -> None:
     assert np.allclose(comp.point[-1], expected[:, None])
 
 
-def test_ramp_trend_is_damped_and_off_at_theta_zero() -> None:
+def test_ramp_is_the_remaining_december_ratio_along_the_season() -> None:
     from training.demand import Components
 
-    h = 12
-    comp = Components(np.zeros((1, 3, 2, h)), np.zeros((1, 2, h)), np.zeros(2), np.zeros(h),
-                      0.02, np.zeros(2, int))  # fmt: skip
-    assert np.allclose(ramp(comp, 1.0, 0.0), 1.0)
-    m = ramp(comp, 1.0, 1.0)[0]
-    steps = np.diff(np.log(m))
-    assert np.all(steps > 0) and np.all(np.diff(steps) < 0)  # rising, ever more slowly
-    assert np.log(m[0]) == pytest.approx(0.02 * trend_steps(h)[0])
-    assert trend_steps(h)[-1] < 5.5 + 0.9 / (1 - 0.9)  # bounded by the damped series
+    h = 4
+    phi = np.array([0.0, 0.1, 0.2, 0.3])
+    comp = Components(np.zeros((1, 3, 2, h)), np.zeros((1, 2, h)), np.array([0.0, 1.0]), phi,
+                      np.zeros(2, int))  # fmt: skip
+    m = ramp(comp, 1.0)
+    assert np.allclose(m[0], 1.0) and np.allclose(m[1], np.exp(phi))
+    assert np.allclose(ramp(comp, 0.0), 1.0)
 
 
 def test_point_weights_bound_the_shop_wide_bias_not_each_group() -> None:
@@ -304,7 +319,7 @@ def test_point_weights_bound_the_shop_wide_bias_not_each_group() -> None:
     med = np.vstack([np.full((50, 4), 100.0), np.zeros((50, 4))])
     mean = np.vstack([np.full((50, 4), 100.0), np.full((50, 4), 1.0)])
     point = np.stack([med, mean])
-    comp = Components(point[:, None].repeat(3, 1), point, np.zeros(100), np.zeros(4), 0.0,
+    comp = Components(point[:, None].repeat(3, 1), point, np.zeros(100), np.zeros(4),
                       np.r_[np.zeros(50, int), np.ones(50, int)])  # fmt: skip
     v = Validation(comp, y, np.ones(100))
     grid = np.array([[1.0, 0.0], [0.5, 0.5], [0.0, 1.0]])
@@ -321,12 +336,15 @@ def test_pinball_scale_finds_the_true_quantiles() -> None:
     assert lo == pytest.approx(2.56, abs=0.1) and hi == pytest.approx(2.56, abs=0.1)
 
 
-def test_interval_scale_reaches_80_percent() -> None:
+def test_interval_scale_leaves_the_target_share_in_each_tail() -> None:
+    from scipy.stats import norm
+
     rng = np.random.default_rng(0)
     y = rng.normal(10, 2, 20_000)
     q = np.stack([np.full_like(y, 9.0), np.full_like(y, 10.0), np.full_like(y, 11.0)])
-    lo, hi = _interval_scale(y, q)  # P10/P90 of N(10, 2) are 10 -/+ 2.56
-    assert lo == pytest.approx(2.6, abs=0.06) and hi == pytest.approx(2.6, abs=0.06)
+    lo, hi = _interval_scale(y, q)  # the tail quantiles of N(10, 2): 10 -/+ 2 z
+    z = 2 * norm.ppf(1 - COVERAGE_TAIL)  # 2.35 at 12 %
+    assert lo == pytest.approx(z, abs=0.06) and hi == pytest.approx(z, abs=0.06)
 
 
 def test_bad_parameters(fitted: DemandModel, shop: tuple[pd.DataFrame, pd.DataFrame]) -> None:
