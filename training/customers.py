@@ -837,7 +837,9 @@ class ValueModel(_SavedArtifact):
         num_threads: int = 1,
         seed: int = 0,
         max_train_customers: int | None = MAX_TRAIN_CUSTOMERS,
+        client: Client | None = None,
     ) -> None:
+        self.client = client  # a Dask client: LightGBM fits and scores run on its cluster
         self.max_train_customers = max_train_customers
         self.horizon_days = horizon_days
         self.n_snapshots = n_snapshots
@@ -911,11 +913,7 @@ class ValueModel(_SavedArtifact):
                     "deterministic": True,
                     "force_row_wise": True,
                 }
-                b = lgb.train(
-                    params,
-                    lgb.Dataset(as_matrix(X), label=y),
-                    num_boost_round=self.num_boost_round,
-                )
+                b = self._train(params, X, y)
                 lgb_art = CustomerArtifact(
                     task="value",
                     kind="lightgbm",
@@ -940,11 +938,7 @@ class ValueModel(_SavedArtifact):
                 ):
                     X_all = pd.concat([snaps[c] for c in [val, *tr]], ignore_index=True)
                     y_all = np.concatenate([ys[c] for c in [val, *tr]])
-                    lgb_art.booster = lgb.train(
-                        params,
-                        lgb.Dataset(as_matrix(X_all), label=y_all),
-                        num_boost_round=self.num_boost_round,
-                    )
+                    lgb_art.booster = self._train(params, X_all, y_all)
                     chosen = lgb_art
         if not self.validation_:
             log.warning(
@@ -957,13 +951,29 @@ class ValueModel(_SavedArtifact):
         for note in chosen.notes:
             log.warning("value model: %s", note)
         chosen.metrics = {"validation": self.validation_}
-        pred = chosen.predict(feats_now[chosen.feature_names].to_numpy(np.float64))
+        X_now = feats_now[chosen.feature_names].to_numpy(np.float64)
+        pred = self._predict(chosen, X_now)
         chosen.scores = pd.DataFrame(
             {CUSTOMER_ID: feats_now.index.astype(str), "value": pred, "as_of": str(as_of.date())}
         )
         self.artifact_: CustomerArtifact | None = chosen
         self.as_of_ = as_of
         return self
+
+    def _train(self, params: dict[str, Any], X: pd.DataFrame, y: np.ndarray) -> lgb.Booster:
+        if self.client is not None:  # on the Dask cluster through lightgbm.dask
+            from training.dask_models import train_regressor
+
+            return train_regressor(self.client, X, y, params, self.num_boost_round)
+        data = lgb.Dataset(as_matrix(X), label=y)
+        return lgb.train(params, data, num_boost_round=self.num_boost_round)
+
+    def _predict(self, art: CustomerArtifact, X: np.ndarray) -> np.ndarray:
+        if self.client is not None:  # every customer scored on the cluster
+            from training.dask_models import predict_rows
+
+            return predict_rows(self.client, art, X)
+        return art.predict(X)
 
     def predict(self, features: pd.DataFrame) -> np.ndarray:
         """Expected spend over the horizon for each row of a :func:`user_features` frame."""
