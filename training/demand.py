@@ -15,8 +15,8 @@ How a forecast is made, at an origin week ``t`` (the last complete week before `
      about twice the fit time).
    - ``emp``: empirical quantiles of the last 12 weeks (a quantile component only: as a point
      component too it overfitted the point weights: validation MASE 0.9298 -> 0.9325, WAPE
-     0.7561 -> 0.7623, measured before the name-word pooling; so did the LightGBM P90 or a
-     0.6-quantile booster as extra point components, MASE 0.9299 -> 0.9331).
+     0.7561 -> 0.7623, measured before the name-word pooling; so did extra point components:
+     a 0.6-quantile LightGBM booster, MASE 0.9299 -> 0.9331, and the LightGBM P90).
    - ``mean4`` (mean of the last 4 weeks), ``tsb`` (Teunter-Syntetos-Babai, 0.1/0.1) and
      ``med26`` (median of the last 26 weeks: a low-variance level for the many intermittent
      series, which MASE weighs as much as the big sellers) as point components. ``med26``
