@@ -481,3 +481,35 @@ def test_protocol_r_at_another_as_of_reads_only_its_window(orders: pd.DataFrame)
     assert [want[u] for u in warm] == p.truth_all
     before = set(orders.loc[orders[ORDERED_AT] < at, CUSTOMER_ID])
     assert set(p.user_ids) == before
+
+
+def test_candidate_recall_known_answers(model: RecommenderModel) -> None:
+    from training.benchmarks.recommend import candidate_recall
+
+    art = model.artifact
+    users = art.user_ids[:3].tolist()
+    hist = [
+        set(art.item_ids[art.hist_indices[art.hist_indptr[r] : art.hist_indptr[r + 1]]])
+        for r in range(3)
+    ]
+    # own past items are always candidates: everything found, a perfect ranking is possible
+    assert candidate_recall(model, users, hist) == {
+        "history_recall": 1.0,
+        "candidate_recall": 1.0,
+        "ceiling_ndcg@10": 1.0,
+    }
+    # an item the model never saw and a user it does not know are misses
+    truth = [hist[0] | {"no-such-item"}, {"no-such-item"}, hist[2]]
+    got = candidate_recall(model, [users[0], users[1], "nobody"], truth)
+    n = len(hist[0]) + 2 + len(hist[2])
+    assert got["history_recall"] == got["candidate_recall"] == round(len(hist[0]) / n, 4)
+    assert len(hist[0]) >= 10  # the first user's top 10 can all be hits: ceiling (1 + 0 + 0) / 3
+    assert got["ceiling_ndcg@10"] == 0.3333
+
+
+def test_validation_replay_must_end_before_the_test_window() -> None:
+    from training.benchmarks.recommend import AS_OF as TEST_AS_OF
+    from training.benchmarks.recommend import validate
+
+    with pytest.raises(ValueError, match="reaches past 2011-09-01"):
+        validate(None, as_of=TEST_AS_OF - pd.Timedelta(days=89), write=False)

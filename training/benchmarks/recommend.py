@@ -330,22 +330,74 @@ def run(
     return rows
 
 
+def candidate_recall(
+    model: RecommenderModel, user_ids: list[str], truth: list[set[str]], k: int = K
+) -> dict[str, float]:
+    """How far the re-ranker's candidates limit a ranking: the share of truth items in the
+    users' histories and in their candidate sets, and NDCG@k of a perfect ranking of the
+    candidates (its ceiling). Users or items the model does not know count as misses."""
+    art = model.artifact
+    rows = pd.Index(art.user_ids).get_indexer(pd.Index(user_ids, dtype=str)).astype(np.int64)
+    known = rows >= 0
+    item_pos = {t: j for j, t in enumerate(art.item_ids.tolist())}
+    cand = np.zeros((len(rows), art.n_items), dtype=bool)
+    bought = np.zeros_like(cand)
+    for start in range(0, len(rows), 512):
+        sub = np.flatnonzero(known[start : start + 512]) + start
+        parts = art._parts(rows[sub])
+        cand[sub], bought[sub] = art.candidates(rows[sub], parts), parts["bought"]
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    n_truth = in_hist = in_cand = 0
+    ceiling = 0.0
+    for r, rel in enumerate(truth):
+        cols = [item_pos[t] for t in rel if t in item_pos]
+        hits = int(cand[r, cols].sum())
+        n_truth += len(rel)
+        in_hist += int(bought[r, cols].sum())
+        in_cand += hits
+        ceiling += disc[: min(hits, k)].sum() / disc[: min(len(rel), k)].sum() if rel else 0.0
+    n = max(n_truth, 1)
+    return {
+        "history_recall": round(in_hist / n, 4),
+        "candidate_recall": round(in_cand / n, 4),
+        f"ceiling_ndcg@{k}": round(float(ceiling) / max(len(truth), 1), 4),
+    }
+
+
 def validate(
     dataset: Any,
     *,
+    as_of: pd.Timestamp = VALIDATION_AS_OF,
     seeds: tuple[int, ...] = (0, 1, 2),
     write: bool = True,
     model_params: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Protocol R replayed at :data:`VALIDATION_AS_OF` on orders before :data:`AS_OF` (no test
-    label is read); one shopml row per task and seed (``random_state``), plus their mean."""
+    """Protocol R replayed at ``as_of`` (default :data:`VALIDATION_AS_OF`) on orders before
+    :data:`AS_OF` (no test label is read; the replay's window must end by then); one shopml
+    row per task and seed (``random_state``), plus their mean, and the candidate diagnostics
+    (:func:`candidate_recall`) of the first seed's model. Results of another ``as_of`` go to
+    ``online-retail-R-validation-<date>``."""
+    as_of = pd.Timestamp(as_of)
+    if as_of + pd.Timedelta(days=TEST_DAYS) > AS_OF:
+        raise ValueError(
+            f"validation as_of {as_of.date()} + {TEST_DAYS} days reaches past {AS_OF.date()} "
+            "(the test window); use an earlier date"
+        )
     orders = purchases_before(dataset.orders, AS_OF)
-    p = protocol(orders, dataset.customers, VALIDATION_AS_OF)
+    p = protocol(orders, dataset.customers, as_of)
     rows: list[dict[str, Any]] = []
+    diagnostics: dict[str, dict[str, float]] = {}
     for seed in seeds:
         params = {"num_threads": THREADS, **(model_params or {}), "random_state": seed}
-        got, _ = shopml_rows(p, dataset.items, functools.partial(RecommenderModel, **params))
+        got, model = shopml_rows(p, dataset.items, functools.partial(RecommenderModel, **params))
         rows += [{**r, "model": f"shopml seed {seed}"} for r in got]
+        if not diagnostics:
+            warm = p.user_ids[p.warm].tolist()
+            diagnostics = {
+                "R-all": candidate_recall(model, warm, p.truth_all),
+                "R-new": candidate_recall(model, [warm[i] for i in p.new_rows], p.truth_new),
+            }
+            log.info("candidates (seed %d): %s", seed, diagnostics)
     for task in ("R-all", "R-new", "R-cold"):
         mine = [r for r in rows if r["task"] == task]
         mean = {
@@ -355,14 +407,17 @@ def validate(
         }
         rows.append({"task": task, "model": "shopml mean", "users": mine[0]["users"], **mean})
     if write:
+        end = (as_of + pd.Timedelta(days=TEST_DAYS)).date()
         write_results(
             "online-retail",
             "R",
             rows,
-            as_of=str(VALIDATION_AS_OF.date()),
-            stem="online-retail-R-validation",
-            note=f"validation replay: as_of {VALIDATION_AS_OF.date()}, window ends {AS_OF.date()}",
+            as_of=str(as_of.date()),
+            stem="online-retail-R-validation"
+            + ("" if as_of == VALIDATION_AS_OF else f"-{as_of.date()}"),
+            note=f"validation replay: as_of {as_of.date()}, window ends {end}",
             model_params=model_params or {},
+            candidates=diagnostics,
         )
     return rows
 
@@ -380,13 +435,24 @@ def main() -> None:
     parser.add_argument(
         "--validation", action="store_true", help="validation replay only (no test label read)"
     )
+    parser.add_argument(
+        "--validation-as-of",
+        type=pd.Timestamp,
+        default=VALIDATION_AS_OF,
+        metavar="DATE",
+        help=f"as_of of the replay (default {VALIDATION_AS_OF.date()}; its {TEST_DAYS}-day window "
+        f"must end by {AS_OF.date()})",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     dataset = load_dataset("../shared/data/online_retail/online_retail.parquet")
     if args.time_fit:
         log.info("fit-only timings: %s", fit_timings(dataset, args.time_fit))
         return
-    rows = validate(dataset) if args.validation else run(dataset, note=args.note)
+    if args.validation:
+        rows = validate(dataset, as_of=args.validation_as_of)
+    else:
+        rows = run(dataset, note=args.note)
     for row in rows:
         log.info("%s", row)
 
