@@ -291,12 +291,17 @@ def _gather_objects(ddf: dd.DataFrame, fn: Callable[..., Any], *args: Any) -> li
 
 def distribute(client: Client, encoded: Encoded, npartitions: int) -> dd.DataFrame:
     """Scatter the encoded orders to the cluster as a Dask DataFrame of ``npartitions`` pieces."""
+    return scatter_frame(client, encoded.orders, npartitions)
+
+
+def scatter_frame(client: Client, frame: pd.DataFrame, npartitions: int) -> dd.DataFrame:
+    """``frame`` as a Dask DataFrame of ``npartitions`` consecutive row blocks scattered over the
+    workers (the data is sent once, not embedded in the task graph)."""
     import dask.dataframe as dd
 
-    frame = encoded.orders
     bounds = np.linspace(0, len(frame), npartitions + 1).astype(int)
     pieces = [frame.iloc[a:b] for a, b in itertools.pairwise(bounds)]
-    futures = client.scatter(pieces)
+    futures = client.scatter(pieces, hash=False)  # own keys: equal frames scattered twice
     return dd.from_delayed(futures, meta=frame.iloc[:0], verify_meta=False)
 
 

@@ -169,14 +169,14 @@ def _train_on_cluster(
     """Fit a ``lightgbm.dask`` estimator on ``X``/``y`` (and ``weight``) split into one
     partition per worker; its booster. The sklearn estimator resolves the ``lgb.train``
     aliases in ``params`` as ``lgb.train`` does (same model in process: checked)."""
-    import dask.dataframe as dd
+    from features.engine import scatter_frame
 
     workers = len(client.scheduler_info().get("workers", {}))
     frame = X.astype(np.float64).reset_index(drop=True)
     frame[LABEL] = np.asarray(y)  # one frame: rows, labels, weights in the same partitions
     if weight is not None:
         frame[WEIGHT] = np.asarray(weight, dtype=np.float64)
-    data = dd.from_pandas(frame, npartitions=npartitions or max(1, workers), sort=False)
+    data = scatter_frame(client, frame, npartitions or max(1, workers))
     sample_weight = data[WEIGHT] if weight is not None else None
     p = {k: v for k, v in params.items() if k not in ("num_threads", "n_jobs")}
     model = estimator(client=client, n_estimators=rounds, **p)
