@@ -240,3 +240,35 @@ def test_value_scores_through_dask_equal_in_process(client: object) -> None:
     art = CustomerArtifact("value", "lightgbm", names, 90, "2024-10-01", booster=booster)
     got = dm.predict_rows(client, art, X, chunk_rows=97)  # type: ignore[arg-type]
     np.testing.assert_array_equal(got, art.predict(X))
+
+
+def test_value_model_fits_through_lightgbm_dask_within_tolerance(
+    client: object, dataset: Dataset
+) -> None:
+    from training.customers import ValueModel
+
+    fast: dict[str, Any] = {"horizon_days": 90, "n_snapshots": 3, "num_boost_round": 60}
+    local = ValueModel(**fast).fit(dataset.orders, AS_OF)
+    dist = ValueModel(**fast, client=client).fit(dataset.orders, AS_OF)  # type: ignore[arg-type]
+    rmse_local = local.validation_["lightgbm"]["rmse"]
+    rmse_dist = dist.validation_["lightgbm"]["rmse"]
+    assert abs(rmse_dist - rmse_local) <= dm.REGRESSION_TOLERANCE * rmse_local
+    assert dist.artifact_ is not None and local.artifact_ is not None
+    assert dist.artifact_.scores is not None and local.artifact_.scores is not None
+    assert len(dist.artifact_.scores) == len(local.artifact_.scores) > 500  # every customer
+
+
+def test_demand_model_fits_through_lightgbm_dask_within_tolerance(
+    client: object, dataset: Dataset
+) -> None:
+    from training.demand import DemandModel
+
+    fast: dict[str, Any] = {"horizon": 12, "num_rounds": 40, "models": ("lgb_raw",)}
+    local = DemandModel(**fast).fit(dataset.orders, AS_OF, dataset.items)
+    dist = DemandModel(**fast, client=client).fit(dataset.orders, AS_OF, dataset.items)  # type: ignore[arg-type]
+    for key in ("quantile_loss", "pinball@0.5[lgb_raw]", "mase[lgb_raw_p50]"):
+        ref, got = local.combination_.scores[key], dist.combination_.scores[key]
+        assert abs(got - ref) <= dm.REGRESSION_TOLERANCE * ref, (key, got, ref)
+    assert "client" not in dist.artifact_.meta["params"]  # the saved parameters stay JSON
+    np.testing.assert_array_equal(dist.artifact_.items, local.artifact_.items)
+    assert dist.artifact_.quantiles.shape == local.artifact_.quantiles.shape

@@ -117,7 +117,7 @@ class _CustomerJob:
     ) -> None:
         self.horizon_days = horizon_days or self.window_days
         self.threads = threads or default_threads()
-        self.client = client  # Dask: the classifiers' LightGBM fits run through lightgbm.dask
+        self.client = client  # Dask: the LightGBM fits (and the value model's) on the cluster
 
     def _model(self, params: dict[str, Any]) -> Any:
         from training.customers import ChurnModel, RepurchaseModel
@@ -178,7 +178,8 @@ class _CustomerJob:
             from training.customers import ValueModel
 
             cap = {k: v for k, v in params.items() if k == "max_train_customers"}
-            value = ValueModel(num_threads=self.threads, **cap).fit(ds.orders, as_of, **tables)
+            value = ValueModel(num_threads=self.threads, client=self.client, **cap)
+            value = value.fit(ds.orders, as_of, **tables)
             worth = value.artifact_
             if artifact.scores is None or worth is None or worth.scores is None:
                 raise RuntimeError("churn and value models must both produce score tables")
@@ -215,7 +216,7 @@ class RepurchaseJob(_CustomerJob):
 
 JOBS: dict[str, type[Any]] = {"churn": ChurnJob, "repurchase": RepurchaseJob}
 #: Kinds whose LightGBM fits can run on a Dask cluster (``client=``); the others fit in process.
-DISTRIBUTED_KINDS = ("churn", "repurchase")
+DISTRIBUTED_KINDS = ("churn", "repurchase", "demand")
 
 
 # --------------------------------------------------------------------------- demand
@@ -226,13 +227,16 @@ class DemandJob:
     window_days: ClassVar[int] = 84
     horizon: ClassVar[int] = 12
 
-    def __init__(self, threads: int | None = None) -> None:
+    def __init__(self, threads: int | None = None, client: Client | None = None) -> None:
         self.threads = threads or default_threads()
+        self.client = client  # Dask: the quantile models' LightGBM fits on the cluster
 
     def _model(self, params: dict[str, Any]) -> Any:
         from training.demand import DemandModel
 
-        return DemandModel(horizon=self.horizon, num_threads=self.threads, **params)
+        return DemandModel(
+            horizon=self.horizon, num_threads=self.threads, client=self.client, **params
+        )
 
     def backtest(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any]) -> Backtest:
         from features.demand import active_items, last_full_week, weekly_demand

@@ -76,9 +76,9 @@ def train(
 ) -> list[KindResult]:
     """Train every requested model kind of ``exp`` and promote the ones that earn it.
 
-    ``client``: a Dask client; the churn and repurchase classifiers' LightGBM fits then run on
-    its cluster through ``lightgbm.dask`` (:data:`training.jobs.DISTRIBUTED_KINDS`), the other
-    models in this process.
+    ``client``: a Dask client; the LightGBM fits of the churn, repurchase, customer-value and
+    demand models then run on its cluster through ``lightgbm.dask``
+    (:data:`training.jobs.DISTRIBUTED_KINDS`), the recommender in this process.
     """
     ds = dataset or load_experiment_data(exp)
     as_of = pd.Timestamp(exp.as_of) if exp.as_of else default_as_of(ds.orders)
