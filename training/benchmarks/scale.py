@@ -64,8 +64,11 @@ def load_avg() -> float:
     return round(os.getloadavg()[0], 2)
 
 
-def measure(engine: str, folder: Path, workers: int, train: bool) -> dict[str, Any]:
-    """Run one engine on the shop in ``folder`` (call in a fresh process); the result row."""
+def measure(
+    engine: str, folder: Path, workers: int, train: bool, partitions: int | None = None
+) -> dict[str, Any]:
+    """Run one engine on the shop in ``folder`` (call in a fresh process); the result row
+    (``partitions``: of the Dask engine's shuffled orders; default two per worker)."""
     import pandas as pd
 
     from features.io import load_dataset
@@ -99,7 +102,8 @@ def measure(engine: str, folder: Path, workers: int, train: bool) -> dict[str, A
             dask_client(n_workers=workers, local_directory=scratch) as client,
         ):
             start = time.perf_counter()
-            data = DaskOrders(client, dataset)
+            data = DaskOrders(client, dataset, npartitions=partitions)
+            row["partitions"] = data.npartitions
             distribute_s = time.perf_counter() - start
             fs = data.feature_set(as_of)
             row["features_s"] = round(time.perf_counter() - start, 2)
@@ -242,6 +246,7 @@ def run(
     workdir: Path,
     engines: tuple[str, ...] = ("pandas", "dask"),
     workers: int = 2,
+    partitions: int | None = None,
     train: bool = True,
     full_train: bool = False,
     threads: int = 2,
@@ -260,6 +265,7 @@ def run(
             cmd = [sys.executable, "-m", "training.benchmarks.scale", "--measure", engine]
             cmd += ["--data", str(shop), "--workers", str(workers), "--result", result.name]
             cmd += [] if train else ["--no-train"]
+            cmd += ["--partitions", str(partitions)] if partitions else []
             log.info("measuring %s on %s order lines", engine, f"{counts['order_lines']:,}")
             start = time.perf_counter()
             subprocess.run(cmd, check=True, cwd=ROOT, env=env)
@@ -350,6 +356,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--engines", nargs="+", default=["pandas", "dask"])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--partitions", type=int, help="Dask engine: partitions of the orders (default 2/worker)"
+    )
     parser.add_argument("--no-train", dest="train", action="store_false")
     parser.add_argument(
         "--full-train",
@@ -375,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.measure == "serving":
             row = measure_serving(args.data)
         else:
-            row = measure(args.measure, args.data, args.workers, args.train)
+            row = measure(args.measure, args.data, args.workers, args.train, args.partitions)
         args.result.write_text(json.dumps(row))
         return
     run(
@@ -384,6 +393,7 @@ def main(argv: list[str] | None = None) -> None:
         workdir=args.workdir,
         engines=tuple(args.engines),
         workers=args.workers,
+        partitions=args.partitions,
         train=args.train,
         full_train=args.full_train,
         threads=args.threads,
