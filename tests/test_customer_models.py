@@ -19,6 +19,7 @@ from shopml.artifacts.customers import (
     UnknownCustomerError,
     blend_scores,
     blend_stats,
+    fact_of,
 )
 from training.btyd import fit_bgnbd
 from training.customers import (
@@ -273,7 +274,13 @@ def test_reasons_are_plain_phrases(orders: pd.DataFrame, churn: ChurnModel) -> N
         "ordered again on 4 days after the first"
     )
     assert art.phrase("country_share", {**values, "country_share": 0.02}) == (
-        "2% of customers are in their country"
+        "their country has 2% of the shop's customers"
+    )
+    assert art.phrase("country_share", {**values, "country_share": 0.002}) == (
+        "their country has under 1% of the shop's customers"
+    )
+    assert art.phrase("item_popularity", {**values, "item_popularity": np.log1p(120.0)}) == (
+        "buys items that typically have 120 buyers"
     )
     assert art.phrase("item_retention", {**values, "item_retention": 0.25}) == (
         "buys items after which 25% of buyers reorder within a month"
@@ -289,15 +296,57 @@ def test_reasons_are_plain_phrases(orders: pd.DataFrame, churn: ChurnModel) -> N
     assert art.phrase("spend_change_90d", {**values, "spend_change_90d": 0.001}) == (
         "spend flat vs previous quarter"
     )
-    # a reason pushes the score up: low activity for churn, high activity for repurchase
-    assert art.phrase("orders_decay90", values) == "little ordering activity over the last months"
-    rep = CustomerArtifact(**{**art.__dict__, "task": "repurchase"})
-    assert rep.phrase("orders_decay90", values) == "strong ordering activity over the last months"
+    # decayed order counts say the number and the half-life; below 0.05 no order is that recent
+    assert art.phrase("orders_decay7", {**values, "orders_decay7": 2.34}) == (
+        "2.3 recency-weighted orders (an order counts half after 7 days)"
+    )
+    assert art.phrase("orders_decay30", {**values, "orders_decay30": 0.04}) == (
+        "no order in the last 30 days"
+    )
+    assert art.phrase("orders_decay90", values) == "purchase history pattern"  # NaN: no number
+    # phrases saved in older artifacts still read their direction word
+    old = CustomerArtifact(
+        **{**art.__dict__, "phrases": {"orders_decay90": "{activity} ordering activity"}}
+    )
+    assert old.phrase("orders_decay90", values) == "little ordering activity"
+
+
+class FixedContributions(CustomerArtifact):
+    """An artifact whose contributions are given (to test reason selection alone)."""
+
+    contrib: np.ndarray = np.zeros(0)
+
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        return self.contrib
+
+
+def test_reasons_state_each_fact_once() -> None:
+    names = ["orders_30d", "spend_30d", "recency_days", "gap_ratio", "spend_90d", "gap_trend"]
+    art = FixedContributions(
+        task="churn", kind="baseline-recency", feature_names=names, horizon_days=90, as_of="x"
+    )
+    art.contrib = np.array([[3.0, 2.5, 2.0, 1.0, 0.5, 0.2], [0.1, 0.2, 3.0, 0.3, 0.0, 0.0]])
+    X = np.array([[0.0, 0.0, 40.0, 2.0, 0.0, 1.5], [0.0, 0.0, 40.0, 2.0, 0.0, 1.5]])
+    # "no spend in the last 30/90 days" and "no order for 40 days" repeat the first fact
+    assert art.reasons(X, top_k=3) == [
+        [
+            "no orders in the last 30 days",
+            "no order for 2.0x the usual gap",
+            "last gap between orders was 1.5x the usual gap",
+        ],
+        ["no order for 40 days", "no order for 2.0x the usual gap"],
+    ]
+    assert art.reasons(X, top_k=3) == reference_reasons(art, X, 3)
+    assert fact_of("no spend in the last 180 days") == fact_of("no orders in the last 30 days")
+    assert fact_of("last gap between orders was 12 days") == fact_of(
+        "last gap between orders was 1.5x the usual gap"
+    )
+    assert fact_of("spend 12 in the last 30 days") == "spend 12 in the last 30 days"
 
 
 def reference_reasons(art: CustomerArtifact, X: np.ndarray, top_k: int) -> list[list[str]]:
-    """The per-row loop the vectorised reasons replace (the first top_k distinct phrases of the
-    positive contributions, largest first)."""
+    """The per-row loop the vectorised reasons replace (the first top_k phrases of the positive
+    contributions, largest first, that state distinct facts)."""
     contrib = art.contributions(X)
     order = np.argsort(-contrib, axis=1, kind="stable")[:, : 3 * top_k]
     out = []
@@ -308,7 +357,7 @@ def reference_reasons(art: CustomerArtifact, X: np.ndarray, top_k: int) -> list[
             if contrib[i, j] <= 0 or len(phrases) == top_k:
                 break
             phrase = art.phrase(art.feature_names[j], values)
-            if phrase not in phrases:
+            if fact_of(phrase) not in map(fact_of, phrases):
                 phrases.append(phrase)
         out.append(phrases)
     return out

@@ -21,6 +21,7 @@ Nothing here trains anything or imports :mod:`training`.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import re
@@ -71,6 +72,22 @@ TIDY_RULES: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"^bought from 1 categories$"), "bought from only 1 category"),
     (re.compile(r"^customer for 1 days$"), "customer for 1 day"),
     (re.compile(r"^no order for 1 days$"), "no order for 1 day"),
+    # below 0.05, no order is younger than the half-life (each such order adds at least 0.5)
+    (
+        re.compile(r"^0\.0 recency-weighted orders \(an order counts half after (\d+) days\)$"),
+        r"no order in the last \1 days",
+    ),
+    (re.compile(r"^their country has 0% of"), "their country has under 1% of"),
+]
+
+#: Phrases that state one fact in different words ("no orders in the last 30 days", "no spend in
+#: the last 30 days", "no order for 40 days"): a customer's reasons keep the first of each fact.
+FACT_RULES: list[tuple[re.Pattern[str], str]] = [
+    (
+        re.compile(r"^no (?:orders?|spend) in the last \d+ days$|^no order for \d+ days?$"),
+        "no recent order",
+    ),
+    (re.compile(r"^last gap between orders was "), "last gap"),
 ]
 
 
@@ -88,17 +105,27 @@ def tidy_phrase(text: str) -> str:
     return text
 
 
+@functools.lru_cache(maxsize=1 << 16)
+def fact_of(text: str) -> str:
+    """The fact a reason phrase states (:data:`FACT_RULES`; else the phrase itself)."""
+    for pattern, fact in FACT_RULES:
+        if pattern.match(text):
+            return fact
+    return text
+
+
 #: The features each derived phrase field is computed from (see :meth:`CustomerArtifact.phrase`).
 DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
     "pct_change": ("spend_change_90d",),
     "up_down": ("spend_change_90d",),
     "repeat_text": ("repeat_days",),
+    "item_buyers": ("item_popularity",),
 }
 
 #: Plain-language phrases for reason codes, formatted with the customer's feature values and the
-#: derived fields ``pct_change``, ``up_down``, ``repeat_text`` and ``activity`` ("little" for a
-#: churn reason, "strong" for a repurchase reason: a reason pushes the score up). Features without
-#: a phrase use ``default``.
+#: derived fields ``pct_change``, ``up_down``, ``repeat_text``, ``item_buyers`` (typical number of
+#: buyers of their items) and ``activity`` ("little"/"strong": read by phrases saved in older
+#: artifacts). Features without a phrase use ``default``.
 PHRASES: dict[str, str] = {
     "recency_days": "no order for {recency_days:.0f} days",
     "gap_ratio": "no order for {gap_ratio:.1f}x the usual gap",
@@ -122,10 +149,18 @@ PHRASES: dict[str, str] = {
     "spend_prev90d": "spend {spend_prev90d:,.0f} in the quarter before last",
     "spend_change_90d": "spend {up_down} {pct_change:.0f}% vs previous quarter",
     "orders_trend": "order count changed by {orders_trend:+.0f} vs previous quarter",
-    "orders_decay7": "{activity} ordering activity in the last days",
-    "orders_decay30": "{activity} ordering activity in the last weeks",
-    "orders_decay90": "{activity} ordering activity over the last months",
-    "orders_decay180": "{activity} ordering activity over the last half year",
+    "orders_decay7": (
+        "{orders_decay7:.1f} recency-weighted orders (an order counts half after 7 days)"
+    ),
+    "orders_decay30": (
+        "{orders_decay30:.1f} recency-weighted orders (an order counts half after 30 days)"
+    ),
+    "orders_decay90": (
+        "{orders_decay90:.1f} recency-weighted orders (an order counts half after 90 days)"
+    ),
+    "orders_decay180": (
+        "{orders_decay180:.1f} recency-weighted orders (an order counts half after 180 days)"
+    ),
     "gap_trend": "last gap between orders was {gap_trend:.1f}x the usual gap",
     "first_gap": "second order came {first_gap:.0f} days after the first",
     "repeat_first90d": "ordered on {repeat_first90d:.0f} more days within 90 days of the first",
@@ -135,7 +170,7 @@ PHRASES: dict[str, str] = {
     "units_per_line": "{units_per_line:.0f} units per line",
     "distinct_items": "bought {distinct_items:.0f} different items",
     "items_per_order": "{items_per_order:.0f} different items per order",
-    "item_popularity": "the kind of items they buy",
+    "item_popularity": "buys items that typically have {item_buyers:,.0f} buyers",
     "item_repeat_rate": "buys items that are often re-bought ({item_repeat_rate:.0%})",
     "item_retention": "buys items after which {item_retention:.0%} of buyers reorder within a month",
     "last_order_retention": (
@@ -154,7 +189,7 @@ PHRASES: dict[str, str] = {
     "q4_share": "{q4_share:.0%} of orders in October-December",
     "weekend_share": "{weekend_share:.0%} of orders at weekends",
     "hour_mean": "usually orders around {hour_mean:.0f}h",
-    "country_share": "{country_share:.0%} of customers are in their country",
+    "country_share": "their country has {country_share:.0%} of the shop's customers",
     "bgnbd_p_alive": "purchase pattern suggests {bgnbd_p_alive:.0%} chance still active",
     "default": "purchase history pattern",
 }
@@ -447,7 +482,7 @@ class CustomerArtifact:
     def _reason_slots(self, features: np.ndarray, top_k: int) -> tuple[np.ndarray, np.ndarray]:
         """The phrases of each row's largest positive contributions, slot by slot (an object
         array, rows x ``3 * top_k`` slots, "" where not needed) and which of them are its reasons
-        (the first ``top_k`` distinct ones). A slot is formatted only for the rows that still
+        (the first ``top_k`` that state distinct facts, :func:`fact_of`). A slot is formatted only for the rows that still
         need a reason, and each feature's phrase once per distinct combination of the values it
         reads."""
         features = self._check(features)
@@ -455,6 +490,7 @@ class CustomerArtifact:
         order = np.argsort(-contrib, axis=1, kind="stable")[:, : 3 * top_k]
         positive = np.take_along_axis(contrib, order, axis=1) > 0
         slots = np.full(order.shape, "", dtype=object)
+        facts = np.full(order.shape, "", dtype=object)
         keep = np.zeros(order.shape, dtype=bool)
         taken = np.zeros(len(order), dtype=np.int64)
         for r in range(order.shape[1]):
@@ -464,9 +500,10 @@ class CustomerArtifact:
             for j in np.unique(order[need, r]):
                 rows = need & (order[:, r] == j)
                 slots[rows, r] = self._phrases_of(int(j), features[rows])
+            facts[need, r] = [fact_of(t) for t in slots[need, r]]
             new = need.copy()
-            for s in range(r):  # two features can share a phrase
-                new &= slots[:, r] != slots[:, s]
+            for s in range(r):  # two features can state the same fact
+                new &= facts[:, r] != facts[:, s]
             keep[:, r] = new
             taken += new
         return slots, keep
@@ -504,6 +541,7 @@ class CustomerArtifact:
             if repeat == 0
             else f"ordered again on {repeat:.0f} days after the first"
         )
+        filled["item_buyers"] = math.expm1(values.get("item_popularity", float("nan")))
         filled["activity"] = "little" if self.task == "churn" else "strong"
         if any(
             isinstance(v, float) and math.isnan(v) for k, v in filled.items() if "{" + k in template
