@@ -39,6 +39,14 @@ MappingOpt = Annotated[
     typer.Option("--mapping", "-m", help="column-mapping file (YAML/TOML) for a shop export"),
 ]
 TableOpt = Annotated[str | None, typer.Option("--table", help="SQL table with the order lines")]
+TrackingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tracking-uri",
+        help="MLflow tracking URI; default: $SHOPML_TRACKING_URI, $MLFLOW_TRACKING_URI or "
+        "./.mlflow (SQLite)",
+    ),
+]
 QueryOpt = Annotated[
     str | None, typer.Option("--query", help="SQL query returning the order lines")
 ]
@@ -91,7 +99,11 @@ def print_report(dataset) -> None:  # type: ignore[no-untyped-def]
             title_justify="left",
         )
         for col in ("rule", "rows", "action", "detail", "example rows"):
-            table.add_column(col, justify="right" if col == "rows" else "left")
+            table.add_column(
+                col,
+                justify="right" if col == "rows" else "left",
+                no_wrap=col in ("rule", "rows", "action"),
+            )
         for rule in report.rules:
             examples = ", ".join(map(str, rule.examples))
             table.add_row(rule.rule, f"{rule.rows:,}", rule.action, rule.detail, examples)
@@ -173,11 +185,15 @@ def features(
 
     if engine not in ENGINES:
         raise CliError(f"--engine: use one of {', '.join(ENGINES)}")
+    cutoff = _date(as_of)
     dataset = _load(data, format, mapping, table, query)
     print_report(dataset)
     with console.status(f"building features ({engine}) ..."):
-        fs = build_features(dataset, _date(as_of), engine=engine, scheduler=scheduler)  # type: ignore[arg-type]
-    write_feature_set(fs, dataset, out)
+        fs = build_features(dataset, cutoff, engine=engine, scheduler=scheduler)  # type: ignore[arg-type]
+    try:
+        write_feature_set(fs, dataset, out)
+    except OSError as exc:
+        raise CliError(f"--out {out}: cannot write there ({exc.strerror or exc})") from exc
     console.print(
         f"features as of {fs.as_of.date()} -> {out}: {len(fs.users):,} users, "
         f"{len(fs.items):,} items, {fs.interactions.matrix.nnz:,} user-item pairs "
@@ -191,19 +207,40 @@ def train(
         Path, typer.Option("--experiment", "-e", help="experiment YAML (experiments/*.yaml)")
     ] = Path("experiments/demo.yaml"),
     data: Annotated[
-        str | None, typer.Option("--data", "-d", help="override the experiment's data path")
+        str | None,
+        typer.Option(
+            "--data",
+            "-d",
+            help="data folder, orders file or SQL URL; default: the experiment's data path",
+        ),
     ] = None,
+    format: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="auto | contract | online-retail | cdnow; default: the experiment's (auto)",
+        ),
+    ] = None,
+    mapping: MappingOpt = None,
     models: Annotated[
         list[str] | None,
-        typer.Option("--models", "-k", help="model kinds to train (repeatable); default: all"),
+        typer.Option(
+            "--models",
+            "-k",
+            help="churn | repurchase | demand | recommender (repeatable or comma list); "
+            "default: the experiment's (all)",
+        ),
     ] = None,
     as_of: Annotated[
-        str | None, typer.Option("--as-of", help="training date; default: day after last order")
+        str | None,
+        typer.Option("--as-of", help="training date (YYYY-MM-DD); default: day after last order"),
     ] = None,
-    tracking_uri: Annotated[
-        str | None, typer.Option(help="MLflow tracking URI; default: ./.mlflow (SQLite)")
+    tracking_uri: TrackingOpt = None,
+    threads: Annotated[
+        int | None,
+        typer.Option(min=1, help="threads for model fitting; default: $SHOPML_THREADS or 2"),
     ] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="threads for model fitting")] = None,
     engine: Annotated[
         str,
         typer.Option(
@@ -226,10 +263,13 @@ def train(
         raise CliError(f"--engine: use one of {', '.join(ENGINES)}")
     if scheduler and engine != "dask":
         raise CliError("--scheduler needs --engine dask")
-    exp = load_experiment(experiment, as_of=as_of)
-    if data is not None:
-        exp = exp.model_copy(update={"data": exp.data.model_copy(update={"path": data})})
     kinds = _parse_kinds(models) if models else None
+    cutoff = _date(as_of)
+    exp = load_experiment(experiment, as_of=cutoff.date() if cutoff is not None else None)
+    overrides = {"path": data, "format": format, "mapping": str(mapping) if mapping else None}
+    update = {k: v for k, v in overrides.items() if v is not None}
+    if update:  # load_dataset checks the format and the mapping file
+        exp = exp.model_copy(update={"data": exp.data.model_copy(update=update)})
     with console.status(f"reading and validating {exp.data.path} ..."):
         from training.train import load_experiment_data
 
@@ -278,7 +318,7 @@ def score(
     items: Annotated[
         Path | None, typer.Option(help="items table with stock_on_hand (csv/parquet)")
     ] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
+    tracking_uri: TrackingOpt = None,
 ) -> None:
     """Batch outputs of the champions: customers, forecasts and reorder advice as Parquet."""
     from training.score import score as run_score
@@ -313,8 +353,10 @@ PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="port")]
 def serve(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 3000,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="worker processes")] = None,
+    tracking_uri: TrackingOpt = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="worker processes; default: $SHOPML_WORKERS or 1")
+    ] = None,
 ) -> None:
     """Pack the MLflow champions into the BentoML store and serve the API (foreground)."""
     from shopml.deploy import curl_examples, pack_champions
@@ -528,6 +570,6 @@ def run() -> None:
     """Entry point: show contract and usage errors as one line and exit non-zero."""
     try:
         app()
-    except (ContractError, CliError, ValueError, KeyError, FileNotFoundError) as exc:
+    except (ContractError, CliError, ValueError, KeyError, OSError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)

@@ -96,6 +96,18 @@ def test_cli_entry_point_prints_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_cli_report_shows_whole_rule_names(tmp_path: Path) -> None:
+    bad = tmp_path / "orders.csv"
+    bad.write_text(
+        "customer_id,order_id,item_id,ordered_at,quantity,unit_price\n"
+        "c1,o1,i1,2024-01-02,1,0\nc1,o2,i1,2024-01-03,1,2.5\n"
+    )
+    result = runner.invoke(app, ["validate", "--data", str(bad)], env={"COLUMNS": "60"})
+    assert result.exit_code == 0, result.output
+    assert "non_positive_price" in result.output  # not cut to fit a narrow terminal
+    assert "│ quarantined │" in result.output
+
+
 def test_cli_bad_as_of(shop: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app,
@@ -113,10 +125,18 @@ def test_cli_bad_as_of(shop: Path, tmp_path: Path) -> None:
         (["bench", "quality", "--dataset", "nowhere"], "unknown 'nowhere'"),
         (["demo-data", "--start", "2025-01-01", "--end", "2024-01-01"], "must be after start"),
         (["score", "--service-level", "1.5"], "--service-level"),
+        (["train", "--as-of", "2024-13-45"], "--as-of: '2024-13-45' is not a date"),
+        (["train", "--format", "telepathy", "-d", "{shop}"], "unknown format 'telepathy'"),
+        (["train", "--mapping", "nowhere.yaml", "-d", "{shop}"], "mapping file not found"),
+        # --as-of is checked before the data is read
+        (["features", "-d", "nowhere", "--as-of", "soon", "--out", "x"], "--as-of: 'soon'"),
+        (["features", "-d", "{shop}", "--out", "/dev/null/x"], "--out /dev/null/x: cannot write"),
     ],
 )
-def test_cli_refuses_bad_arguments(args: list[str], message: str, tmp_path: Path) -> None:
-    result = runner.invoke(app, args)
+def test_cli_refuses_bad_arguments(
+    args: list[str], message: str, shop: Path, tmp_path: Path
+) -> None:
+    result = runner.invoke(app, [a.format(shop=shop) for a in args])
     assert result.exit_code != 0
     assert message in (str(result.exception) + result.output)
 
