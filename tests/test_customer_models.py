@@ -265,6 +265,10 @@ def test_reasons_are_plain_phrases(orders: pd.DataFrame, churn: ChurnModel) -> N
     values = {n: np.nan for n in art.feature_names}
     values.update(gap_ratio=3.0, spend_change_90d=-0.6)
     assert art.phrase("gap_ratio", values) == "no order for 3.0x the usual gap"
+    # no usual gap yet: one order day (not the vague default)
+    assert art.phrase("gap_ratio", {**values, "gap_ratio": np.nan}) == (
+        "ordered on one day only so far"
+    )
     assert art.phrase("spend_change_90d", values) == "spend down 60% vs previous quarter"
     assert art.phrase("repeat_days", values) == "purchase history pattern"  # NaN: no number
     assert art.phrase("repeat_days", {**values, "repeat_days": 0.0}) == (
@@ -341,7 +345,13 @@ def test_reasons_state_each_fact_once() -> None:
     assert fact_of("last gap between orders was 12 days") == fact_of(
         "last gap between orders was 1.5x the usual gap"
     )
-    assert fact_of("spend 12 in the last 30 days") == "spend 12 in the last 30 days"
+    assert fact_of("spend 1,458 in the last 90 days") == fact_of("spend 1,458 in the last 180 days")
+    assert fact_of("3.9 recency-weighted orders (an order counts half after 180 days)") == (
+        fact_of("2.6 recency-weighted orders (an order counts half after 90 days)")
+    )
+    assert fact_of("1 order so far") == fact_of("ordered on one day only so far")
+    assert fact_of("spend 12 in the last 30 days") != fact_of("no spend in the last 30 days")
+    assert fact_of("usually orders every 10 days") == "usually orders every 10 days"
 
 
 def reference_reasons(art: CustomerArtifact, X: np.ndarray, top_k: int) -> list[list[str]]:

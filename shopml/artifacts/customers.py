@@ -88,6 +88,16 @@ FACT_RULES: list[tuple[re.Pattern[str], str]] = [
         "no recent order",
     ),
     (re.compile(r"^last gap between orders was "), "last gap"),
+    (re.compile(r"^[\d.]+ recency-weighted orders "), "recency-weighted orders"),
+    (re.compile(r"^spend [\d,]+ in the last \d+ days$"), "recent spend"),
+    (re.compile(r"^\d+ orders? in the last \d+ days$"), "recent orders"),
+    (
+        re.compile(
+            r"^(?:ordered on one day only so far|never ordered again after the first order"
+            r"|1 order so far)$"
+        ),
+        "one order day",
+    ),
 ]
 
 
@@ -122,10 +132,13 @@ DERIVED_FIELDS: dict[str, tuple[str, ...]] = {
     "item_buyers": ("item_popularity",),
 }
 
+ONE_DAY = "ordered on one day only so far"
+
 #: Plain-language phrases for reason codes, formatted with the customer's feature values and the
 #: derived fields ``pct_change``, ``up_down``, ``repeat_text``, ``item_buyers`` (typical number of
 #: buyers of their items) and ``activity`` ("little"/"strong": read by phrases saved in older
-#: artifacts). Features without a phrase use ``default``.
+#: artifacts). ``<feature>:missing`` is said when the feature is missing (NaN); other features
+#: without a phrase or a number use ``default``.
 PHRASES: dict[str, str] = {
     "recency_days": "no order for {recency_days:.0f} days",
     "gap_ratio": "no order for {gap_ratio:.1f}x the usual gap",
@@ -191,6 +204,10 @@ PHRASES: dict[str, str] = {
     "hour_mean": "usually orders around {hour_mean:.0f}h",
     "country_share": "their country has {country_share:.0%} of the shop's customers",
     "bgnbd_p_alive": "purchase pattern suggests {bgnbd_p_alive:.0%} chance still active",
+    # a gap needs two order days: a missing one says the customer ordered on one day only
+    "gap_ratio:missing": ONE_DAY,
+    "gap_mean:missing": ONE_DAY,
+    "gap_last:missing": ONE_DAY,
     "default": "purchase history pattern",
 }
 
@@ -546,7 +563,9 @@ class CustomerArtifact:
         if any(
             isinstance(v, float) and math.isnan(v) for k, v in filled.items() if "{" + k in template
         ):
-            return self.phrases.get("default", "purchase history pattern")
+            return self.phrases.get(
+                f"{feature}:missing", self.phrases.get("default", "purchase history pattern")
+            )
         try:
             return tidy_phrase(template.format(**filled))
         except (KeyError, ValueError, IndexError):
