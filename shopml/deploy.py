@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -73,7 +74,25 @@ def serve(host: str, port: int, *, workers: int | None = None) -> int:
     if workers:
         env["SHOPML_WORKERS"] = str(workers)
     log.info("serving on http://%s:%d (Ctrl-C stops it)", host, port)
-    return subprocess.call(cmd, env=env)
+    return run_foreground(cmd, env)
+
+
+def run_foreground(cmd: list[str], env: dict[str, str]) -> int:
+    """Run ``cmd`` until it exits; a SIGTERM to this process is passed on to it, so that
+    ``kill <pid of shopml serve>`` stops the server instead of leaving it running orphaned."""
+    proc = subprocess.Popen(cmd, env=env)
+    previous = signal.signal(signal.SIGTERM, lambda signum, _frame: proc.send_signal(signum))
+    try:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the server's process group too
+            try:
+                return proc.wait(timeout=30)  # let it shut down; a second Ctrl-C stops it
+            except (KeyboardInterrupt, subprocess.TimeoutExpired):
+                proc.terminate()
+                return proc.wait()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def curl_examples(host: str, port: int, user: str, item: str) -> str:

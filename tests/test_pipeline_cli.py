@@ -231,3 +231,33 @@ def test_bench_scale_passes_its_options_and_rejects_unknown_engines(
     bad = runner.invoke(app, ["bench", "scale", "--engine", "spark"])
     assert bad.exit_code != 0 and "use one of pandas, dask" in str(bad.exception)
     assert len(calls) == 1  # nothing started for the bad engine
+
+
+def test_serve_passes_sigterm_to_the_server(tmp_path: Path) -> None:
+    """``kill <pid of shopml serve>`` stops the server it started (was left running orphaned)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    pid_file = tmp_path / "child.pid"
+    child = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import os, sys; from shopml.deploy import run_foreground; "
+            f"sys.exit(run_foreground([sys.executable, '-c', {child!r}], dict(os.environ)))",
+        ]
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        child_pid = int(pid_file.read_text())
+        parent.send_signal(signal.SIGTERM)
+        assert parent.wait(timeout=10) != 0  # the server's exit status: killed by SIGTERM
+        with pytest.raises(ProcessLookupError):
+            os.kill(child_pid, 0)
+    finally:
+        parent.kill()
