@@ -8,8 +8,9 @@ lists loaded and missing models.
 
 Models are resolved once per worker at start-up (:func:`serving.models.find_models`); a missing or
 broken model never stops start-up, its endpoints answer 503 with a message. Request bodies are
-validated by pydantic (400 with the failing field in ``detail[].loc``); every other client error
-is ``{"error": ..., "field": ...}`` with a 4xx status. Auth, body-size limit and readiness live in
+validated by pydantic (400; :mod:`serving.errors` names the failing field in ``error`` and
+``field``, pydantic's ``detail`` kept); every client error is ``{"error": ..., "field": ...}``
+with a 4xx status. Auth, body-size limit and readiness live in
 :class:`serving.auth.ApiGuard`.
 
 Environment: ``SHOPML_WORKERS`` (default 1), ``SHOPML_MODEL_DIR``, ``SHOPML_API_KEYS``,
@@ -36,6 +37,7 @@ from pydantic import ValidationError
 from starlette.responses import JSONResponse
 
 from serving.auth import READINESS, ApiGuard
+from serving.errors import FieldErrors
 from serving.models import KINDS, ModelSource, find_models
 from serving.runtime import CustomerView, DemandView, RequestError, ScoreTable, load_artifact
 from serving.schemas import (
@@ -361,6 +363,8 @@ def _headline(metrics: dict[str, Any], prefix: str = "", depth: int = 3) -> dict
     return out
 
 
-# The first middleware added is the outer one: shedding is the cheapest check, so it comes first.
+# The first middleware added is the outer one: shedding is the cheapest check, so it comes first;
+# FieldErrors, the inner one, rewrites only the answers of the app itself.
 Shopml.add_asgi_middleware(ConcurrencyLimit, limit=MAX_CONCURRENCY)  # type: ignore[attr-defined]
 Shopml.add_asgi_middleware(ApiGuard)  # type: ignore[attr-defined]
+Shopml.add_asgi_middleware(FieldErrors)  # type: ignore[attr-defined]

@@ -295,6 +295,42 @@ def test_bad_requests_are_4xx_naming_the_field(
     r = client.post(path, json=body)
     assert 400 <= r.status_code < 500, (r.status_code, r.text)
     assert field in fields_of(r), r.text
+    # the message itself names the field, not only pydantic's detail
+    assert r.json()["field"] == field and field in r.json()["error"], r.text
+
+
+def test_validation_messages_known_answers(client: TestClient) -> None:
+    r = client.post("/v1/recommend", json={"user_id": "u", "k": 10_000})
+    assert r.status_code == 400
+    body = r.json()
+    assert body["error"] == "k: Input should be less than or equal to 100"
+    assert body["field"] == "k" and body["detail"][0]["loc"] == ["k"]  # detail kept
+    r = client.post("/v1/churn_risk", json={"segment": "vip", "limit": 0})
+    assert r.json()["error"].endswith("(and 1 more)") and r.json()["field"] in ("segment", "limit")
+    r = client.post("/v1/forecast", json={"item_ids": ["a"], "stock_on_hand": {"a": "lots"}})
+    assert r.json()["error"] == "stock_on_hand.a: Input should be a valid number"
+    assert r.json()["field"] == "stock_on_hand"
+    r = client.post(
+        "/v1/recommend", content=b'{"user_id": "u"', headers={"content-type": "application/json"}
+    )
+    assert r.status_code == 400 and r.json()["field"] == "body"
+    assert r.json()["error"].startswith("body: Invalid JSON")
+    assert int(r.headers["content-length"]) == len(r.content)
+
+
+def test_field_message_leaves_other_bodies_alone() -> None:
+    from serving.errors import field_message
+
+    assert field_message({"error": "unknown category 'x'", "field": "category"}) is None
+    assert field_message({"error": "1 validation error for X", "detail": []}) is None
+    assert field_message([1, 2]) is None
+    fixed = field_message(
+        {
+            "error": "1 validation error for ChurnRiskRequest",
+            "detail": [{"loc": ["segment"], "msg": "Value error, unknown segment 'vip'"}],
+        }
+    )
+    assert fixed is not None and fixed["error"] == "segment: unknown segment 'vip'"
 
 
 def test_unknown_item_for_similar_items_is_404(client: TestClient) -> None:
