@@ -69,6 +69,8 @@ def main(
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
     os.environ.setdefault("DASK_LOGGING__DISTRIBUTED", "warning")  # Dask sets it on import
+    # MLflow sets its own loggers to INFO on import ("Creating initial MLflow database tables")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "DEBUG" if verbose else "WARNING")
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -122,17 +124,12 @@ def demo_data(
     end: Annotated[str, typer.Option(help="last order date (exclusive)")] = "2025-01-01",
 ) -> None:
     """Generate a seeded synthetic shop (orders, items, customers) in the data contract."""
-    from datetime import date
-
     from features.synthetic import ShopConfig, write_shop
 
+    first, last = _date(start, "--start"), _date(end, "--end")
     try:
         config = ShopConfig(
-            n_customers=customers,
-            n_items=items,
-            seed=seed,
-            start=date.fromisoformat(start),
-            end=date.fromisoformat(end),
+            n_customers=customers, n_items=items, seed=seed, start=first.date(), end=last.date()
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
@@ -555,7 +552,7 @@ def bench_quality(
         )
 
 
-def _date(text: str | None):  # type: ignore[no-untyped-def]
+def _date(text: str | None, flag: str = "--as-of"):  # type: ignore[no-untyped-def]
     import pandas as pd
 
     if text is None:
@@ -563,7 +560,7 @@ def _date(text: str | None):  # type: ignore[no-untyped-def]
     try:
         return pd.Timestamp(text)
     except ValueError as exc:
-        raise CliError(f"--as-of: {text!r} is not a date (use YYYY-MM-DD)") from exc
+        raise CliError(f"{flag}: {text!r} is not a date (use YYYY-MM-DD)") from exc
 
 
 def run() -> None:

@@ -126,6 +126,7 @@ def test_cli_bad_as_of(shop: Path, tmp_path: Path) -> None:
         (["demo-data", "--start", "2025-01-01", "--end", "2024-01-01"], "must be after start"),
         (["score", "--service-level", "1.5"], "--service-level"),
         (["train", "--as-of", "2024-13-45"], "--as-of: '2024-13-45' is not a date"),
+        (["demo-data", "--start", "2024-99-01"], "--start: '2024-99-01' is not a date"),
         (["train", "--format", "telepathy", "-d", "{shop}"], "unknown format 'telepathy'"),
         (["train", "--mapping", "nowhere.yaml", "-d", "{shop}"], "mapping file not found"),
         # --as-of is checked before the data is read
