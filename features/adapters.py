@@ -65,6 +65,13 @@ class ColumnMapping(BaseModel):
     zero_price_ok: bool = False
 
 
+def validation_summary(exc: ValidationError) -> str:
+    """pydantic's multi-line error as one line: ``where: what; where: what``."""
+    return "; ".join(
+        f"{'.'.join(map(str, e['loc'])) or 'top level'}: {e['msg']}" for e in exc.errors()
+    )
+
+
 def load_mapping(path: str | Path) -> ColumnMapping:
     """Read and validate a mapping file; unknown keys or contract columns are errors."""
     path = Path(path)
@@ -74,7 +81,9 @@ def load_mapping(path: str | Path) -> ColumnMapping:
         mapping = ColumnMapping.model_validate(data)
     except FileNotFoundError as exc:
         raise ContractError(f"{path}: mapping file not found") from exc
-    except (yaml.YAMLError, tomllib.TOMLDecodeError, ValidationError) as exc:
+    except ValidationError as exc:
+        raise ContractError(f"{path}: invalid mapping file: {validation_summary(exc)}") from exc
+    except (yaml.YAMLError, tomllib.TOMLDecodeError) as exc:
         raise ContractError(f"{path}: invalid mapping file: {exc}") from exc
     unknown = set(mapping.columns) - set(ORDERS.names)
     if unknown:

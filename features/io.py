@@ -404,9 +404,22 @@ def validate_tables(
         drop_duplicates=drop_duplicates,
         zero_price_ok=adapted.zero_price_ok,
     )
+    if v.report.rows_in and not v.report.rows_kept:
+        raise ContractError(nothing_left(v.report))
     reports.insert(0, v.report)
     quarantine["orders"] = v.quarantine
     return Dataset(v.table, items, customers, reports, quarantine, sources, list(adapted.notes))
+
+
+def nothing_left(report: ValidationReport) -> str:
+    """The one-line error for an orders table whose every row was quarantined (the rules that
+    took the most rows first): features and models would have nothing to read."""
+    rules = sorted(report.rules, key=lambda r: -r.rows)[:3]
+    why = "; ".join(f"{r.rule}: {r.rows:,} rows, {r.detail} (rows {r.examples[:3]})" for r in rules)
+    return (
+        f"{report.source}: every one of the {report.rows_in:,} order lines was quarantined "
+        f"({why}); check the column mapping (--mapping) or --format"
+    )
 
 
 @contextmanager

@@ -10,6 +10,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from features.adapters import validation_summary
+
 ModelKind = Literal["churn", "repurchase", "demand", "recommender"]
 MODEL_KINDS: tuple[ModelKind, ...] = ("churn", "repurchase", "demand", "recommender")
 
@@ -65,7 +67,7 @@ def load_experiment(path: str | Path, **overrides: Any) -> Experiment:
     try:
         return Experiment.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{path}: {validation_summary(exc)}") from exc
 
 
 def tracking_uri(store: Path | None = None) -> str:

@@ -154,6 +154,20 @@ def test_return_flag_from_order_prefix_via_mapping(tmp_path: Path) -> None:
     assert ds.orders["ordered_at"].dt.day.tolist() == [3, 9]
 
 
+def test_every_line_quarantined_is_one_clear_error(tmp_path: Path) -> None:
+    """A mapping whose item_pattern matches no item quarantined everything; features then
+    crashed with AttributeError on the empty table."""
+    mapping = tmp_path / "map.yaml"
+    columns = ", ".join(f"{c}: {c}" for c in GOOD.columns)
+    mapping.write_text(f"columns: {{{columns}}}\nitem_pattern: '^[0-9]+$'\n")
+    with pytest.raises(ContractError) as err:
+        load_dataset(write_csv(GOOD, tmp_path / "orders.csv"), mapping=mapping)
+    message = str(err.value)
+    assert "orders.csv: every one of the 4 order lines was quarantined" in message
+    assert "non_product_code: 4 rows" in message and "--mapping" in message
+    assert "\n" not in message
+
+
 def test_mapping_toml_and_bad_mapping_files(tmp_path: Path) -> None:
     good = tmp_path / "m.toml"
     good.write_text('[columns]\ncustomer_id = "cust"\n')
@@ -164,8 +178,12 @@ def test_mapping_toml_and_bad_mapping_files(tmp_path: Path) -> None:
         load_mapping(bad_key)
     extra = tmp_path / "extra.yaml"
     extra.write_text("columns: {}\ncolour: red\n")
-    with pytest.raises(ContractError, match="invalid mapping"):
+    with pytest.raises(ContractError) as err:
         load_mapping(extra)
+    # one line naming the key, not pydantic's multi-line text
+    assert (
+        str(err.value) == f"{extra}: invalid mapping file: colour: Extra inputs are not permitted"
+    )
     with pytest.raises(ContractError, match="not found"):
         load_mapping(tmp_path / "missing.yaml")
 

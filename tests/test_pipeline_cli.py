@@ -108,6 +108,16 @@ def test_cli_report_shows_whole_rule_names(tmp_path: Path) -> None:
     assert "│ quarantined │" in result.output
 
 
+def test_cli_bad_experiment_file_is_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "exp.yaml"
+    bad.write_text("data: {path: x}\nchurn_days: 3\n")
+    result = runner.invoke(app, ["train", "-e", str(bad)])
+    assert result.exit_code != 0
+    assert str(result.exception) == (
+        f"{bad}: churn_days: Input should be greater than or equal to 7"
+    )
+
+
 def test_cli_bad_as_of(shop: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app,
