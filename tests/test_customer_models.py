@@ -265,6 +265,12 @@ def test_reasons_are_plain_phrases(orders: pd.DataFrame, churn: ChurnModel) -> N
     values = {n: np.nan for n in art.feature_names}
     values.update(gap_ratio=3.0, spend_change_90d=-0.6)
     assert art.phrase("gap_ratio", values) == "no order for 3.0x the usual gap"
+    assert art.phrase("gap_ratio", {**values, "gap_ratio": 0.84}) == (
+        "last order 0.8x the usual gap ago"
+    )
+    assert art.phrase("season_share", {**values, "season_share": 0.5}) == (
+        "50% of their orders in the calendar months of the next 90 days"
+    )
     # no usual gap yet: one order day (not the vague default)
     assert art.phrase("gap_ratio", {**values, "gap_ratio": np.nan}) == (
         "ordered on one day only so far"

@@ -78,6 +78,8 @@ TIDY_RULES: list[tuple[re.Pattern[str], str]] = [
         r"no order in the last \1 days",
     ),
     (re.compile(r"^their country has 0% of"), "their country has under 1% of"),
+    # within the usual gap, "no order for 0.8x the usual gap" reads as if overdue
+    (re.compile(r"^no order for (0\.\d)x the usual gap$"), r"last order \1x the usual gap ago"),
 ]
 
 #: Phrases that state one fact in different words ("no orders in the last 30 days", "no spend in
@@ -198,7 +200,7 @@ PHRASES: dict[str, str] = {
     "active_weeks_180d": "ordered in {active_weeks_180d:.0f} weeks of the last 180 days",
     "orders_ly_next90d": "{orders_ly_next90d:.0f} orders in the same season last year",
     "orders_ly_next30d": "{orders_ly_next30d:.0f} orders in the same month last year",
-    "season_share": "{season_share:.0%} of orders in the coming months' season",
+    "season_share": "{season_share:.0%} of their orders in the calendar months of the next 90 days",
     "q4_share": "{q4_share:.0%} of orders in October-December",
     "weekend_share": "{weekend_share:.0%} of orders at weekends",
     "hour_mean": "usually orders around {hour_mean:.0f}h",
