@@ -356,6 +356,7 @@ def test_reasons_state_each_fact_once() -> None:
         fact_of("2.6 recency-weighted orders (an order counts half after 90 days)")
     )
     assert fact_of("1 order so far") == fact_of("ordered on one day only so far")
+    assert fact_of("ordered in only 1 month") == fact_of("ordered on one day only so far")
     assert fact_of("spend 12 in the last 30 days") != fact_of("no spend in the last 30 days")
     assert fact_of("usually orders every 10 days") == "usually orders every 10 days"
 

@@ -96,9 +96,9 @@ FACT_RULES: list[tuple[re.Pattern[str], str]] = [
     (
         re.compile(
             r"^(?:ordered on one day only so far|never ordered again after the first order"
-            r"|1 order so far)$"
+            r"|1 order so far|ordered in only 1 month)$"
         ),
-        "one order day",
+        "one-time buyer",
     ),
 ]
 
