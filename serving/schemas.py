@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationInfo, field_validator
 
 from features.segments import SEGMENTS
 
@@ -20,9 +20,14 @@ MAX_FORECAST_ITEMS = 500
 MAX_HORIZON = 12
 MAX_EXCLUDE = 1000
 MAX_ID_LENGTH = 128
+#: Largest stock on hand a request may send, in units (beyond any shop's real stock).
+MAX_STOCK = 1e12
+#: How many offending ids an error message lists.
+MAX_IDS_IN_ERROR = 10
 
 Id = Annotated[str, Field(min_length=1, max_length=MAX_ID_LENGTH)]
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+Stock = Annotated[Number, Field(ge=0, le=MAX_STOCK)]
 ExcludePolicy = Literal["auto", "always", "never"]
 SortKey = Literal["value_at_risk", "probability"]
 
@@ -194,19 +199,26 @@ class ForecastRequest(_Request):
     service_level: Number | None = Field(
         None, gt=0.5, lt=1.0, description="target cycle service level (default: the model's)"
     )
-    stock_on_hand: dict[Id, Number] | None = Field(
+    stock_on_hand: dict[Id, Stock] | None = Field(
         None,
         max_length=MAX_FORECAST_ITEMS,
-        description="units on hand per item id (default: the item table's, when known)",
+        description="units on hand (0..1e12) per item id, each one of item_ids "
+        "(default: the item table's, when known)",
     )
 
     @field_validator("stock_on_hand")
     @classmethod
-    def _non_negative(cls, value: dict[str, float] | None) -> dict[str, float] | None:
-        if value is not None:
-            bad = [k for k, v in value.items() if v < 0]
-            if bad:
-                raise ValueError(f"stock on hand must be >= 0 (items {bad[:5]})")
+    def _ids_requested(
+        cls, value: dict[str, float] | None, info: ValidationInfo
+    ) -> dict[str, float] | None:
+        requested = info.data.get("item_ids")  # absent when item_ids itself is invalid
+        if value is not None and requested is not None:
+            wanted = set(requested)
+            extra = [i for i in value if i not in wanted]
+            if extra:
+                more = len(extra) - MAX_IDS_IN_ERROR
+                tail = f" and {more} more" if more > 0 else ""
+                raise ValueError(f"ids not in item_ids: {extra[:MAX_IDS_IN_ERROR]}{tail}")
         return value
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -460,6 +461,32 @@ def test_plan_bad_parameters(kw: dict[str, float], match: str) -> None:
     args: dict[str, float] = {"lead_time": 1.0, **kw}
     with pytest.raises(ValueError, match=match):
         plan(q, q, q, **args)  # type: ignore[arg-type]
+
+
+def test_plan_huge_finite_stock_is_exact_without_warnings() -> None:
+    """Stock up to 1e308 units: nothing short, no overflow warning (scipy's ``x / scale``
+    overflowed); what exceeds float64 (1e308 + 1e308, 1e308 x price) is inf."""
+    p90 = 2 * 1.2815515655446004 * 10  # exponential weekly demand, mean 10 (as above)
+    a10, a50, a90 = (np.full((3, 12), v) for v in (0.0, (10 - 0.3 * p90) / 0.4, p90))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = plan(
+            a10,
+            a50,
+            a90,
+            lead_time=1,
+            on_hand=np.array([1e12, 1e308, 1e308]),
+            on_order=np.array([0.0, 0.0, 1e308]),
+            price=3.0,
+        )
+    assert out["p_stockout"].tolist() == [0.0, 0.0, 0.0]
+    assert out["revenue_at_risk"].tolist() == [0.0, 0.0, 0.0]
+    assert out["order_quantity"].tolist() == [0.0, 0.0, 0.0]
+    cover = out["weeks_of_cover"]
+    assert cover[0] == pytest.approx(12 + (1e12 - 120) / 10) and cover[1] == pytest.approx(1e307)
+    assert cover[2] == math.inf
+    assert out["overstock_value"][0] == pytest.approx((1e12 - 120) * 3.0)
+    assert out["overstock_value"][1:].tolist() == [math.inf, math.inf]
 
 
 # -------------------------------------------------------------------------------- real data

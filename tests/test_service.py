@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -230,6 +231,13 @@ def test_forecast(client: TestClient, ids: dict[str, list[str]]) -> None:
     no_stock = client.post("/v1/forecast", json={"item_ids": [item]}).json()["items"][0]
     assert len(no_stock["weeks"]) == 12 and no_stock["stockout_probability"] is None
     assert no_stock["stockout_risk"] is None and no_stock["revenue_at_risk"] is None
+    with warnings.catch_warnings():  # the largest stock a request may send: no overflow
+        warnings.simplefilter("error", RuntimeWarning)
+        big = client.post("/v1/forecast", json={"item_ids": [item], "stock_on_hand": {item: 1e12}})
+    assert big.status_code == 200, big.text
+    top = big.json()["items"][0]
+    assert top["stockout_probability"] == 0.0 and top["revenue_at_risk"] == 0.0
+    assert top["weeks_of_cover"] is None or top["weeks_of_cover"] > 1e9
 
 
 def test_models_noop_readyz_and_openapi(client: TestClient) -> None:
@@ -284,6 +292,8 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("/v1/forecast", {"item_ids": ["a"], "lead_time_weeks": 0}, "lead_time_weeks"),
     ("/v1/forecast", {"item_ids": ["a"], "stock_on_hand": {"a": -2}}, "stock_on_hand"),
     ("/v1/forecast", {"item_ids": ["a"], "stock_on_hand": [1, 2]}, "stock_on_hand"),
+    ("/v1/forecast", {"item_ids": ["a"], "stock_on_hand": {"b": 1}}, "stock_on_hand"),
+    ("/v1/forecast", {"item_ids": ["a"], "stock_on_hand": {"a": 1e308}}, "stock_on_hand"),
     ("/v1/noop", {"x": 1}, "x"),
 ]
 
@@ -310,6 +320,15 @@ def test_validation_messages_known_answers(client: TestClient) -> None:
     r = client.post("/v1/forecast", json={"item_ids": ["a"], "stock_on_hand": {"a": "lots"}})
     assert r.json()["error"] == "stock_on_hand.a: Input should be a valid number"
     assert r.json()["field"] == "stock_on_hand"
+    stock = {"a": 1, "x2": 2, **{f"x{n}": 1 for n in range(3, 14)}}
+    r = client.post("/v1/forecast", json={"item_ids": ["a", 3, "x2"], "stock_on_hand": stock})
+    want = f"stock_on_hand: ids not in item_ids: {[f'x{n}' for n in range(3, 13)]} and 1 more"
+    assert r.status_code == 400 and r.json()["error"] == want, r.text
+    assert r.json()["field"] == "stock_on_hand"
+    r = client.post("/v1/forecast", json={"item_ids": ["a"], "stock_on_hand": {"a": 1e308}})
+    assert r.json()["error"] == (
+        "stock_on_hand.a: Input should be less than or equal to 1000000000000"
+    )
     r = client.post(
         "/v1/recommend", content=b'{"user_id": "u"', headers={"content-type": "application/json"}
     )

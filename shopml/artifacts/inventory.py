@@ -72,32 +72,49 @@ def span_moments(
     return (w * mean).sum(axis=1), (w * var).sum(axis=1)
 
 
-def gamma_quantile(mean: np.ndarray, var: np.ndarray, q: float | np.ndarray) -> np.ndarray:
-    """Quantile ``q`` of a Gamma with this mean and variance (the mean itself when var = 0)."""
-    mean, var = np.asarray(mean, dtype=float), np.asarray(var, dtype=float)
+#: Tail point, in Gamma scale units beyond ``shape + TAIL_SDS * sqrt(shape)``, past which a
+#: Gamma's survival function and expected shortfall are 0 in float64 (every shape).
+TAIL_SDS, TAIL_OFFSET = 40.0, 2000.0
+
+
+def _gamma(mean: np.ndarray, var: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ok, shape, scale)`` of the Gamma with this mean and variance; ``ok`` is False where it
+    degenerates (var = 0 or mean = 0) and the shape/scale there are placeholders (1.0)."""
     ok = (var > 0) & (mean > 0)
     shape = np.where(ok, mean**2 / np.where(ok, var, 1.0), 1.0)
     scale = np.where(ok, var / np.where(mean > 0, mean, 1.0), 1.0)
+    return ok, shape, scale
+
+
+def _in_tail_range(x: np.ndarray, shape: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    """``x`` capped at a point where the Gamma tail is already 0 (the same probabilities and
+    shortfalls): scipy's ``x / scale`` overflows for huge finite stock such as 1e308."""
+    cap = scale * (shape + TAIL_SDS * np.sqrt(shape) + TAIL_OFFSET)
+    return np.minimum(x, cap)
+
+
+def gamma_quantile(mean: np.ndarray, var: np.ndarray, q: float | np.ndarray) -> np.ndarray:
+    """Quantile ``q`` of a Gamma with this mean and variance (the mean itself when var = 0)."""
+    mean, var = np.asarray(mean, dtype=float), np.asarray(var, dtype=float)
+    ok, shape, scale = _gamma(mean, var)
     return np.asarray(np.where(ok, stats.gamma.ppf(q, shape, scale=scale), mean))
 
 
 def gamma_sf(mean: np.ndarray, var: np.ndarray, x: np.ndarray) -> np.ndarray:
     """P(D > x) for the Gamma with this mean and variance (a step when var = 0)."""
     mean, var, x = (np.asarray(a, dtype=float) for a in (mean, var, x))
-    ok = (var > 0) & (mean > 0)
-    shape = np.where(ok, mean**2 / np.where(ok, var, 1.0), 1.0)
-    scale = np.where(ok, var / np.where(mean > 0, mean, 1.0), 1.0)
-    return np.asarray(np.where(ok, stats.gamma.sf(x, shape, scale=scale), (mean > x).astype(float)))
+    ok, shape, scale = _gamma(mean, var)
+    tail = stats.gamma.sf(_in_tail_range(x, shape, scale), shape, scale=scale)
+    return np.asarray(np.where(ok, tail, (mean > x).astype(float)))
 
 
 def expected_shortfall(mean: np.ndarray, var: np.ndarray, x: np.ndarray) -> np.ndarray:
     """E[(D - x)+]: expected units short when demand D exceeds the stock ``x``."""
     mean, var, x = (np.asarray(a, dtype=float) for a in (mean, var, x))
-    ok = (var > 0) & (mean > 0)
-    shape = np.where(ok, mean**2 / np.where(ok, var, 1.0), 1.0)
-    scale = np.where(ok, var / np.where(mean > 0, mean, 1.0), 1.0)
-    gamma_part = mean * stats.gamma.sf(x, shape + 1, scale=scale) - x * stats.gamma.sf(
-        x, shape, scale=scale
+    ok, shape, scale = _gamma(mean, var)
+    xc = _in_tail_range(x, shape, scale)
+    gamma_part = mean * stats.gamma.sf(xc, shape + 1, scale=scale) - xc * stats.gamma.sf(
+        xc, shape, scale=scale
     )
     return np.asarray(np.where(ok, np.maximum(gamma_part, 0.0), np.maximum(mean - x, 0.0)))
 
@@ -106,7 +123,7 @@ def weeks_of_cover(mean: np.ndarray, stock: np.ndarray) -> np.ndarray:
     """Weeks until cumulative expected demand reaches ``stock`` (interpolated inside a week).
 
     Beyond the table the last week's rate continues; ``inf`` when that rate is 0 and the table's
-    demand never reaches the stock.
+    demand never reaches the stock, or when the cover exceeds float64's range.
     """
     mean = np.atleast_2d(mean)
     stock = np.broadcast_to(np.asarray(stock, dtype=float), (mean.shape[0],))
@@ -122,7 +139,8 @@ def weeks_of_cover(mean: np.ndarray, stock: np.ndarray) -> np.ndarray:
             out[i] = k + (stock[i] - before) / mean[i, k]
         else:
             rate = mean[i, -1]
-            out[i] = np.inf if rate <= 0 else mean.shape[1] + (stock[i] - cum[i, -1]) / rate
+            with np.errstate(over="ignore"):  # cover beyond float64's range is inf
+                out[i] = np.inf if rate <= 0 else mean.shape[1] + (stock[i] - cum[i, -1]) / rate
     return out
 
 
@@ -179,11 +197,14 @@ def plan(
     m_lr, v_lr = span_moments(mean, var, lt + rp)
     rop = gamma_quantile(m_l, v_l, service_level)
     s_level = gamma_quantile(m_lr, v_lr, service_level)
-    position = oh + oo
+    # sums and products beyond float64's range (stock near 1e308) saturate to inf, unwarned
+    with np.errstate(over="ignore"):
+        position = oh + oo
+        excess = np.maximum(position - mean.sum(axis=1), 0.0)
+        overstock_value = excess * pr
     p_out = gamma_sf(m_l, v_l, position)
     cover = weeks_of_cover(mean, position)
     short = expected_shortfall(m_l, v_l, position)
-    excess = np.maximum(position - mean.sum(axis=1), 0.0)
     return {
         "expected_lead_time_demand": m_l,
         "reorder_point": rop,
@@ -195,5 +216,5 @@ def plan(
         "stockout_risk": p_out > 1.0 - service_level,
         "overstock": cover > overstock_factor * weeks,
         "revenue_at_risk": short * pr,
-        "overstock_value": np.where(cover > overstock_factor * weeks, excess * pr, 0.0),
+        "overstock_value": np.where(cover > overstock_factor * weeks, overstock_value, 0.0),
     }
