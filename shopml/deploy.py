@@ -54,6 +54,7 @@ def pack_champions(tracking_uri: str | None = None) -> dict[str, str]:
             pass
         metadata = {
             "as_of": champion.as_of,
+            "trained_at": champion.trained_at,
             "gate_metric": champion.gate_metric,
             "gate_value": champion.gate_value,
             "registered_model": f"shopml-{kind}",

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
@@ -36,6 +40,7 @@ def experiment(shop: Path, **params: dict) -> Experiment:
 
 def test_full_training_registers_and_promotes(shop: Path, dataset: Dataset, tmp_path: Path) -> None:
     tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="test")
+    started = datetime.now(UTC).replace(microsecond=0)
     results = train(
         experiment(shop), tracker, dataset=dataset, kinds=("churn", "demand"), threads=1
     )
@@ -44,6 +49,8 @@ def test_full_training_registers_and_promotes(shop: Path, dataset: Dataset, tmp_
         assert r.decision.promote and r.decision.reason == "no champion yet"
         champion = tracker.champion(r.kind)
         assert champion is not None and champion.version == r.version.version
+        assert champion.trained_at is not None and champion.trained_at.endswith("+00:00")
+        assert started <= datetime.fromisoformat(champion.trained_at) <= datetime.now(UTC)
         folder = tracker.download(r.kind, tmp_path / f"dl-{r.kind}")
         assert (folder / "meta.json").exists()
         load_artifact(folder)  # servable without training code
@@ -61,6 +68,34 @@ def test_full_training_registers_and_promotes(shop: Path, dataset: Dataset, tmp_
     out = model.predict(pd.DataFrame({"customer_id": ids}))
     assert len(out) == 5 and out["churn_proba"].between(0, 1).all()
     assert {"value", "value_at_risk", "segment", "reasons"} <= set(out.columns)
+
+
+def test_trained_at_reaches_the_bentoml_store(shop: Path, dataset: Dataset, tmp_path: Path) -> None:
+    """The champion's training time travels MLflow tag -> BentoML metadata -> /v1/models."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker(uri, experiment="test")
+    train(experiment(shop), tracker, dataset=dataset, kinds=("demand",), threads=1)
+    champion = tracker.champion("demand")
+    assert champion is not None and champion.trained_at is not None
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SHOPML_"))}
+    env.update(BENTOML_HOME=str(tmp_path / "bentoml"), BENTOML_DO_NOT_TRACK="true")
+    script = (
+        "import sys\n"
+        "from shopml.deploy import pack_champions\n"
+        "from serving.models import find_models\n"
+        "pack_champions(sys.argv[1])\n"
+        "print(find_models(('demand',))['demand'].metadata.get('trained_at'))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, uri],
+        cwd=Path(__file__).parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.strip().splitlines()[-1] == champion.trained_at
 
 
 def folder_of(tracker: Tracker, kind: str, tmp_path: Path) -> Path:

@@ -126,6 +126,8 @@ class VersionInfo:
     params: dict[str, Any]
     as_of: str | None
     data_sha: str | None = None
+    #: When the training run started, ISO 8601 UTC; None for versions registered before the tag.
+    trained_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,7 @@ class Tracker:
             "params": json.dumps(params, sort_keys=True, default=str),
             "as_of": as_of,
             "data_sha": data_sha,
+            "trained_at": self._run_start(info.run_id),
         }
         version = mlflow.register_model(info.model_uri, registered_name(kind), tags=tags)
         return self._info(kind, version)
@@ -280,6 +283,13 @@ class Tracker:
             pip_requirements=PIP_REQUIREMENTS,
         )
 
+    def _run_start(self, run_id: str) -> str:
+        """Start of MLflow run ``run_id`` as ISO 8601 UTC (``2024-06-01T09:30:00+00:00``)."""
+        from datetime import UTC, datetime
+
+        start_ms = self.client.get_run(run_id).info.start_time
+        return datetime.fromtimestamp(start_ms / 1000, tz=UTC).isoformat(timespec="seconds")
+
     def _info(self, kind: str, version: Any) -> VersionInfo:
         tags = version.tags or {}
         value = tags.get("gate_value")
@@ -294,6 +304,7 @@ class Tracker:
             params=json.loads(tags.get("params", "{}")),
             as_of=tags.get("as_of"),
             data_sha=tags.get("data_sha"),
+            trained_at=tags.get("trained_at"),
         )
 
     def champion(self, kind: str) -> VersionInfo | None:
