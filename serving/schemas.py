@@ -271,9 +271,15 @@ class ModelInfo(_Response):
     source: str | None = None
     created_at: str | None = None
     as_of: str | None = None
-    trained_at: str | None = None
+    trained_at: str | None = Field(
+        None, description="start of the training run, ISO 8601 UTC; null for older models"
+    )
     model_kind: str | None = Field(None, description="the artifact's own kind (meta.json)")
-    metrics: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(
+        default_factory=dict,
+        description="headline validation metrics, dotted lower-case keys such as "
+        "validation.roc_auc, validation.mase, validation.ndcg@10_all",
+    )
     labels: dict[str, str] = Field(default_factory=dict)
     message: str | None = Field(None, description="why a model is not loaded")
 

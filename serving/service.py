@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from typing import Any
 
@@ -352,14 +353,24 @@ class Shopml:
         return NoopResponse()
 
 
-def _headline(metrics: dict[str, Any], prefix: str = "", depth: int = 3) -> dict[str, Any]:
-    """Scalar metrics only, nested dicts flattened to dotted keys (at most ``depth`` levels)."""
+#: Headline metric keys: lower-case letters, digits and ``_ @ .`` (``validation.roc_auc``,
+#: ``validation.pinball@0.9``). Labelled per-candidate scores (``mase[tsb]``,
+#: ``all country=0.0``) are training diagnostics, not headline metrics.
+HEADLINE_KEY = re.compile(r"[a-z0-9_@.]+")
+
+
+def _headline(metrics: dict[str, Any], prefix: str = "", depth: int = 2) -> dict[str, Any]:
+    """Scalar metrics under :data:`HEADLINE_KEY` keys, nested dicts flattened to dotted keys (at
+    most ``depth`` levels: ``validation.roc_auc``; deeper tables are left out)."""
     out: dict[str, Any] = {}
     for k, v in metrics.items():
+        key = f"{prefix}{k}"
+        if not HEADLINE_KEY.fullmatch(key):
+            continue
         if isinstance(v, int | float | str | bool):
-            out[f"{prefix}{k}"] = v
+            out[key] = v
         elif isinstance(v, dict) and depth > 1:
-            out.update(_headline(v, f"{prefix}{k}.", depth - 1))
+            out.update(_headline(v, f"{key}.", depth - 1))
     return out
 
 

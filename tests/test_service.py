@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -248,6 +249,10 @@ def test_models_noop_readyz_and_openapi(client: TestClient) -> None:
     assert all(m["loaded"] and m["as_of"] for m in kinds.values())
     for kind in ("recommender", "churn", "repurchase", "demand"):  # headline validation metrics
         assert any(isinstance(v, float) for v in kinds[kind]["metrics"].values()), kind
+    keys = [k for m in kinds.values() for k in m["metrics"]]
+    assert all(re.fullmatch(r"[a-z0-9_@.]+", k) for k in keys), keys
+    assert {"validation.roc_auc", "validation.brier"} <= set(kinds["churn"]["metrics"])
+    assert {"validation.mase", "validation.coverage80"} <= set(kinds["demand"]["metrics"])
     assert client.post("/v1/noop", json={}).json() == {"ok": True}
     assert client.post("/v1/noop").status_code == 200  # empty body is {}
     ready = client.get("/readyz")
@@ -335,6 +340,44 @@ def test_validation_messages_known_answers(client: TestClient) -> None:
     assert r.status_code == 400 and r.json()["field"] == "body"
     assert r.json()["error"].startswith("body: Invalid JSON")
     assert int(r.headers["content-length"]) == len(r.content)
+
+
+def test_recommender_headline_is_the_chosen_strategy(client: TestClient, model_dir: Path) -> None:
+    from shopml.artifacts.recommender import RecommenderArtifact
+
+    params = RecommenderArtifact.load(model_dir / "recommender").params
+    val = params["validation"]
+    models = client.post("/v1/models", json={}).json()["models"]
+    got = next(m for m in models if m["kind"] == "recommender")["metrics"]
+    for mode in ("all", "new"):
+        chosen = params[f"strategy_{mode}"]
+        label = chosen if chosen != "buy-again" else f"buy-again w={params['ba_pop_weight']}"
+        assert got[f"validation.ndcg@10_{mode}"] == val["ndcg@10"][mode][label]
+    cold = f"{params['cold_window']} country={params['cold_country_weight']}"
+    assert got["validation.ndcg@10_cold"] == val["cold_ndcg@10"][cold]
+    assert got["validation.users"] == val["users"] and got["validation.cold_users"] > 0
+    assert not any(" " in k or "[" in k for k in got), got
+
+
+def test_headline_keeps_clean_scalar_keys_only() -> None:
+    from serving.service import _headline
+
+    old_recommender = {
+        "validation": {
+            "window": ["2024-01-01", "2024-04-01"],
+            "users": 19,
+            "ndcg@10": {"all": {"popular": 0.5, "buy-again w=0.3": 0.7}},
+            "cold_ndcg@10": {"all country=0.0": 0.59715},
+            "cold_users": 25,
+        }
+    }
+    assert _headline(old_recommender) == {"validation.users": 19, "validation.cold_users": 25}
+    demand = {"validation": {"mase": 0.9, "mase[tsb]": 1.2, "pinball@0.9": 0.4}, "as_of": "x"}
+    assert _headline(demand) == {
+        "validation.mase": 0.9,
+        "validation.pinball@0.9": 0.4,
+        "as_of": "x",
+    }
 
 
 def test_field_message_leaves_other_bodies_alone() -> None:

@@ -824,8 +824,9 @@ class RecommenderModel:
                     best = (value, {f"strategy_{mode}": name, **extra})
             assert best is not None
             chosen.update(best[1])
+            validation[f"ndcg@10_{mode}"] = round(best[0], 5)  # headline: the chosen strategy
         state.params = saved
-        validation["ndcg@10"] = scores
+        validation["ndcg@10"] = scores  # every candidate, labelled (not a headline metric)
         # cold users: first purchase inside the validation window
         recent = np.unique(shop.user[shop.window(cutoff, as_of)])
         # first order in the window (snapshots may hold a sample of users: not ``codes``)
@@ -854,6 +855,7 @@ class RecommenderModel:
             state.params = saved
             assert best_c is not None
             chosen.update(best_c[1])
+            validation["ndcg@10_cold"] = round(best_c[0], 5)
             validation["cold_ndcg@10"] = scores_c
             validation["cold_users"] = len(cold)
         # the validated ranker (fitted without the held-out users) is the one shipped
