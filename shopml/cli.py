@@ -241,8 +241,8 @@ def train(
     engine: Annotated[
         str,
         typer.Option(
-            help="pandas (in process) or dask: churn and repurchase LightGBM fits on a Dask "
-            "cluster through lightgbm.dask"
+            help="pandas (in process) or dask: every LightGBM fit (churn, repurchase, value, "
+            "demand) on a Dask cluster through lightgbm.dask"
         ),
     ] = "pandas",
     scheduler: Annotated[
