@@ -570,3 +570,10 @@ def run() -> None:
     except (ContractError, CliError, ValueError, KeyError, OSError) as exc:
         console.print(f"[bold red]error:[/] {exc}")
         sys.exit(2)
+    except RuntimeError as exc:
+        from training.tracking import TrackingStoreError
+
+        if not isinstance(exc, TrackingStoreError):
+            raise
+        console.print(f"[bold red]error:[/] {exc}")
+        sys.exit(2)

@@ -74,9 +74,18 @@ def tracking_uri(store: Path | None = None) -> str:
     """The MLflow tracking URI: env SHOPML_TRACKING_URI, MLFLOW_TRACKING_URI, else local SQLite."""
     for var in ("SHOPML_TRACKING_URI", "MLFLOW_TRACKING_URI"):
         if os.environ.get(var):
-            return os.environ[var]
+            return store_uri(os.environ[var])
     folder = (store or DEFAULT_STORE).resolve()
     return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def store_uri(uri: str) -> str:
+    """``uri`` as MLflow takes it: a plain folder path (no scheme) is a local store like the
+    default one, a SQLite file ``mlflow.db`` with an ``artifacts`` folder inside it (MLflow's own
+    reading of a path, a file store, is deprecated and refused by MLflow 3)."""
+    if ":" in uri or uri in ("databricks", "databricks-uc"):
+        return uri
+    return f"sqlite:///{Path(uri).expanduser().resolve() / 'mlflow.db'}"
 
 
 def artifact_root(store: Path | None = None) -> str:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from shopml.config import ConfigError, load_experiment, tracking_uri
+from shopml.config import ConfigError, load_experiment, store_uri, tracking_uri
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -56,3 +56,19 @@ def test_tracking_uri_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("SHOPML_TRACKING_URI")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert tracking_uri().startswith("sqlite:///") and tracking_uri().endswith("mlflow.db")
+
+
+def test_a_plain_folder_is_a_local_store_like_the_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MLflow 3 refuses a bare path (a deprecated file store); shopml reads it as a folder."""
+    assert store_uri(str(tmp_path / "store")) == f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
+    for uri in (
+        "sqlite:///x/mlflow.db",
+        "postgresql://u@h/db",
+        "http://127.0.0.1:5000",
+        "databricks",
+    ):
+        assert store_uri(uri) == uri
+    monkeypatch.setenv("SHOPML_TRACKING_URI", str(tmp_path / "env-store"))
+    assert tracking_uri() == f"sqlite:///{tmp_path / 'env-store' / 'mlflow.db'}"

@@ -96,6 +96,23 @@ def test_cli_entry_point_prints_one_line_error(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
 
 
+def test_cli_unusable_tracking_store_is_one_line(shop: Path, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the store's folder should be")
+    args = ["train", "--data", str(shop), "-k", "churn", "--tracking-uri", str(blocker / "store")]
+    proc = subprocess.run(
+        [sys.executable, "-c", "from shopml.cli import run; run()", *args],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert "cannot use the MLflow tracking store" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_cli_report_shows_whole_rule_names(tmp_path: Path) -> None:
     bad = tmp_path / "orders.csv"
     bad.write_text(

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from shopml.config import artifact_root, tracking_uri
+from shopml.config import artifact_root, store_uri, tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ class Tracker:
     def __init__(self, uri: str | None = None, experiment: str = "shopml") -> None:
         import mlflow
 
-        self.uri = uri or tracking_uri()
+        self.uri = store_uri(uri) if uri else tracking_uri()
         self.experiment = experiment
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
