@@ -13,7 +13,11 @@ with Dask's own reductions and passed in:
   buyers, retention of the item's orders: :func:`features.users.item_statistics`): partial
   counts per customer partition, summed with a Dask ``groupby().sum()`` and passed to
   :func:`features.users.user_features` as ``item_stats`` for the four item-dependent columns
-  (:data:`ITEM_DEPENDENT_USER_COLUMNS`);
+  (:data:`ITEM_DEPENDENT_USER_COLUMNS`); the same for any additive per-item statistic
+  (:meth:`DaskOrders.item_statistics` with ``stats_fn``, e.g. the item momentum counts of
+  :func:`features.momentum.item_momentum_stats`), which :meth:`DaskOrders.per_customer` passes
+  to a per-customer function (the customer models' snapshots:
+  :class:`training.dask_models.DaskUserSnapshots`);
 - the item popularity rank (a rank over all items), from the gathered item frame.
 
 Ids travel as int64 codes of the dataset's categories (global, so a partition orders customers,
@@ -69,6 +73,8 @@ ITEM_DEPENDENT_USER_COLUMNS = (
     "last_order_retention",
 )
 ID_COLUMNS = (CUSTOMER_ID, ITEM_ID, ORDER_ID)
+#: Additive per-item statistics of a :class:`Purchases` (see :func:`item_stat_partials`).
+ItemStatsFn = Callable[[Purchases], pd.DataFrame]
 
 
 # ---------------------------------------------------------------- cluster
@@ -195,14 +201,20 @@ def _as_categorical(part: pd.DataFrame) -> pd.DataFrame:
 # ---------------------------------------------------------------- item statistics for users
 
 
-def item_stat_partials(orders: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFrame:
-    """Per item code, :func:`features.users.item_statistics` of the customers in ``orders``.
+def item_stat_partials(
+    orders: pd.DataFrame,
+    as_of: pd.Timestamp,
+    stats_fn: ItemStatsFn = users.item_statistics,
+) -> pd.DataFrame:
+    """Per item code, ``stats_fn`` of the customers in ``orders`` (items with a non-zero count).
 
-    The counts are additive: summed over customer partitions they are the statistics
-    :func:`features.users.user_features` computes from the whole table.
+    ``stats_fn``: per-item counts of a :class:`~features.purchases.Purchases` that add up over
+    disjoint sets of customers (:func:`features.users.item_statistics`,
+    :func:`features.momentum.item_momentum_stats`): summed over customer partitions they are the
+    statistics the pandas run computes from the whole table.
     """
-    stats = users.item_statistics(Purchases.of(orders, as_of))
-    stats = stats[stats["buyers"] > 0]
+    stats = stats_fn(Purchases.of(orders, as_of))
+    stats = stats[(stats.to_numpy() != 0).any(axis=1)]
     stats.index = pd.Index(np.asarray(stats.index, dtype=np.int64), name=ITEM_ID)
     return stats
 
@@ -210,17 +222,20 @@ def item_stat_partials(orders: pd.DataFrame, as_of: pd.Timestamp) -> pd.DataFram
 # ---------------------------------------------------------------- per-partition tasks
 
 
-def _users_part(
+def _customers_part(
     part: pd.DataFrame,
+    fn: Callable[..., pd.DataFrame],
     as_of: pd.Timestamp,
-    stats: pd.DataFrame,
+    population: np.ndarray | None,
     items_table: pd.DataFrame | None,
     customers_table: pd.DataFrame | None,
+    **kwargs: Any,
 ) -> pd.DataFrame:
     part = _in_row_order(part)
-    return users.user_features(
-        part, as_of, items=items_table, customers=customers_table, item_stats=stats
-    )
+    if population is not None:
+        keep = np.isin(part[CUSTOMER_ID].to_numpy(), population)
+        part = part[keep].reset_index(drop=True)
+    return fn(part, as_of, items=items_table, customers=customers_table, **kwargs)
 
 
 def _items_part(
@@ -330,25 +345,57 @@ class DaskOrders:
             else None
         )
 
-    def item_statistics(self, as_of: pd.Timestamp) -> pd.DataFrame:
+    def item_statistics(
+        self, as_of: pd.Timestamp, stats_fn: ItemStatsFn = users.item_statistics
+    ) -> pd.DataFrame:
         """:func:`item_stat_partials` per customer partition, summed by a Dask group-by."""
-        meta = item_stat_partials(self.enc.orders.iloc[:0], as_of).reset_index()
+        meta = item_stat_partials(self.enc.orders.iloc[:0], as_of, stats_fn).reset_index()
         partials = self.by_customer.map_partitions(
-            lambda part: item_stat_partials(part, as_of).reset_index(), meta=meta
+            lambda part: item_stat_partials(part, as_of, stats_fn).reset_index(), meta=meta
         )
         return partials.groupby(ITEM_ID).sum().compute()
 
-    def users(self, as_of: pd.Timestamp) -> pd.DataFrame:
-        """:func:`features.users.user_features` per customer partition (equal to pandas)."""
+    def per_customer(
+        self,
+        fn: Callable[..., pd.DataFrame],
+        as_of: pd.Timestamp,
+        *,
+        population: pd.Index | None = None,
+        **kwargs: Any,
+    ) -> pd.DataFrame:
+        """``fn(orders, as_of, items=..., customers=..., **kwargs)`` per customer partition,
+        gathered in customer order, indexed by customer id.
+
+        ``fn`` reads its customers' own orders and what ``kwargs`` pass in (item statistics of
+        every customer, :meth:`item_statistics`), so each row is the row of the whole table.
+        ``population``: customer ids; each partition keeps only their orders.
+        """
         enc = self.enc
-        stats = self.item_statistics(as_of)
-        meta = _users_part(enc.orders.iloc[:0], as_of, stats, enc.items_table, enc.customers_table)
+        codes = None
+        if population is not None:
+            codes = enc.customers.get_indexer(population)
+            if (codes < 0).any():
+                raise ValueError("population has customer ids that are not in the orders")
+        tables = (enc.items_table, enc.customers_table)
+        meta = _customers_part(enc.orders.iloc[:0], fn, as_of, None, *tables, **kwargs)
         parts = self.by_customer.map_partitions(
-            _users_part, as_of, stats, self.items_table, self.customers_table, meta=meta
+            _customers_part,
+            fn,
+            as_of,
+            codes,
+            self.items_table,
+            self.customers_table,
+            meta=meta,
+            **kwargs,
         ).compute()
         frame = parts.sort_index()
         frame.index = enc.customer_ids(frame.index)
         return frame
+
+    def users(self, as_of: pd.Timestamp) -> pd.DataFrame:
+        """:func:`features.users.user_features` per customer partition (equal to pandas)."""
+        stats = self.item_statistics(as_of)
+        return self.per_customer(users.user_features, as_of, item_stats=stats)
 
     def items(self, as_of: pd.Timestamp) -> pd.DataFrame:
         """:func:`features.items.item_features` per item partition; the rank over all items."""

@@ -1,6 +1,7 @@
 """The Dask engine on a 2-worker LocalCluster against the pandas engine on a small shop.
 
-Features must be *equal* (same values, same order, same dtypes); the churn classifier trained
+Features must be *equal* (same values, same order, same dtypes), the customer models' snapshot
+frames too (item momentum included, so a churn model fitted on them is the same model); the churn classifier trained
 through ``lightgbm.dask`` must match the in-process one within the tolerance documented in
 :mod:`training.dask_models`; Dask batch scoring of one booster must equal in-process scoring.
 """
@@ -27,6 +28,7 @@ from features.pipeline import FeatureSet
 from features.synthetic import ShopConfig, write_shop
 from features.users import user_features
 from training import dask_models as dm
+from training.snapshots import UserSnapshots
 
 pytestmark = pytest.mark.integration
 
@@ -94,6 +96,74 @@ def test_item_dependent_user_columns_need_the_global_statistics(
     pd.testing.assert_frame_equal(alone[others], expected[others], check_exact=True)
     for col in ITEM_DEPENDENT_USER_COLUMNS:
         assert not np.allclose(alone[col], expected[col], equal_nan=True), col
+
+
+def _caches(data: DaskOrders, dataset: Dataset) -> tuple[UserSnapshots, dm.DaskUserSnapshots]:
+    local = UserSnapshots(dataset.orders, items=dataset.items, customers=dataset.customers)
+    return local, dm.DaskUserSnapshots(data, dataset)
+
+
+def test_snapshot_frames_from_the_dask_engine_equal_in_process(
+    data: DaskOrders, dataset: Dataset
+) -> None:
+    local, dist = _caches(data, dataset)
+    cutoffs = [AS_OF - pd.Timedelta(days=d) for d in (0, 30, 120)]
+    for cutoff in cutoffs:
+        ref, got = local.features(cutoff), dist.features(cutoff)
+        assert len(ref) > 300 and ref["item_momentum"].notna().all(), cutoff
+        pd.testing.assert_frame_equal(got, ref, check_exact=True)
+    sample = local.population(AS_OF, 400)
+    assert sample is not None and len(sample) == 400
+    pd.testing.assert_index_equal(dist.population(AS_OF, 400), sample)  # type: ignore[arg-type]
+    for cutoff in cutoffs:  # the sample's partitions hold only its orders: rows of the whole
+        ref, got = (
+            local.features(cutoff, sample),
+            dist.features(cutoff, dist.population(AS_OF, 400)),
+        )
+        assert len(ref) > 150 and set(ref.dtypes) == {np.dtype(np.float32)}
+        pd.testing.assert_frame_equal(got, ref, check_exact=True)
+    assert dist.computed == local.computed
+    with pytest.raises(ValueError, match="not in the orders"):
+        data.per_customer(user_features, AS_OF, population=pd.Index(["no-such-customer"]))
+
+
+def test_churn_model_fitted_on_dask_snapshots_equals_in_process(
+    data: DaskOrders, dataset: Dataset
+) -> None:
+    from training.customers import ChurnModel
+
+    fast: dict[str, Any] = {"n_snapshots": 3, "num_boost_round": 40, "num_threads": 1, "seed": 7}
+    fast["max_train_customers"] = 400  # sampled snapshots (float32) and every customer's
+    orders, items, customers = dataset.orders, dataset.items, dataset.customers
+    local_cache, dist_cache = _caches(data, dataset)
+    local = ChurnModel(**fast).fit(orders, AS_OF, items, customers, snapshots=local_cache)
+    dist = ChurnModel(**fast).fit(orders, AS_OF, items, customers, snapshots=dist_cache)
+    assert dist_cache.computed == local_cache.computed and len(local_cache.computed) > 3
+    assert dist.chosen_ == local.chosen_ and dist.validation_ == local.validation_
+    assert local.artifact_ is not None and dist.artifact_ is not None
+    assert "item_momentum" in local.artifact_.feature_names
+    assert dist.candidates_.keys() == local.candidates_.keys()
+    boosters = [(dist.candidates_[k].booster, art.booster) for k, art in local.candidates_.items()]
+    assert sum(b is not None for _, b in boosters) >= 2  # lightgbm and lightgbm-rfm
+    for got, ref in boosters:
+        assert (got and got.model_to_string()) == (ref and ref.model_to_string())
+    assert local.artifact_.scores is not None and dist.artifact_.scores is not None
+    pd.testing.assert_frame_equal(dist.artifact_.scores, local.artifact_.scores, check_exact=True)
+
+
+def test_customer_jobs_share_one_cluster_snapshot_cache(
+    client: object, dataset: Dataset, caplog: pytest.LogCaptureFixture
+) -> None:
+    from training.jobs import ChurnJob, RepurchaseJob
+
+    churn = ChurnJob(client=client)  # type: ignore[arg-type]
+    cache = churn._snapshots(dataset, {})
+    assert isinstance(cache, dm.DaskUserSnapshots)
+    assert RepurchaseJob(client=client)._snapshots(dataset, {}) is cache  # type: ignore[arg-type]
+    assert ChurnJob()._snapshots(dataset, {}) is not cache  # without a client: in process
+    with caplog.at_level("INFO", logger="training.jobs"):
+        assert churn._snapshots(dataset, {"features": ["items_due", "recency_days"]}) is cache
+    assert "optional re-buy/habit columns" in caplog.text
 
 
 def test_unknown_engine_is_refused(dataset: Dataset) -> None:

@@ -9,8 +9,10 @@ models pass their own ``lgb.train`` parameters. Each result is an ordinary
 are scored on the workers in chunks: :func:`score_customers` (probabilities and reason phrases),
 :func:`predict_rows` (customer value), :func:`score_dask` (``Booster.predict`` per partition).
 
-Snapshots for the scale benchmark (user features as of monthly cutoffs, churn label over the
-next ``horizon`` days) come from the Dask feature engine (:class:`features.engine.DaskOrders`).
+The customer models' training snapshots under ``--engine dask`` come from the Dask feature
+engine too (:class:`DaskUserSnapshots`, :func:`cluster_snapshots_for`: every frame computed per
+customer partition, equal to the in-process frames); so do the scale benchmark's snapshots (user
+features as of monthly cutoffs, churn label over the next ``horizon`` days, :func:`dask_snapshots`).
 
 Tolerance against the in-process path (same data, same parameters): distributed LightGBM builds
 its histograms from each worker's rows, so bin boundaries and split ties can differ and the trees
@@ -23,6 +25,7 @@ in-process scoring exactly.
 from __future__ import annotations
 
 import logging
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -31,11 +34,14 @@ import numpy as np
 import pandas as pd
 
 from features.labels import churn_labels
+from features.momentum import item_momentum_stats
+from training.snapshots import UserSnapshots, customer_features
 
 if TYPE_CHECKING:
     from distributed import Client
 
     from features.engine import DaskOrders
+    from features.io import Dataset
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,56 @@ class Snapshots:
     X: pd.DataFrame
     y: np.ndarray
     cutoffs: list[pd.Timestamp]
+
+
+class DaskUserSnapshots(UserSnapshots):
+    """The customer models' snapshot cache (:class:`training.snapshots.UserSnapshots`) with
+    every frame computed by the Dask engine: :func:`training.snapshots.customer_features` per
+    customer partition (:meth:`features.engine.DaskOrders.per_customer`; a training sample's
+    partitions keep only the sample's orders), with the item statistics and the item momentum
+    statistics of every customer summed over the partitions by a Dask group-by
+    (:meth:`~features.engine.DaskOrders.item_statistics`). Equal to the in-process frames.
+
+    Without the optional re-buy/habit columns: their re-buy gap statistics are float sums, not
+    exactly additive over partitions; a model that asks for them builds its own in-process
+    cache (:meth:`training.customers.ChurnModel.fit`).
+    """
+
+    def __init__(self, data: DaskOrders, dataset: Dataset) -> None:
+        super().__init__(dataset.orders, items=dataset.items, customers=dataset.customers)
+        self.data = data
+
+    def compute(self, cutoff: pd.Timestamp, sample: pd.Index | None) -> pd.DataFrame:
+        item_stats, _, momentum_stats = self._stats(cutoff)
+        return self.data.per_customer(
+            customer_features,
+            cutoff,
+            population=sample,
+            item_stats=item_stats,
+            momentum_stats=momentum_stats,
+        )
+
+    def compute_stats(self, cutoff: pd.Timestamp) -> tuple[pd.DataFrame, None, pd.DataFrame]:
+        data = self.data
+        return data.item_statistics(cutoff), None, data.item_statistics(cutoff, item_momentum_stats)
+
+
+_CLUSTER_CACHES: dict[int, DaskUserSnapshots] = {}
+
+
+def cluster_snapshots_for(client: Client, dataset: Dataset) -> DaskUserSnapshots:
+    """The shared :class:`DaskUserSnapshots` of ``dataset`` on ``client``'s cluster (the orders
+    scattered and shuffled once, on first use; dropped when the orders table is freed)."""
+    from features.engine import DaskOrders
+
+    key = id(dataset.orders)
+    cache = _CLUSTER_CACHES.get(key)
+    tables = (dataset.orders, dataset.items, dataset.customers)
+    if cache is not None and cache.data.client is client and cache.serves(*tables):
+        return cache
+    cache = _CLUSTER_CACHES[key] = DaskUserSnapshots(DaskOrders(client, dataset), dataset)
+    weakref.finalize(dataset.orders, _CLUSTER_CACHES.pop, key, None)
+    return cache
 
 
 def snapshot_cutoffs(as_of: pd.Timestamp, horizon: int, n: int) -> list[pd.Timestamp]:

@@ -100,8 +100,9 @@ class _CustomerJob:
     """Churn or repurchase propensity: LightGBM on stacked snapshots vs RFM/BTYD baselines.
 
     Backtests and fits of one Dataset share one feature cache
-    (:func:`training.snapshots.snapshots_for`): no cutoff's user features are computed twice by
-    churn, repurchase and value; above ``max_train_customers`` (a model parameter) they train on
+    (:func:`training.snapshots.snapshots_for`; with a Dask client
+    :func:`training.dask_models.cluster_snapshots_for`, computed on the cluster): no cutoff's
+    user features are computed twice by churn, repurchase and value; above ``max_train_customers`` (a model parameter) they train on
     a fixed hash sample of customers (:mod:`training.snapshots`).
     """
 
@@ -136,7 +137,7 @@ class _CustomerJob:
 
         at = as_of - pd.Timedelta(days=self.horizon_days)
         # the model reads lines before `at` and labels ending by `at`: no filtered copy needed
-        cache = self._snapshots(ds)
+        cache = self._snapshots(ds, params)
         model = self._model(params).fit(
             ds.orders, at, items=ds.items, customers=ds.customers, snapshots=cache, score=False
         )
@@ -163,14 +164,25 @@ class _CustomerJob:
             notes=[f"served: {model.chosen_}"],
         )
 
-    @staticmethod
-    def _snapshots(ds: Dataset) -> Any:
-        from training.snapshots import snapshots_for
+    def _snapshots(self, ds: Dataset, params: dict[str, Any]) -> Any:
+        """The shared snapshot cache: on the Dask cluster with a client, else in process."""
+        if self.client is None:
+            from training.snapshots import snapshots_for
 
-        return snapshots_for(ds.orders, ds.items, ds.customers)
+            return snapshots_for(ds.orders, ds.items, ds.customers)
+        from training.customers import uses_optional
+        from training.dask_models import cluster_snapshots_for
+
+        if uses_optional(params.get("features") or ()):
+            log.info(
+                "%s: its features include optional re-buy/habit columns, which the Dask engine "
+                "does not compute: this model's snapshots are built in this process",
+                self.kind,
+            )
+        return cluster_snapshots_for(self.client, ds)
 
     def fit(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any], folder: Path) -> Fitted:
-        cache = self._snapshots(ds)
+        cache = self._snapshots(ds, params)
         tables = {"items": ds.items, "customers": ds.customers, "snapshots": cache}
         model = self._model(params).fit(ds.orders, as_of, **tables)
         artifact = model.artifact_

@@ -202,26 +202,13 @@ class UserSnapshots:
             self._frames.move_to_end(key)
             return self._frames[key]
         start = time.perf_counter()
-        tables = {"items": self._table(self._items), "customers": self._table(self._customers)}
         derived = None if sample is None else self._from_larger_sample(cutoff, key[1])
         if derived is not None:
             self._frames[key] = derived
             self._evict()
             return derived
-        if sample is None:
-            frame = customer_features(self.orders, cutoff, **tables, optional=self.optional)
-        else:
-            item_stats, gap_stats, momentum_stats = self._stats(cutoff)
-            sampled = self._samples[key[1]][1]
-            frame = customer_features(
-                sampled,
-                cutoff,
-                **tables,
-                item_stats=item_stats,
-                gap_stats=gap_stats,
-                momentum_stats=momentum_stats,
-                optional=self.optional,
-            )
+        frame = self.compute(cutoff, sample)
+        if sample is not None:
             frame = frame.astype(np.float32)
         self.computed.append(key)
         took = time.perf_counter() - start
@@ -267,16 +254,42 @@ class UserSnapshots:
                 return key
         raise ValueError("unknown sample: pass the index returned by population()")
 
+    def compute(self, cutoff: pd.Timestamp, sample: pd.Index | None) -> pd.DataFrame:
+        """:func:`customer_features` at ``cutoff`` of every customer, or of ``sample`` with the
+        item statistics of every customer (:meth:`features` stores the latter as float32).
+
+        The hook a subclass overrides to compute them elsewhere, with equal results
+        (:class:`training.dask_models.DaskUserSnapshots`: per customer partition on a Dask
+        cluster).
+        """
+        tables = {"items": self._table(self._items), "customers": self._table(self._customers)}
+        if sample is None:
+            return customer_features(self.orders, cutoff, **tables, optional=self.optional)
+        item_stats, gap_stats, momentum_stats = self._stats(cutoff)
+        return customer_features(
+            self._samples[self._sample_key(sample)][1],
+            cutoff,
+            **tables,
+            item_stats=item_stats,
+            gap_stats=gap_stats,
+            momentum_stats=momentum_stats,
+            optional=self.optional,
+        )
+
     def _stats(self, cutoff: pd.Timestamp) -> _ItemStats:
-        """Item statistics, (with the optional columns) re-buy gap statistics and item momentum
-        statistics of every customer at ``cutoff``."""
+        """:meth:`compute_stats` at ``cutoff``, cached."""
         if cutoff not in self._item_stats:
-            p = Purchases.of(self.orders, cutoff)
-            gaps = item_rebuy_gaps(p) if self.optional else None
-            self._item_stats[cutoff] = (item_statistics(p), gaps, item_momentum_stats(p))
+            self._item_stats[cutoff] = self.compute_stats(cutoff)
             while len(self._item_stats) > 64:
                 self._item_stats.popitem(last=False)
         return self._item_stats[cutoff]
+
+    def compute_stats(self, cutoff: pd.Timestamp) -> _ItemStats:
+        """Item statistics, (with the optional columns) re-buy gap statistics and item momentum
+        statistics of every customer at ``cutoff`` (a hook, as :meth:`compute`)."""
+        p = Purchases.of(self.orders, cutoff)
+        gaps = item_rebuy_gaps(p) if self.optional else None
+        return item_statistics(p), gaps, item_momentum_stats(p)
 
     def _evict(self) -> None:
         sizes = {k: int(v.memory_usage(index=True).sum()) for k, v in self._frames.items()}

@@ -78,7 +78,9 @@ def train(
 
     ``client``: a Dask client; the LightGBM fits of the churn, repurchase, customer-value and
     demand models then run on its cluster through ``lightgbm.dask``
-    (:data:`training.jobs.DISTRIBUTED_KINDS`), the recommender in this process.
+    (:data:`training.jobs.DISTRIBUTED_KINDS`), and the customer models' snapshot features are
+    computed on it (:class:`training.dask_models.DaskUserSnapshots`); the recommender in this
+    process.
     """
     ds = dataset or load_experiment_data(exp)
     as_of = pd.Timestamp(exp.as_of) if exp.as_of else default_as_of(ds.orders)
