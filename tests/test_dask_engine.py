@@ -161,9 +161,14 @@ def test_customer_jobs_share_one_cluster_snapshot_cache(
     assert isinstance(cache, dm.DaskUserSnapshots)
     assert RepurchaseJob(client=client)._snapshots(dataset, {}) is cache  # type: ignore[arg-type]
     assert ChurnJob()._snapshots(dataset, {}) is not cache  # without a client: in process
+    optional = {"features": ["recency_days", "n_orders", "items_due"], "n_snapshots": 2}
     with caplog.at_level("INFO", logger="training.jobs"):
-        assert churn._snapshots(dataset, {"features": ["items_due", "recency_days"]}) is cache
+        own = churn._snapshots(dataset, optional)
     assert "optional re-buy/habit columns" in caplog.text
+    assert type(own) is UserSnapshots and own.optional  # in process, with those columns
+    # the backtest scores every customer with them (it raised a KeyError on the shared cache)
+    bt = ChurnJob(threads=1).backtest(dataset, AS_OF, {**optional, "num_boost_round": 20})
+    assert 0.5 < bt.value <= 1.0
 
 
 def test_unknown_engine_is_refused(dataset: Dataset) -> None:

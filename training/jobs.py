@@ -165,20 +165,25 @@ class _CustomerJob:
         )
 
     def _snapshots(self, ds: Dataset, params: dict[str, Any]) -> Any:
-        """The shared snapshot cache: on the Dask cluster with a client, else in process."""
-        if self.client is None:
-            from training.snapshots import snapshots_for
-
-            return snapshots_for(ds.orders, ds.items, ds.customers)
+        """The snapshot cache: shared, on the Dask cluster with a client, else in process; with
+        the optional re-buy/habit columns (a ``features`` parameter naming one) a private one in
+        process (the Dask engine does not compute them: their re-buy gap statistics are float
+        sums, not exactly additive over partitions)."""
         from training.customers import uses_optional
-        from training.dask_models import cluster_snapshots_for
+        from training.snapshots import UserSnapshots, snapshots_for
 
         if uses_optional(params.get("features") or ()):
-            log.info(
-                "%s: its features include optional re-buy/habit columns, which the Dask engine "
-                "does not compute: this model's snapshots are built in this process",
-                self.kind,
-            )
+            if self.client is not None:
+                log.info(
+                    "%s: its features include optional re-buy/habit columns, which the Dask "
+                    "engine does not compute: its snapshots are built in this process",
+                    self.kind,
+                )
+            return UserSnapshots(ds.orders, items=ds.items, customers=ds.customers, optional=True)
+        if self.client is None:
+            return snapshots_for(ds.orders, ds.items, ds.customers)
+        from training.dask_models import cluster_snapshots_for
+
         return cluster_snapshots_for(self.client, ds)
 
     def fit(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any], folder: Path) -> Fitted:
