@@ -41,3 +41,23 @@ def online_retail(online_retail_path: Path):  # type: ignore[no-untyped-def]
     from features.io import load_dataset
 
     return load_dataset(online_retail_path)
+
+
+def run_with_fresh_bentoml(script: str, tracking_uri: str, bentoml_home: Path) -> str:
+    """Run ``script`` (``sys.argv[1]`` = ``tracking_uri``) in a subprocess with its own BentoML
+    home and no MLflow/shopml environment; its last stdout line (fails on a non-zero exit)."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SHOPML_"))}
+    env.update(BENTOML_HOME=str(bentoml_home), BENTOML_DO_NOT_TRACK="true")
+    done = subprocess.run(
+        [sys.executable, "-c", script, tracking_uri],
+        cwd=Path(__file__).parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout.strip().splitlines()[-1]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import run_with_fresh_bentoml
 
 from features.io import load_dataset
 from features.synthetic import ShopConfig, write_shop
@@ -137,8 +138,6 @@ def test_train_register_promote_and_serve_through_postgres(
     assert ("shopml-churn", "champion", int(champion.version)) in aliases
 
     # the service loads the champion packed from this server (own BentoML home, in a subprocess)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SHOPML_"))}
-    env.update(BENTOML_HOME=str(tmp_path / "bentoml"), BENTOML_DO_NOT_TRACK="true")
     script = (
         "import json, sys\n"
         "from shopml.deploy import pack_champions\n"
@@ -150,16 +149,7 @@ def test_train_register_promote_and_serve_through_postgres(
         "print(json.dumps({'tags': tags, 'loaded': loaded,\n"
         "                  'labels': src['churn'].labels}))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, mlflow_server],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    out = json.loads(done.stdout.strip().splitlines()[-1])
+    out = json.loads(run_with_fresh_bentoml(script, mlflow_server, tmp_path / "bentoml"))
     assert set(out["tags"]) == {"churn", "value"}
     assert out["loaded"] == {"churn": "CustomerTable", "value": "CustomerTable"}
     assert out["labels"]["mlflow_run_id"] == champion.run_id

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
+from conftest import run_with_fresh_bentoml
 
 from features.io import Dataset, load_dataset
 from features.synthetic import ShopConfig, write_shop
@@ -77,8 +75,6 @@ def test_trained_at_reaches_the_bentoml_store(shop: Path, dataset: Dataset, tmp_
     train(experiment(shop), tracker, dataset=dataset, kinds=("demand",), threads=1)
     champion = tracker.champion("demand")
     assert champion is not None and champion.trained_at is not None
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "SHOPML_"))}
-    env.update(BENTOML_HOME=str(tmp_path / "bentoml"), BENTOML_DO_NOT_TRACK="true")
     script = (
         "import sys\n"
         "from shopml.deploy import pack_champions\n"
@@ -86,16 +82,7 @@ def test_trained_at_reaches_the_bentoml_store(shop: Path, dataset: Dataset, tmp_
         "pack_champions(sys.argv[1])\n"
         "print(find_models(('demand',))['demand'].metadata.get('trained_at'))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script, uri],
-        cwd=Path(__file__).parents[1],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.strip().splitlines()[-1] == champion.trained_at
+    assert run_with_fresh_bentoml(script, uri, tmp_path / "bentoml") == champion.trained_at
 
 
 def folder_of(tracker: Tracker, kind: str, tmp_path: Path) -> Path:
