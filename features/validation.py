@@ -149,12 +149,15 @@ def _parse(
         if pd.api.types.is_datetime64_any_dtype(s.dtype):
             out = s.dt.tz_convert(None) if getattr(s.dt, "tz", None) is not None else s
         else:
+            # utc=True: times with a UTC offset are converted to UTC (an export in local time
+            # has +01:00 and +02:00 across daylight saving, which pandas refuses to mix without
+            # it); times without one are kept as they are
             text = s.astype("string").str.strip()
-            out = pd.to_datetime(text, format=date_format or "ISO8601", errors="coerce")
+            fmt = date_format or "ISO8601"
+            out = pd.to_datetime(text, format=fmt, errors="coerce", utc=True)
             if date_format is None and out.isna().mean() > 0:
-                out = pd.to_datetime(text, format="mixed", errors="coerce", dayfirst=False)
-            if getattr(out.dt, "tz", None) is not None:
-                out = out.dt.tz_convert("UTC").dt.tz_localize(None)
+                out = pd.to_datetime(text, format="mixed", errors="coerce", utc=True)
+            out = out.dt.tz_localize(None)
     elif col.kind in ("float", "int"):
         if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
             out = s.astype("float64")

@@ -455,3 +455,40 @@ def test_duplicate_lines_within_and_across_order_layouts() -> None:
     scattered = validate_orders(frame.iloc[[0, 4, 1, 2, 3]].reset_index(drop=True))
     assert rules(scattered)["duplicate_line"] == (1, "kept")
     assert scattered.report.rules[-1].examples == [3]
+
+
+def test_dates_with_utc_offsets_across_daylight_saving_are_converted_to_utc(
+    tmp_path: Path,
+) -> None:
+    # a shop export in local time with its offset: +01:00 in winter, +02:00 in summer (and one
+    # line without offset); pandas refused the column as a whole ("Mixed timezones detected")
+    raw = GOOD.assign(
+        ordered_at=[
+            "2024-01-01 10:00:00+01:00",
+            "2024-01-01T10:00:00+0100",
+            "2024-07-05 23:30:00+02:00",
+            "2024-02-01 08:00:00",
+        ]
+    )
+    result = validate_orders(raw)
+    assert "unparseable_date" not in rules(result)
+    assert result.table["ordered_at"].dt.tz is None
+    assert [str(t) for t in result.table["ordered_at"]] == [
+        "2024-01-01 09:00:00",
+        "2024-01-01 09:00:00",
+        "2024-07-05 21:30:00",
+        "2024-02-01 08:00:00",
+    ]
+    # the same with the mapping's date_format, end to end from a CSV
+    export = raw.rename(columns={"ordered_at": "Order Date"})
+    export["Order Date"] = ["01/01/2024 10:00 +0100"] * 2 + ["05/07/2024 23:30 +0200"] * 2
+    path = write_csv(export, tmp_path / "export.csv")
+    mapping = tmp_path / "m.yaml"
+    cols = {c: c for c in GOOD.columns if c != "ordered_at"} | {"ordered_at": "Order Date"}
+    mapping.write_text(
+        "columns:\n"
+        + "".join(f"  {k}: {v}\n" for k, v in cols.items())
+        + 'date_format: "%d/%m/%Y %H:%M %z"\n'
+    )
+    ds = load_dataset(path, mapping=mapping)
+    assert ds.orders["ordered_at"].dt.hour.tolist() == [9, 9, 21, 21]
