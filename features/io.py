@@ -422,13 +422,55 @@ def nothing_left(report: ValidationReport) -> str:
     )
 
 
+#: Written into every folder :func:`atomic_dir` produces: the names it wrote there.
+OUTPUT_MARKER = ".shopml-output.json"
+
+
+def _replaceable(target: Path, new: set[str]) -> str | None:
+    """Why the existing folder ``target`` must not be replaced by an output with the entries
+    ``new``, or ``None`` when it may be.
+
+    It may when it is empty or holds only an earlier output of the same kind: every entry was
+    written by :func:`atomic_dir` (its marker lists them) and at least half of the entries of the
+    old and new outputs share their names (features over features, scores over scores; not
+    scores over a data folder), or, for a folder written before the marker existed, when the new
+    output overwrites every entry. Anything else is somebody's data: ``--out data`` must not
+    delete ``data/demo``.
+    """
+    if not target.is_dir():
+        return "it is a file, not a folder"
+    existing = {p.name for p in target.iterdir()} - {OUTPUT_MARKER}
+    if not existing:
+        return None
+    marker = target / OUTPUT_MARKER
+    owned: set[str] = set()
+    if marker.is_file():
+        try:
+            owned = set(json.loads(marker.read_text()).get("files", []))
+        except (ValueError, AttributeError, OSError):
+            owned = set()
+        same_kind = 2 * len(owned & new) >= len(owned | new)
+        foreign = sorted(existing - owned) if same_kind else sorted(existing)
+    else:
+        foreign = sorted(existing - new)
+    if not foreign:
+        return None
+    shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+    return f"it holds files this command did not write ({shown})"
+
+
 @contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
     """Write into a temporary sibling folder and move it into place only when all went well.
 
-    A failure leaves an existing ``target`` untouched; success replaces it whole.
+    A failure leaves an existing ``target`` untouched; success replaces it whole, but only when
+    it is empty or an earlier output of the same kind (:func:`_replaceable`); a folder holding
+    anything else raises :class:`FileExistsError` naming it and is left untouched. The output
+    carries a small marker file (:data:`OUTPUT_MARKER`) listing what was written.
     """
-    target = Path(target)
+    target = Path(target).absolute()
+    if target.exists() and not target.is_dir():
+        raise FileExistsError(f"{target}: not replaced: it is a file, not a folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     umask = os.umask(0)
@@ -436,7 +478,14 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; the result should not be
     try:
         yield tmp
+        written = sorted(p.name for p in tmp.iterdir() if p.name != OUTPUT_MARKER)
+        (tmp / OUTPUT_MARKER).write_text(json.dumps({"files": written}) + "\n")
         if target.exists():
+            why = _replaceable(target, set(written))
+            if why is not None:
+                raise FileExistsError(
+                    f"{target}: not replaced: {why}; choose a new or empty folder"
+                )
             old = target.with_name(f".{target.name}.old")
             shutil.rmtree(old, ignore_errors=True)
             os.replace(target, old)

@@ -492,3 +492,60 @@ def test_dates_with_utc_offsets_across_daylight_saving_are_converted_to_utc(
     )
     ds = load_dataset(path, mapping=mapping)
     assert ds.orders["ordered_at"].dt.hour.tolist() == [9, 9, 21, 21]
+
+
+def test_atomic_dir_never_replaces_a_folder_holding_other_data(tmp_path: Path) -> None:
+    # `shopml score --out data` (or features --out .) replaced the whole folder: data/demo and
+    # everything else in it were deleted
+    data = tmp_path / "data"
+    (data / "demo").mkdir(parents=True)
+    (data / "demo" / "orders.parquet").write_text("the shop's orders")
+    (data / "notes.txt").write_text("mine")
+    refused = r"data: not replaced: .*\(demo, notes.txt\)"
+    with pytest.raises(FileExistsError, match=refused), atomic_dir(data) as tmp:
+        (tmp / "customers.parquet").write_text("scores")
+    assert (data / "demo" / "orders.parquet").read_text() == "the shop's orders"
+    assert sorted(p.name for p in data.iterdir()) == ["demo", "notes.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temporary left
+    # an earlier output of the same kind is replaced whole (a file it no longer writes goes)
+    out = tmp_path / "scores"
+    with atomic_dir(out) as tmp:
+        for name in ("customers", "forecasts", "inventory", "labels"):
+            (tmp / f"{name}.parquet").write_text("v1")
+    with atomic_dir(out) as tmp:
+        for name in ("customers", "forecasts", "inventory"):
+            (tmp / f"{name}.parquet").write_text("v2")
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
+        "customers.parquet",
+        "forecasts.parquet",
+        "inventory.parquet",
+    ]
+    assert (out / "customers.parquet").read_text() == "v2"
+    # ... but not once someone put a file of their own beside it
+    (out / "report.xlsx").write_text("mine")
+    with pytest.raises(FileExistsError, match=r"report.xlsx"), atomic_dir(out) as tmp:
+        (tmp / "customers.parquet").write_text("v3")
+    assert (out / "customers.parquet").read_text() == "v2"
+    # nor an output of another kind (scores over a demo shop folder)
+    shop = tmp_path / "shop"
+    with atomic_dir(shop) as tmp:
+        for name in ("orders.parquet", "items.parquet", "customers.parquet", "shop.json"):
+            (tmp / name).write_text("shop")
+    with pytest.raises(FileExistsError), atomic_dir(shop) as tmp:
+        for name in ("customers", "forecasts", "inventory"):
+            (tmp / f"{name}.parquet").write_text("scores")
+    assert (shop / "orders.parquet").read_text() == "shop"
+    # an empty folder, and a folder written before the marker existed that the new output
+    # overwrites entirely, are fine; a file in the way is refused
+    (tmp_path / "empty").mkdir()
+    with atomic_dir(tmp_path / "empty") as tmp:
+        (tmp / "a.parquet").write_text("a")
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "a.parquet").write_text("old")
+    with atomic_dir(legacy) as tmp:
+        (tmp / "a.parquet").write_text("new")
+    assert (legacy / "a.parquet").read_text() == "new"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileExistsError, match="not a folder"), atomic_dir(tmp_path / "file"):
+        pass
