@@ -168,12 +168,52 @@ def test_score_writes_batch_outputs_and_logs_them(
         "inventory": len(inventory),
     }
     assert customers["customer_id"].is_unique
-    assert {"churn_proba", "value", "value_at_risk", "segment", "churn_reasons"} <= set(customers)
+    # the API's names, in an order a marketing spreadsheet reads left to right
+    assert list(customers.columns) == [
+        "customer_id",
+        "segment",
+        "churn_probability",
+        "value",
+        "value_at_risk",
+        "churn_reasons",
+        "as_of",
+    ]
+    forecasts = pd.read_parquet(tmp_path / "scores" / "forecasts.parquet")
+    assert list(forecasts.columns) == [
+        "item_id",
+        "week_ending",
+        "weeks_ahead",
+        "p10",
+        "p50",
+        "p90",
+        "point_forecast",
+    ]
+    assert sorted(forecasts["weeks_ahead"].unique()) == list(range(1, 13))
     assert (inventory["reorder_point"] >= inventory["safety_stock"]).all()
+    assert (inventory["lead_time_weeks"] == 3).all() and (inventory["service_level"] == 0.9).all()
+    # no stock given: nothing is "out of stock" (a stock of 0 flagged every item before)
+    assert inventory["stock_on_hand"].isna().all()
+    for col in ("stockout_probability", "order_quantity", "stockout_risk", "revenue_at_risk"):
+        assert inventory[col].isna().all(), col
+    # stock for two items: the others stay unknown, an empty shelf is at risk, a full one is not
+    first, second = inventory["item_id"][:2]
+    score(
+        tracker,
+        tmp_path / "scores",
+        lead_time_weeks=3,
+        service_level=0.9,
+        stock_on_hand=pd.Series({first: 0.0, second: 1e6}),
+    )
+    stocked = pd.read_parquet(tmp_path / "scores" / "inventory.parquet").set_index("item_id")
+    assert stocked["stock_on_hand"].notna().sum() == 2
+    assert stocked.loc[first, "stockout_risk"] and stocked.loc[first, "stockout_probability"] > 0.5
+    assert not stocked.loc[second, "stockout_risk"] and stocked.loc[second, "overstock"]
+    assert stocked.loc[second, "order_quantity"] == 0
+    assert stocked["stockout_risk"].isna().sum() == len(stocked) - 2
     runs = mlflow.search_runs(
         experiment_ids=[tracker.experiment_id], filter_string="attributes.run_name = 'score'"
     )
-    assert len(runs) == 1
+    assert len(runs) == 2
     logged = [a.path for a in tracker.client.list_artifacts(runs["run_id"][0], "batch")]
     assert sorted(logged) == [
         "batch/customers.parquet",

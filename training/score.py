@@ -1,11 +1,20 @@
 """``shopml score``: batch outputs of the champion models as Parquet, logged to an MLflow run.
 
-- ``customers.parquet``: every customer's churn and repurchase probability, expected value, value
-  at risk, segment and reasons (from the champions' score tables);
-- ``forecasts.parquet``: every item's weekly P10/P50/P90 for the whole horizon;
-- ``inventory.parquet``: per item the reorder point, safety stock, order-up-to level, stock-out
-  probability and flags for a lead time and service level (stock on hand from the items table
-  when it has one, else 0).
+Column names are those of the API (``churn_probability``, ``week_ending``,
+``stockout_probability``, ...), so one glossary serves both:
+
+- ``customers.parquet``: one row per customer: ``customer_id``, ``segment``,
+  ``churn_probability``, ``repurchase_probability``, ``value`` (expected spend over the value
+  horizon, in the shop's currency), ``value_at_risk`` (churn probability x value),
+  ``churn_reasons`` and ``repurchase_reasons`` (plain phrases joined by ``"; "``), ``as_of``;
+- ``forecasts.parquet``: one row per item and week: ``item_id``, ``week_ending`` (Sunday),
+  ``weeks_ahead`` (1..12), ``p10``/``p50``/``p90`` and ``point_forecast`` (units sold that week);
+- ``inventory.parquet``: one row per item: ``item_id``, ``name``, ``category``,
+  ``stock_on_hand`` (units, from ``--items``; empty when unknown), ``lead_time_weeks``,
+  ``service_level``, then reorder point, safety stock, order-up-to level (units) and, only where
+  the stock is known, ``order_quantity``, ``stockout_probability``, ``weeks_of_cover``, the
+  ``stockout_risk``/``overstock`` flags and ``revenue_at_risk``/``overstock_value`` (currency).
+  An item without a known stock is not reported as out of stock.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from features.io import atomic_dir, write_parquet
@@ -20,6 +30,34 @@ from shopml.artifacts.registry import load_artifact
 from training.tracking import Tracker, scratch_dir
 
 log = logging.getLogger(__name__)
+
+
+#: Score-table columns renamed to the API's names.
+CUSTOMER_COLUMNS = {
+    "churn_proba": "churn_probability",
+    "repurchase_proba": "repurchase_probability",
+}
+CUSTOMER_ORDER = (
+    "customer_id",
+    "segment",
+    "churn_probability",
+    "repurchase_probability",
+    "value",
+    "value_at_risk",
+    "churn_reasons",
+    "repurchase_reasons",
+    "as_of",
+)
+#: Inventory columns that need the stock on hand: empty (NaN / <NA>) for items without one.
+STOCK_COLUMNS = (
+    "order_quantity",
+    "stockout_probability",
+    "weeks_of_cover",
+    "stockout_risk",
+    "overstock",
+    "revenue_at_risk",
+    "overstock_value",
+)
 
 
 def customer_table(churn: pd.DataFrame | None, repurchase: pd.DataFrame | None) -> pd.DataFrame:
@@ -35,7 +73,20 @@ def customer_table(churn: pd.DataFrame | None, repurchase: pd.DataFrame | None) 
     out = tables[0]
     for table in tables[1:]:
         out = out.join(table, how="outer")
-    return out.reset_index()
+    out = out.reset_index().rename(columns=CUSTOMER_COLUMNS)
+    first = [c for c in CUSTOMER_ORDER if c in out.columns]
+    return out[first + [c for c in out.columns if c not in first]]
+
+
+def forecast_table(artifact: object) -> pd.DataFrame:
+    """Every item's weekly forecast, long: one row per item and week ahead."""
+    items = list(artifact.items)  # type: ignore[attr-defined]
+    frame = artifact.forecast(items, artifact.horizon)  # type: ignore[attr-defined]
+    frame = frame.rename(
+        columns={"week": "week_ending", "h": "weeks_ahead", "point": "point_forecast"}
+    )
+    frame["week_ending"] = pd.to_datetime(frame["week_ending"]).dt.date
+    return frame
 
 
 def inventory_table(
@@ -45,29 +96,61 @@ def inventory_table(
     service_level: float,
     stock_on_hand: pd.Series | None = None,
 ) -> pd.DataFrame:
-    """Reorder advice for every item of a demand artifact (see :func:`inventory.plan`)."""
+    """Reorder advice for every item of a demand artifact (see :func:`inventory.plan`).
+
+    ``stock_on_hand`` (units by item id) gives the stock; an item it does not cover (or every
+    item, without it) has no stock-dependent figures rather than a stock of 0, which would flag
+    the whole catalogue as out of stock.
+    """
     from shopml.artifacts.inventory import plan
 
     items = list(artifact.items)  # type: ignore[attr-defined]
     arrays = artifact.forecast_arrays(items, artifact.horizon)  # type: ignore[attr-defined]
     info = artifact.item_info(items)  # type: ignore[attr-defined]
-    on_hand = (
-        stock_on_hand.reindex(pd.Index(items).astype(str)).fillna(0.0).to_numpy()
-        if stock_on_hand is not None
-        else 0.0
-    )
+    ids = pd.Index([str(i) for i in items])
+    if stock_on_hand is not None:
+        stock = stock_on_hand.set_axis(stock_on_hand.index.astype(str))
+        stock = stock[~stock.index.duplicated(keep="last")]
+        on_hand = stock.reindex(ids).to_numpy(dtype=np.float64)
+    else:
+        on_hand = np.full(len(ids), np.nan)
+    known = np.isfinite(on_hand)
     result = plan(
         arrays["p10"],
         arrays["p50"],
         arrays["p90"],
         lead_time=lead_time_weeks,
         service_level=service_level,
-        on_hand=on_hand,
+        on_hand=np.where(known, on_hand, 0.0),
         price=info["price"].to_numpy(),
     )
-    frame = pd.DataFrame({"item_id": [str(i) for i in items], **result})
-    frame.insert(1, "name", info["name"].to_numpy())
-    frame.insert(2, "category", info["category"].to_numpy())
+    result["stockout_probability"] = result.pop("p_stockout")
+    frame = pd.DataFrame(
+        {
+            "item_id": ids,
+            "name": info["name"].to_numpy(),
+            "category": info["category"].to_numpy(),
+            "stock_on_hand": on_hand,
+            "lead_time_weeks": float(lead_time_weeks),
+            "service_level": float(service_level),
+        }
+    )
+    for col in (
+        "expected_lead_time_demand",
+        "reorder_point",
+        "safety_stock",
+        "order_up_to",
+        *STOCK_COLUMNS,
+    ):
+        values = np.asarray(result[col])
+        if values.dtype == bool:
+            frame[col] = pd.array(values, dtype="boolean")
+            frame.loc[~known, col] = pd.NA
+        else:
+            values = values.astype(np.float64)
+            if col in STOCK_COLUMNS:
+                values = np.where(known & np.isfinite(values), values, np.nan)
+            frame[col] = values
     return frame
 
 
@@ -95,18 +178,28 @@ def score(
             )
         if "demand" in tables:
             demand = tables["demand"]
-            frames["forecasts"] = demand.forecast(list(demand.items), demand.horizon)
+            frames["forecasts"] = forecast_table(demand)
             frames["inventory"] = inventory_table(
                 demand,
                 lead_time_weeks=lead_time_weeks,
                 service_level=service_level,
                 stock_on_hand=stock_on_hand,
             )
+            if stock_on_hand is None:
+                log.warning(
+                    "inventory: no stock on hand given (--items with a stock_on_hand column): "
+                    "order quantities, stock-out risk and cover are left empty"
+                )
     if not frames:
         raise ValueError("no champion model to score with: run `shopml train` first")
-    with atomic_dir(out) as folder:
-        for name, frame in frames.items():
-            write_parquet(frame, folder / f"{name}.parquet")
+    try:
+        with atomic_dir(out) as folder:
+            for name, frame in frames.items():
+                write_parquet(frame, folder / f"{name}.parquet")
+    except OSError as exc:
+        if exc.strerror is None:  # atomic_dir's own refusal names the folder already
+            raise
+        raise OSError(f"--out {out}: cannot write there ({exc.strerror})") from exc
     with tracker.run("score"):
         tracker.log_params({"lead_time_weeks": lead_time_weeks, "service_level": service_level})
         for name in frames:
