@@ -28,12 +28,14 @@ from training.demand import (
     CLASSES,
     COVERAGE_TAIL,
     KEY_SHRINK,
+    QUANT_SCALES,
     DemandModel,
     ItemStatics,
     Validation,
     _interval_scale,
     _pinball_scale,
     _point_search,
+    _quant_search,
     december_ratio,
     demand_class,
     item_keys,
@@ -43,6 +45,7 @@ from training.demand import (
     remaining_ramp,
     sample_items,
     season_position,
+    simplex,
 )
 
 START = pd.Timestamp("2010-12-01")
@@ -327,6 +330,27 @@ def test_point_weights_bound_the_shop_wide_bias_not_each_group() -> None:
     members = [[np.arange(50)], [np.arange(50, 100)]]
     _, (_w_big, w_small) = _point_search([v], [point], members, grid)
     assert w_small.tolist() == [1.0, 0.0]
+
+
+def test_combination_weights_may_scale_the_components() -> None:
+    """Every component 10 where the truth is 13: the chosen point and P50 weights sum to 1.3
+    (the grids hold weights summing to POINT_SCALES / QUANT_SCALES, not only to 1)."""
+    from training.demand import Components, choose_combination
+
+    n, h = 40, 4
+    quant = np.full((2, 3, n, h), 10.0)
+    quant[:, 0] = 8.0
+    quant[:, 2] = 12.0
+    comp = Components(quant, np.full((2, n, h), 10.0), np.zeros(n), np.zeros(h), np.zeros(n, int))
+    v = Validation(comp, np.full((n, h), 13.0), np.ones(n))
+    comb = choose_combination([v], ["lgb_raw", "emp"], ["a", "b"], gammas=(0.0,))
+    assert sum(comb.point_weights[0]) == pytest.approx(1.3)
+    assert comb.scores["bias"] == pytest.approx(0.0, abs=1e-9)
+    # quantile weights on their own (no point forecast to lean on): P50 weights sum to 1.3
+    qw = np.concatenate([s * simplex(3, 0.1) for s in QUANT_SCALES])
+    rows = [np.arange(n)]
+    _, w = _quant_search([v], [np.ones((n, h))], [np.zeros((n, h))], rows, qw, 1)
+    assert w[2] == 0.0 and sum(w) == pytest.approx(1.3)
 
 
 def test_pinball_scale_finds_the_true_quantiles() -> None:

@@ -45,9 +45,18 @@ How a forecast is made, at an origin week ``t`` (the last complete week before `
    ``ramp_strength=None`` searches it on validation when a validation window reaches the season.
 3. Series are grouped by demand pattern (ADI / CV² of the last 26 weeks: smooth, erratic,
    intermittent, lumpy) and volume tier (top quarter of the 26-week mean); each group gets its
-   own weights (a simplex grid, per quantile and for the point forecast), chosen on validation
+   own weights (a grid, per quantile and for the point forecast), chosen on validation
    origins strictly before the fitting origin (8, 12 and 16 weeks earlier; their windows end at
-   the origin). Quantiles minimise pinball loss; the point weights minimise the
+   the origin). The grid is the 0.1-step simplex times an overall scale (the weights of a
+   candidate sum to 0.8-1.8 for the point, :data:`POINT_SCALES`, 0.8-1.3 for the quantiles,
+   :data:`QUANT_SCALES`): moving a median-like forecast toward the mean by scaling it costs the
+   absolute error only at second order and buys bias at first order, which mixing components
+   does less cheaply. On the benchmark's validation origins (``--validation``) the scales moved
+   mean MASE 0.9299 -> 0.9276, WAPE 0.7568 -> 0.7499, bias -0.117 -> -0.105, pinball
+   0.1/0.5/0.9 3.890 / 14.369 / 12.426 -> 3.841 / 14.098 / 12.294, P50 MASE 0.917 -> 0.900,
+   coverage 0.813 -> 0.821 (point scales alone: MASE 0.9276, WAPE 0.7499, pinball@0.5
+   14.307; a LightGBM tweedie mean as an extra point component instead: MASE 0.9325, WAPE
+   0.7630, worse). Quantiles minimise pinball loss; the point weights minimise the
    mean MASE plus the WAPE (both protocol D targets; MASE alone left WAPE 0.04 above the P50's:
    validation mean MASE 0.9333 -> 0.9299, WAPE 0.7684 -> 0.7568, bias -0.087 -> -0.117, with
    the changes of the 7th test look) with a penalty on the shop-wide ``|bias| > 0.15`` (the planner needs honest totals, not only a good
@@ -644,6 +653,12 @@ GAMMAS = (0.0, 0.25, 0.5, 0.75, 1.0)  # searched only when ``ramp_strength`` is 
 #: the strength cannot be learnt there (see ``ramp_strength``)
 RAMP_STRENGTH = 1.0
 BIAS_SLACK = 0.15
+#: candidates per block in the point search (bounds its memory)
+GRID_CHUNK = 500
+#: overall scales of the weight grids: the weights of a candidate sum to one of these, not only
+#: to 1 (a combination may sit above or below its components; see choose_combination)
+POINT_SCALES = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.6, 1.8)
+QUANT_SCALES = (0.8, 0.9, 1.0, 1.1, 1.2, 1.3)
 BIAS_PENALTY = 2.0
 #: weight of the WAPE beside the mean MASE in the point loss (both are targets of protocol D)
 WAPE_WEIGHT = 1.0
@@ -676,13 +691,15 @@ def _point_terms(
     loss = np.zeros(len(grid))
     vol = np.zeros((len(grid), len(vals)))
     for j, (v, p, rows) in enumerate(zip(vals, pts, members, strict=True)):
-        ok = rows[v.scale[rows] > 0]
-        f = np.tensordot(grid, p[:, ok], axes=1)  # (k, n, h)
-        mae = np.abs(f - v.y[ok][None]).mean(axis=2) / v.scale[ok][None]
-        loss += mae.sum(axis=1) / max(int((v.scale > 0).sum()), 1)
+        ok = v.scale[rows] > 0
+        n_ok = max(int((v.scale > 0).sum()), 1)
         total = max(float(v.y.sum()), 1.0)
-        err = np.abs(np.tensordot(grid, p[:, rows], axes=1) - v.y[rows][None])
-        loss += WAPE_WEIGHT * err.sum(axis=(1, 2)) / total
+        y, sc = v.y[rows][None], v.scale[rows][ok][None]
+        for a in range(0, len(grid), GRID_CHUNK):
+            g = grid[a : a + GRID_CHUNK]
+            err = np.abs(np.tensordot(g, p[:, rows], axes=1) - y)  # (k, n, h)
+            loss[a : a + len(g)] += (err[:, ok].mean(axis=2) / sc).sum(axis=1) / n_ok
+            loss[a : a + len(g)] += WAPE_WEIGHT * err.sum(axis=(1, 2)) / total
         vol[:, j] = np.tensordot(grid, p[:, rows].sum(axis=(1, 2)), axes=1) / total
     return loss, vol
 
@@ -766,8 +783,8 @@ def choose_combination(
     Each origin weighs the same; classes are those of each validation origin's own history.
     """
     best: tuple[float, Combination] | None = None
-    pw = simplex(len(point_names), 0.1)
-    qw = simplex(len(quant_names) + 1, 0.1)
+    pw = np.concatenate([s * simplex(len(point_names), 0.1) for s in POINT_SCALES])
+    qw = np.concatenate([s * simplex(len(quant_names) + 1, 0.1) for s in QUANT_SCALES])
     members = [[np.flatnonzero(v.comp.cls == c) for v in vals] for c in range(len(GROUPS))]
     for gamma in gammas:
         mults = [ramp(v.comp, gamma) for v in vals]
@@ -777,7 +794,7 @@ def choose_combination(
         point = [np.zeros_like(v.y, dtype=float) for v in vals]
         p_total, chosen = _point_search(vals, pts, members, pw)
         for c, w in enumerate(chosen):
-            p_ws.append([float(x) for x in w])
+            p_ws.append([round(float(x), 6) for x in w])
             for f, p, rows in zip(point, pts, members[c], strict=True):
                 f[rows] = np.tensordot(w, p[:, rows], axes=1)
         for c in range(len(GROUPS)):
@@ -785,7 +802,7 @@ def choose_combination(
             for k in range(len(QUANTILES)):
                 loss, w = _quant_search(vals, mults, point, members[c], qw, k)
                 q_total += loss
-                per_q.append([float(x) for x in w])
+                per_q.append([round(float(x), 6) for x in w])
             q_ws.append(per_q)
         n = len(vals)
         score = (p_total + q_total) / n
