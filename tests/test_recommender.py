@@ -513,3 +513,44 @@ def test_validation_replay_must_end_before_the_test_window() -> None:
 
     with pytest.raises(ValueError, match="reaches past 2011-09-01"):
         validate(None, as_of=TEST_AS_OF - pd.Timedelta(days=89), write=False)
+
+
+def test_user_ndcg_segments_and_scored_buy_again_known_answers() -> None:
+    from training.benchmarks.recommend import protocol, scored_buy_again, segments, user_ndcg
+
+    got = user_ndcg([["a", "b"], ["x"], []], [{"b"}, {"y"}, {"z"}])
+    assert np.allclose(got, [1 / np.log2(3), 0.0, 0.0])
+    day = pd.Timedelta(days=1)
+    lines = [  # (user, order, item, days from AS_OF)
+        ("a", "a1", "p", -50),  # a: 1 order
+        ("b", "b1", "p", -50),  # b: 2 orders, item p re-bought (p's repurchase rate 1/2)
+        ("b", "b2", "p", -20),
+        ("b", "b2", "q", -20),
+        ("c", "c1", "q", -60),  # c: 3 orders, q once (rate 0), r twice (rate 1)
+        ("c", "c2", "r", -40),
+        ("c", "c3", "r", -30),
+        ("a", "a9", "q", 5),  # test window: every user buys something
+        ("b", "b9", "r", 5),
+        ("c", "c9", "q", 5),
+    ]
+    orders = pd.DataFrame(
+        [(u, o, i, AS_OF + d * day) for u, o, i, d in lines],
+        columns=[CUSTOMER_ID, ORDER_ID, ITEM_ID, ORDERED_AT],
+    )
+    orders[QUANTITY] = 1.0
+    orders[UNIT_PRICE] = 1.0
+    p = protocol(orders, None, as_of=AS_OF)
+    warm = p.user_ids[p.warm].tolist()
+    assert warm == ["a", "b", "c"]
+    # own items by orders x (1 + repurchase rate), then popularity (p, q: 2 buyers; r: 1)
+    assert scored_buy_again(p) == [["p", "q", "r"], ["p", "q", "r"], ["r", "q", "p"]]
+    rows = segments(p, {"m": np.array([1.0, 0.5, 0.0]), "ref": np.array([0.0, 0.5, 0.5])})
+    by = {r["segment"]: r for r in rows}
+    assert [r["segment"] for r in rows] == ["1 order", "2 orders", "3-4 orders", "5-8", "9+", "all"]
+    assert (by["1 order"]["users"], by["1 order"]["m"], by["1 order"]["ref"]) == (1, 1.0, 0.0)
+    assert "difference" not in by["1 order"]  # one user: no standard error
+    assert (by["3-4 orders"]["m"], by["3-4 orders"]["ref"]) == (0.0, 0.5)
+    assert by["5-8"]["users"] == 0 and by["5-8"]["m"] is None
+    diffs = np.array([1.0, 0.0, -0.5])
+    assert by["all"]["difference"] == round(diffs.mean(), 4)
+    assert by["all"]["se"] == round(diffs.std(ddof=1) / np.sqrt(3), 4)

@@ -24,8 +24,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.interactions import build_interactions, purchases_before
-from features.schema import COUNTRY, CUSTOMER_ID, ITEM_ID, ORDERED_AT
-from training.benchmarks import next_test_look, write_results
+from features.schema import COUNTRY, CUSTOMER_ID, ITEM_ID, ORDER_ID, ORDERED_AT
+from training.benchmarks import markdown_table, next_test_look, write_results
 from training.recommender import RecommenderModel
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,18 @@ def ranking_metrics(
     n = max(len(truth), 1)
     out = {f"{m}@{k}": round(float(v) / n, 4) for m, v in tot.items()}
     out["coverage"] = round(len(seen) / max(n_train_items, 1), 4)
+    return out
+
+
+def user_ndcg(recs: list[list[str]], truth: list[set[str]], k: int = K) -> np.ndarray:
+    """NDCG@k of each user (binary relevance; 0 without recommendations or relevant items):
+    the per-user terms whose mean is :func:`ranking_metrics`' ``ndcg@k``."""
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    out = np.zeros(len(truth))
+    for j, (r, rel) in enumerate(zip(recs, truth, strict=True)):
+        hits = np.array([x in rel for x in r[:k]], dtype=float)
+        if len(hits) and rel:
+            out[j] = (hits * disc[: len(hits)]).sum() / disc[: min(len(rel), k)].sum()
     return out
 
 
@@ -181,13 +193,7 @@ def references(p: Protocol) -> list[dict[str, Any]]:
 
     # buy-again: own items by number of orders, ties by most recent, padded with popularity
     t = time.perf_counter()
-    train = purchases_before(p.orders, p.as_of)
-    u = pd.Index(p.user_ids).get_indexer(train[CUSTOMER_ID].to_numpy())
-    i = pd.Index(p.item_ids).get_indexer(train[ITEM_ID].to_numpy())
-    when = (train[ORDERED_AT] - p.as_of).dt.total_seconds().to_numpy() / 86400.0
-    last = np.full(p.X.shape, -1e4)
-    np.maximum.at(last, (u, i), when)
-    recency = last[p.warm]
+    recency = _recency(p)
     pop_n = pop90 / pop90.max()
     buy_again = Xw * 1e3 + np.where(bought, recency / 1e3 + 10, 0) + pop_n * 1e-3
     fit = time.perf_counter() - t
@@ -236,18 +242,9 @@ def references(p: Protocol) -> list[dict[str, Any]]:
     rows += _rows(p, "blend: 8 buy-again slots + tuned ALS", fit128, blend, None, None)
 
     t = time.perf_counter()
-    bought_all = (p.X > 0).sum(axis=0).A1
-    repeat = (p.X >= 2).sum(axis=0).A1 / np.maximum(bought_all, 1)
-    scored = Xw * (1 + repeat)[None] + 0.3 * pop_n[None] + np.where(bought, recency / 1e5, 0)
+    scored = scored_buy_again(p, Xw, recency, pop_n)
     fit = time.perf_counter() - t
-    rows += _rows(
-        p,
-        "buy-again scored (count x (1 + repurchase rate) + 0.3 pop)",
-        fit,
-        _topk_ids(p, scored),
-        None,
-        None,
-    )
+    rows += _rows(p, SCORED_BUY_AGAIN, fit, scored, None, None)
 
     t = time.perf_counter()
     pop_all = _popularity(p, None)
@@ -257,6 +254,72 @@ def references(p: Protocol) -> list[dict[str, Any]]:
     return rows
 
 
+SCORED_BUY_AGAIN = "buy-again scored (count x (1 + repurchase rate) + 0.3 pop)"
+
+
+def _recency(p: Protocol) -> np.ndarray:
+    """(R-all users x train items): days from ``as_of`` back to the user's last purchase of
+    the item (negative), -1e4 for items never bought."""
+    train = purchases_before(p.orders, p.as_of)
+    u = pd.Index(p.user_ids).get_indexer(train[CUSTOMER_ID].to_numpy())
+    i = pd.Index(p.item_ids).get_indexer(train[ITEM_ID].to_numpy())
+    when = (train[ORDERED_AT] - p.as_of).dt.total_seconds().to_numpy() / 86400.0
+    last = np.full(p.X.shape, -1e4)
+    np.maximum.at(last, (u, i), when)
+    return last[p.warm]
+
+
+def scored_buy_again(
+    p: Protocol,
+    Xw: np.ndarray | None = None,
+    recency: np.ndarray | None = None,
+    pop_n: np.ndarray | None = None,
+) -> list[list[str]]:
+    """R-all lists of the "buy-again scored" reference: own items by number of orders x
+    (1 + the item's repurchase rate) + 0.3 x 90-day popularity (share of the top item), ties by
+    the most recent purchase (the arrays are computed when not given)."""
+    Xw = p.X[p.warm].toarray() if Xw is None else Xw
+    recency = _recency(p) if recency is None else recency
+    if pop_n is None:
+        pop90 = _popularity(p, 90)
+        pop_n = pop90 / pop90.max()
+    bought_all = (p.X > 0).sum(axis=0).A1
+    repeat = (p.X >= 2).sum(axis=0).A1 / np.maximum(bought_all, 1)
+    scored = Xw * (1 + repeat)[None] + 0.3 * pop_n[None] + np.where(Xw > 0, recency / 1e5, 0)
+    return _topk_ids(p, scored)
+
+
+#: segments of R-all users by their number of train orders: (more than, at most, label)
+ORDER_SEGMENTS = ((0, 1, "1 order"), (1, 2, "2 orders"), (2, 4, "3-4 orders"), (4, 8, "5-8"))
+
+
+def segments(p: Protocol, per_user: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """Mean R-all NDCG@10 of each named per-user array (:func:`user_ndcg` order) by the user's
+    number of train orders (the :data:`ORDER_SEGMENTS`, then 9+ and all users), with the paired
+    difference of the first two names and its standard error (standard deviation of the
+    per-user differences / sqrt(users))."""
+    train = purchases_before(p.orders, p.as_of)
+    n_orders = train.groupby(CUSTOMER_ID)[ORDER_ID].nunique().reindex(p.user_ids[p.warm]).to_numpy()
+    bins = [(n_orders > lo) & (n_orders <= hi) for lo, hi, _ in ORDER_SEGMENTS]
+    bins += [n_orders > ORDER_SEGMENTS[-1][1], np.ones(len(n_orders), dtype=bool)]
+    labels = [label for _, _, label in ORDER_SEGMENTS] + [
+        f"{ORDER_SEGMENTS[-1][1] + 1}+",
+        "all",
+    ]
+    names = list(per_user)
+    out = []
+    for sel, label in zip(bins, labels, strict=True):
+        row: dict[str, Any] = {"segment": label, "users": int(sel.sum())}
+        for name in names:
+            row[name] = round(float(per_user[name][sel].mean()), 4) if sel.any() else None
+        if len(names) >= 2 and sel.sum() > 1:
+            diff = per_user[names[0]][sel] - per_user[names[1]][sel]
+            row["difference"] = round(float(diff.mean()), 4)
+            row["se"] = round(float(diff.std(ddof=1) / np.sqrt(sel.sum())), 4)
+        out.append(row)
+    return out
+
+
 def _topk_ids_n(p: Protocol, scores: np.ndarray, n: int) -> list[list[str]]:
     idx = np.argsort(-scores, axis=1, kind="stable")[:, :n]
     return [p.item_ids[i].tolist() for i in idx]
@@ -264,8 +327,9 @@ def _topk_ids_n(p: Protocol, scores: np.ndarray, n: int) -> list[list[str]]:
 
 def shopml_rows(
     p: Protocol, items: pd.DataFrame | None, model_factory: Callable[[], RecommenderModel]
-) -> tuple[list[dict[str, Any]], RecommenderModel]:
-    """Fit shopml's recommender before ``as_of`` and score it on R-all, R-new and R-cold."""
+) -> tuple[list[dict[str, Any]], RecommenderModel, list[list[str]]]:
+    """Fit shopml's recommender before ``as_of`` and score it on R-all, R-new and R-cold
+    (rows, the fitted model and its R-all lists)."""
     t = time.perf_counter()
     model = model_factory().fit(p.orders, p.as_of, items=items, customers=p.customers)
     fit = time.perf_counter() - t
@@ -280,7 +344,7 @@ def shopml_rows(
         )
         countries = [cmap.get(u) for u in p.cold_ids]
     cold_recs = art.recommend_batch(p.cold_ids, K, countries=countries)
-    return _rows(p, "shopml", fit, all_recs, new_recs, cold_recs), model
+    return _rows(p, "shopml", fit, all_recs, new_recs, cold_recs), model, all_recs
 
 
 def fit_timings(dataset: Any, repeats: int = 3, threads: int = THREADS) -> dict[str, Any]:
@@ -315,7 +379,7 @@ def run(
         len(p.truth_new),
         len(p.truth_cold),
     )
-    rows, model = shopml_rows(p, dataset.items, lambda: RecommenderModel(num_threads=THREADS))
+    rows, model, _ = shopml_rows(p, dataset.items, lambda: RecommenderModel(num_threads=THREADS))
     rows += references(p)
     if write:
         write_results(
@@ -371,11 +435,14 @@ def validate(
     seeds: tuple[int, ...] = (0, 1, 2),
     write: bool = True,
     model_params: dict[str, Any] | None = None,
+    with_references: bool = True,
 ) -> list[dict[str, Any]]:
     """Protocol R replayed at ``as_of`` (default :data:`VALIDATION_AS_OF`) on orders before
     :data:`AS_OF` (no test label is read; the replay's window must end by then); one shopml
     row per task and seed (``random_state``), plus their mean, and the candidate diagnostics
-    (:func:`candidate_recall`) of the first seed's model. Results of another ``as_of`` go to
+    (:func:`candidate_recall`) of the first seed's model, every reference row on the same replay
+    (``with_references``) and R-all NDCG@10 by user segment against the buy-again scored
+    reference (:func:`segments`). Results of another ``as_of`` go to
     ``online-retail-R-validation-<date>``."""
     as_of = pd.Timestamp(as_of)
     if as_of + pd.Timedelta(days=TEST_DAYS) > AS_OF:
@@ -387,10 +454,14 @@ def validate(
     p = protocol(orders, dataset.customers, as_of)
     rows: list[dict[str, Any]] = []
     diagnostics: dict[str, dict[str, float]] = {}
+    per_seed: list[np.ndarray] = []
     for seed in seeds:
         params = {"num_threads": THREADS, **(model_params or {}), "random_state": seed}
-        got, model = shopml_rows(p, dataset.items, functools.partial(RecommenderModel, **params))
+        got, model, recs = shopml_rows(
+            p, dataset.items, functools.partial(RecommenderModel, **params)
+        )
         rows += [{**r, "model": f"shopml seed {seed}"} for r in got]
+        per_seed.append(user_ndcg(recs, p.truth_all))
         if not diagnostics:
             warm = p.user_ids[p.warm].tolist()
             diagnostics = {
@@ -406,9 +477,20 @@ def validate(
             if k not in ("task", "model", "users")
         }
         rows.append({"task": task, "model": "shopml mean", "users": mine[0]["users"], **mean})
+    # the reference rows on the same replay, and shopml (mean over seeds) against the best
+    # simple reference per user segment: is the re-ranker's gain real, and for whom
+    rows += references(p) if with_references else []
+    by_segment = segments(
+        p,
+        {
+            "shopml mean": np.mean(per_seed, axis=0),
+            "buy-again scored": user_ndcg(scored_buy_again(p), p.truth_all),
+        },
+    )
+    log.info("R-all NDCG@10 by train orders: %s", by_segment)
     if write:
         end = (as_of + pd.Timedelta(days=TEST_DAYS)).date()
-        write_results(
+        path = write_results(
             "online-retail",
             "R",
             rows,
@@ -418,6 +500,15 @@ def validate(
             note=f"validation replay: as_of {as_of.date()}, window ends {end}",
             model_params=model_params or {},
             candidates=diagnostics,
+            segments=by_segment,
+        )
+        md = path.with_suffix(".md")
+        md.write_text(
+            md.read_text()
+            + "\nR-all NDCG@10 by the user's number of train orders: shopml (mean of the seeds)"
+            + " against the buy-again scored reference, paired difference and its standard error"
+            + "\n\n"
+            + markdown_table(by_segment)
         )
     return rows
 
