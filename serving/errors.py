@@ -5,6 +5,9 @@ BentoML answers a body that fails its pydantic model with
 model, not the field, and a client showing ``error`` says nothing useful. :class:`FieldErrors`
 rewrites those bodies to ``{"error": "k: Input should be less than or equal to 100",
 "field": "k", "detail": [...]}`` (``detail`` unchanged), the shape of the service's other errors.
+Starlette's plain-text ``Not Found`` / ``Method Not Allowed`` for a ``/v1/`` path become the same
+JSON shape, naming the route and method (``{"error": "no endpoint POST /v1/recomend; ...",
+"field": null}``); JSON 404s of the handlers (unknown item) are left as they are.
 """
 
 from __future__ import annotations
@@ -45,8 +48,23 @@ def _rewritten(raw: bytes) -> bytes:
     return raw if fixed is None else json.dumps(fixed).encode()
 
 
+#: Statuses whose answer :class:`FieldErrors` may rewrite.
+REWRITTEN = (400, 404, 405)
+
+
+def route_message(status: int, method: str, path: str, allow: str | None) -> dict[str, Any]:
+    """The JSON body for Starlette's plain-text 404/405 of a ``/v1/`` path."""
+    if status == 405:
+        allowed = allow or "POST"
+        text = f"{path} takes {allowed} with a JSON body, not {method}"
+    else:
+        text = f"no endpoint {method} {path}; the routes are listed at /docs.json"
+    return {"error": text, "field": None}
+
+
 class FieldErrors:
-    """ASGI middleware: rewrites the 400 answers of ``/v1/`` routes with :func:`field_message`."""
+    """ASGI middleware: rewrites the 400 answers of ``/v1/`` routes with :func:`field_message`
+    and their plain-text 404/405 with :func:`route_message`."""
 
     def __init__(self, app: App) -> None:
         self.app = app
@@ -60,7 +78,7 @@ class FieldErrors:
 
         async def capture(message: dict[str, Any]) -> None:
             nonlocal start
-            if message["type"] == "http.response.start" and message["status"] == 400:
+            if message["type"] == "http.response.start" and message["status"] in REWRITTEN:
                 start = message  # held until the body is complete
                 return
             if start is None or message["type"] != "http.response.body":
@@ -69,10 +87,22 @@ class FieldErrors:
             chunks.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            body = _rewritten(b"".join(chunks))
+            body = b"".join(chunks)
             headers = [
                 (k, v) for k, v in start.get("headers", []) if k.lower() != b"content-length"
             ]
+            status = start["status"]
+            is_json = any(k.lower() == b"content-type" and b"json" in v.lower() for k, v in headers)
+            if status == 400:
+                body = _rewritten(body)
+            elif not is_json:  # Starlette's plain-text routing errors
+                allow = next(
+                    (v.decode("latin-1") for k, v in headers if k.lower() == b"allow"), None
+                )
+                method, path = str(scope.get("method", "")), str(scope.get("path", ""))
+                body = json.dumps(route_message(status, method, path, allow)).encode()
+                headers = [(k, v) for k, v in headers if k.lower() != b"content-type"]
+                headers.append((b"content-type", b"application/json"))
             headers.append((b"content-length", str(len(body)).encode()))
             await send({**start, "headers": headers})
             await send({"type": "http.response.body", "body": body})

@@ -231,7 +231,7 @@ class Shopml:
                 exclude_items=req.exclude_items,
             )
         except ValueError as exc:  # unknown category
-            return _error(400, str(exc), "category")
+            return _error(400, _category_hint(str(exc), req.category, rec), "category")
         items = [
             RecommendedItem(item_id=r[0], score=float(r[1]), reason=r[2], strategy=r[3])
             for r in recs
@@ -337,7 +337,7 @@ class Shopml:
                     tag=src.tag,
                     source=src.source,
                     created_at=src.created_at,
-                    as_of=str(getattr(art, "as_of", None) or meta.get("as_of") or "") or None,
+                    as_of=_date_text(getattr(art, "as_of", None) or meta.get("as_of")),
                     trained_at=src.metadata.get("trained_at") or meta.get("trained_at"),
                     model_kind=src.metadata.get("artifact_kind") or meta.get("kind"),
                     metrics=_headline(metrics),
@@ -351,6 +351,37 @@ class Shopml:
     async def noop(self, req: EmptyRequest, /) -> NoopResponse:
         """Does nothing: the latency floor of this server."""
         return NoopResponse()
+
+
+#: How many known categories an unknown-category error lists.
+MAX_CATEGORIES_IN_ERROR = 10
+
+
+def _category_hint(message: str, category: str | None, rec: Any) -> str:
+    """The unknown-category error with what would have matched: the category differing only in
+    case, else the known categories (at most :data:`MAX_CATEGORIES_IN_ERROR`)."""
+    listing = getattr(rec, "categories", None)
+    try:
+        known = [str(c) for c in (listing() if callable(listing) else listing or [])]
+    except Exception:  # a hint only: the error itself stands
+        known = []
+    if category is None or not known:
+        return message
+    same = [c for c in known if c.casefold() == category.strip().casefold()]
+    if same:
+        return f"{message}; did you mean {same[0]!r}?"
+    more = len(known) - MAX_CATEGORIES_IN_ERROR
+    listed = ", ".join(map(repr, known[:MAX_CATEGORIES_IN_ERROR]))
+    return f"{message}; known categories: {listed}" + (f" and {more} more" if more > 0 else "")
+
+
+def _date_text(value: Any) -> str | None:
+    """``as_of`` as ``YYYY-MM-DD`` when it is a midnight (``2025-01-01 00:00:00`` and
+    ``2025-01-01`` are the same cutoff; the kinds wrote it either way), else as it is."""
+    text = str(value or "").strip()
+    for midnight in (" 00:00:00", "T00:00:00"):
+        text = text.removesuffix(midnight)
+    return text or None
 
 
 #: Headline metric keys: lower-case letters, digits and ``_ @ .`` (``validation.roc_auc``,

@@ -247,6 +247,8 @@ def test_models_noop_readyz_and_openapi(client: TestClient) -> None:
     kinds = {m["kind"]: m for m in models["models"]}
     assert set(kinds) == {"recommender", "churn", "repurchase", "value", "demand"}
     assert all(m["loaded"] and m["as_of"] for m in kinds.values())
+    # one date format for every kind (recommender and demand said "2025-01-01 00:00:00")
+    assert all(re.fullmatch(r"\d{4}-\d{2}-\d{2}", m["as_of"]) for m in kinds.values()), kinds
     for kind in ("recommender", "churn", "repurchase", "demand"):  # headline validation metrics
         assert any(isinstance(v, float) for v in kinds[kind]["metrics"].values()), kind
     keys = [k for m in kinds.values() for k in m["metrics"]]
@@ -436,9 +438,44 @@ def test_oversized_bodies_are_413(client: TestClient) -> None:
     assert r.status_code == 413
 
 
+def test_unknown_category_says_what_exists(client: TestClient, model_dir: Path) -> None:
+    from shopml.artifacts.registry import load_artifact
+
+    known = [str(c) for c in load_artifact(model_dir / "recommender").artifact.categories()]
+    r = client.post("/v1/recommend", json={"user_id": "u", "category": known[0].upper() + "X"})
+    assert r.status_code == 400 and r.json()["field"] == "category"
+    listed = ", ".join(repr(c) for c in known[:10])
+    assert r.json()["error"].endswith(
+        f"; known categories: {listed}"
+        + (f" and {len(known) - 10} more" if len(known) > 10 else "")
+    )
+    r = client.post("/v1/recommend", json={"user_id": "u", "category": known[0].upper()})
+    if known[0].upper() != known[0]:
+        assert r.status_code == 400
+        assert r.json()["error"] == (
+            f"unknown category {known[0].upper()!r}; did you mean {known[0]!r}?"
+        )
+
+
 def test_wrong_method_and_route(client: TestClient) -> None:
-    assert client.get("/v1/recommend").status_code == 405
-    assert client.post("/v1/nothing", json={}).status_code == 404
+    # JSON naming the route and method, like every other error (was plain text "Not Found" /
+    # "Method Not Allowed")
+    r = client.get("/v1/recommend")
+    assert r.status_code == 405 and r.headers["content-type"] == "application/json"
+    assert r.json() == {
+        "error": "/v1/recommend takes POST with a JSON body, not GET",
+        "field": None,
+    }
+    r = client.post("/v1/recomend", json={"user_id": "u"})
+    assert r.status_code == 404 and r.headers["content-type"] == "application/json"
+    assert r.json() == {
+        "error": "no endpoint POST /v1/recomend; the routes are listed at /docs.json",
+        "field": None,
+    }
+    assert int(r.headers["content-length"]) == len(r.content)
+    # the handlers' own JSON 404 is untouched
+    r = client.post("/v1/similar_items", json={"item_id": "no-such-item"})
+    assert r.status_code == 404 and r.json()["field"] == "item_id"
 
 
 # ---------------------------------------------------------------- missing models
