@@ -175,6 +175,43 @@ def test_bgnbd_blend_chosen_on_validation(orders: pd.DataFrame, tmp_path: Path) 
         RepurchaseModel(blend_weight=1.0)
 
 
+def test_blend_standardised_once_on_validation(
+    orders: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the blend's standardisation is measured on the validation cutoff and reused unchanged for
+    # the cross-fitted calibration cutoffs and at as_of: re-measuring it on the population at
+    # as_of would re-centre the score there and override the level the features give
+    import training.customers as tc
+
+    calls: list[dict[str, float]] = []
+
+    def counted(lgb_raw: np.ndarray, bg_raw: np.ndarray, weight: float) -> dict[str, float]:
+        calls.append(blend_stats(lgb_raw, bg_raw, weight))
+        return calls[-1]
+
+    monkeypatch.setattr(tc, "blend_stats", counted)
+    m = RepurchaseModel(**FAST, baselines=("baseline-bgnbd",)).fit(orders, AS_OF)
+    assert m.blend_ and m.calibration_["blended_with_bgnbd"]  # the blend wins on this shop
+    assert len(calls) == 1
+    art = m.candidates_["lightgbm"]
+    assert art.blend == calls[0]
+    feats = customer_features(orders, AS_OF)
+    raw = art.raw_score(feats[art.feature_names].to_numpy(np.float64))
+    assert abs(raw.mean()) > 1e-3  # not re-centred on the population at as_of
+
+
+def test_short_history_trains_on_the_short_label(orders: pd.DataFrame) -> None:
+    # as_of 2022-07-01: the validation cutoff 2022-04-01 has no 90-day-labelled cutoff before it,
+    # but 2022-03-01 has a 30-day label: the LightGBM trains on that, no lightgbm-rfm reference
+    m = ChurnModel(**FAST).fit(orders, "2022-07-01")
+    assert m.validation_cutoff_ == pd.Timestamp("2022-04-01")
+    assert m.label_horizon_ == 30 and "lightgbm@90d" not in m.validation_
+    assert "lightgbm-rfm" not in m.candidates_ and "baseline-bgnbd" in m.candidates_
+    for c in m.training_cutoffs_:
+        assert c + pd.Timedelta(days=30) <= pd.Timestamp("2022-07-01")
+    assert m.calibration_["cutoffs"] == ["2022-04-01"]  # the one cutoff with a 90-day label
+
+
 def test_blended_artifact_round_trip(tmp_path: Path, orders: pd.DataFrame) -> None:
     m = RepurchaseModel(**FAST, baselines=()).fit(orders, AS_OF)
     art = m.candidates_["lightgbm"]

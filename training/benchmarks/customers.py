@@ -8,6 +8,11 @@ reference (recency, frequency, bg/nbd, lightgbm-rfm), each calibrated on the val
 writes results counts as one more look at the test window (``test_looks``).
 
 Run: ``python -m training.benchmarks.customers --dataset online-retail|cdnow``.
+
+Validation replay (no test label read, no test look): ``--validation`` fits and scores the same
+rows at the earlier ``as_of`` dates of :data:`VALIDATION_AS_OF`, whose label windows end by the
+protocol's ``as_of`` (or at the dates given with ``--validation-as-of``), and writes
+``<dataset>-C-validation.json``/``.md``. This is where calibration and model changes are judged.
 """
 
 from __future__ import annotations
@@ -34,7 +39,7 @@ from training.customers import (
     reliability_curve,
     uses_optional,
 )
-from training.snapshots import customer_features
+from training.snapshots import UserSnapshots, customer_features
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,20 @@ SPECS = {
 }
 TASKS = {"churn90": (ChurnModel, 90), "repurchase30": (RepurchaseModel, 30)}
 
+#: Validation replays per data set and task: every label window ends by the protocol's as_of
+#: (2011-09-01, 1997-10-01). Churn90 has few: its fit needs a 90-day-labelled validation cutoff
+#: and a 30-day-labelled training cutoff before it, and the histories start 2010-12 / 1997-01.
+VALIDATION_AS_OF: dict[str, dict[str, list[str]]] = {
+    "online-retail": {
+        "churn90": ["2011-06-01", "2011-05-16"],
+        "repurchase30": ["2011-08-01", "2011-07-01", "2011-06-01", "2011-05-01"],
+    },
+    "cdnow": {
+        "churn90": ["1997-07-01"],
+        "repurchase30": ["1997-09-01", "1997-08-01", "1997-07-01", "1997-06-01"],
+    },
+}
+
 #: The project's configuration per task (chosen on validation cutoffs before as_of, see README).
 SHOPML_CONFIG: dict[str, dict[str, Any]] = {
     "churn90": {},
@@ -72,22 +91,38 @@ def evaluate(
     customers: pd.DataFrame | None = None,
     num_threads: int = 2,
     config: dict[str, Any] | None = None,
+    snapshots: UserSnapshots | None = None,
+    score_table: bool = True,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Fit at ``as_of`` and score every candidate on the window after it. Returns rows + details."""
+    """Fit at ``as_of`` and score every candidate on the window after it. Returns rows + details.
+
+    ``snapshots``: a feature cache of these tables shared by several calls (validation replays);
+    ``score_table``: the fit also builds the served score table (reasons included), as
+    ``shopml train`` does (part of ``fit_s``).
+    """
     cls, horizon = TASKS[task]
     cfg = {**SHOPML_CONFIG[task], **(config or {})}
+    optional = uses_optional(cfg.get("features") or ())
+    if snapshots is not None and snapshots.optional != optional:
+        snapshots = None
     t0 = time.perf_counter()
-    model = cls(num_threads=num_threads, **cfg).fit(orders, as_of, items=items, customers=customers)
+    model = cls(num_threads=num_threads, **cfg).fit(
+        orders, as_of, items=items, customers=customers, snapshots=snapshots, score=score_table
+    )
     fit_s = time.perf_counter() - t0
     buys = purchases(orders)
-    optional = uses_optional(cfg.get("features") or ())
-    feats = customer_features(orders, as_of, items=items, customers=customers, optional=optional)
+    feats = (
+        snapshots.features(pd.Timestamp(as_of))
+        if snapshots is not None
+        else customer_features(orders, as_of, items=items, customers=customers, optional=optional)
+    )
     label_fn = churn_labels if task == "churn90" else repurchase_labels
     y = label_fn(buys, as_of, feats.index, horizon).to_numpy()
     rows: list[dict[str, Any]] = []
     details: dict[str, Any] = {
         "population": len(feats),
         "base_rate": float(y.mean()),
+        "mean_probability": None,
         "chosen": model.chosen_,
         "validation_cutoff": str(model.validation_cutoff_.date()),
         "training_cutoffs": [str(c.date()) for c in model.training_cutoffs_],
@@ -114,6 +149,7 @@ def evaluate(
             row["fit_s"] = round(fit_s, 2)
             row["predict_s"] = round(time.perf_counter() - t1, 3)
             details["reliability"] = reliability_curve(y, p)
+            details["mean_probability"] = float(np.mean(p))
         if name == "lightgbm" and model.chosen_ == "lightgbm":
             continue  # identical to the shopml row
         rows.append(row)
@@ -155,17 +191,108 @@ def run(
     return rows
 
 
+def validate(
+    dataset: str,
+    as_ofs: dict[str, list[str]] | None = None,
+    *,
+    num_threads: int = 2,
+    write: bool = True,
+    config: dict[str, dict[str, Any]] | None = None,
+) -> list[dict[str, Any]]:
+    """Protocol C replayed at validation ``as_of`` dates (default :data:`VALIDATION_AS_OF`) of
+    ``dataset`` (a key of :data:`SPECS`): rows as :func:`evaluate`'s with their ``as_of``, plus a
+    ``brier_vs_best_ref`` on each shopml row (its Brier minus the best reference's). Refuses a
+    date whose label window would reach the test window. Writes ``<dataset>-C-validation``."""
+    from features.io import load_dataset
+
+    spec = SPECS[dataset]
+    dates = as_ofs if as_ofs is not None else VALIDATION_AS_OF[dataset]
+    for task, days in dates.items():
+        horizon = TASKS[task][1]
+        for day in days:
+            end = pd.Timestamp(day) + pd.Timedelta(days=horizon)
+            if end > pd.Timestamp(spec.as_of):
+                raise ValueError(
+                    f"validation as_of {day}: its {task} window ends {end.date()}, after the "
+                    f"test as_of {spec.as_of}"
+                )
+    ds = load_dataset(spec.path)
+    cache = UserSnapshots(ds.orders, items=ds.items, customers=ds.customers)
+    rows: list[dict[str, Any]] = []
+    details: dict[str, Any] = {}
+    for task, days in dates.items():
+        for day in days:
+            r, d = evaluate(
+                ds.orders,
+                day,
+                task,
+                items=ds.items,
+                customers=ds.customers,
+                num_threads=num_threads,
+                config=(config or {}).get(task),
+                snapshots=cache,
+                score_table=False,
+            )
+            refs = [x["brier"] for x in r if x["model"] not in ("shopml", "lightgbm")]
+            for row in r:
+                row["as_of"] = day
+                if row["model"] == "shopml" and refs:
+                    row["brier_vs_best_ref"] = round(row["brier"] - min(refs), 5)
+            rows += r
+            d.pop("reliability", None)
+            details[f"{task}@{day}"] = d
+            log.info("%s %s at %s: %s", dataset, task, day, r[0])
+    if write:
+        write_results(
+            dataset,
+            "C",
+            rows,
+            as_of=spec.as_of,
+            details=details,
+            stem=f"{dataset}-C-validation",
+            note="validation replays only: every label window ends by the test as_of",
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", choices=sorted(SPECS), required=True)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--note", default=None, help="one-line note recorded in the JSON")
+    parser.add_argument(
+        "--validation",
+        action="store_true",
+        help="validation replays at earlier as_of dates only (no test label read)",
+    )
+    parser.add_argument(
+        "--validation-as-of",
+        action="append",
+        default=None,
+        metavar="DATE",
+        help="a validation as_of (repeatable; implies --validation); each task whose label "
+        "window ends by the test as_of is replayed there",
+    )
     args = parser.parse_args()
     extra: dict[str, Any] = {}
     if args.note:
         extra["note"] = args.note
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.validation or args.validation_as_of:
+        dates = None
+        if args.validation_as_of:
+            test = pd.Timestamp(SPECS[args.dataset].as_of)
+            dates = {
+                task: [
+                    d
+                    for d in args.validation_as_of
+                    if pd.Timestamp(d) + pd.Timedelta(days=h) <= test
+                ]
+                for task, (_, h) in TASKS.items()
+            }
+        validate(args.dataset, dates, num_threads=args.threads)
+        return
     run(args.dataset, args.dataset, num_threads=args.threads, **extra)
 
 
