@@ -83,6 +83,15 @@ Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # re-ranker features, labels, 
 #: 3 bagged rankers, 1/sqrt(rows) user weights, re-buy-interval / quantity / price features,
 #: popularity scaled by users, more candidates, ALS 128 factors. Worse: 1/positives user
 #: weights 0.428 / 0.393, 90-day labels alone (no 45-day cutoff) 0.421 / 0.384.
+#: Also within noise on both replays (R-all / R-new, 3 seeds; prototypes, see
+#: experiments/results/online-retail-R-diagnostics.md): user basket-breadth features
+#: 0.4349 / 0.4000, user due-ness 0.4353 / 0.3983, label-horizon feature 0.4314 / 0.3992 (R-new
+#: 0.151 at 06-03), December-2010 item share 0.4336 / 0.4011, positives of the 45-day cutoff
+#: re-weighted to the 90-day odds 0.4369 / 0.4007 (R-new 0.155 at 06-03), newest cutoff x2
+#: 0.4342 / 0.4010, re-ranker refitted on every user 0.4343 / 0.4027, user-item recency
+#: features left out 0.4349 / 0.3988. Worse: item dynamics (7-day popularity, new and repeat
+#: buyers) 0.4281 / 0.3995, item age/tenure left out 0.4284 / 0.4007, trend/14/30-day
+#: popularity left out 0.4217 / 0.3956.
 DEFAULT_RANKER_PARAMS: dict[str, Any] = {
     "objective": "binary",
     "n_estimators": 60,
