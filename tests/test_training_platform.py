@@ -253,3 +253,59 @@ def test_sqlite_store_keeps_its_artifacts_beside_the_database(
     tracker = Tracker(f"sqlite:///{store / 'mlflow.db'}", experiment="where")
     location = tracker.client.get_experiment(tracker.experiment_id).artifact_location
     assert location == (store / "artifacts").as_uri()
+
+
+def test_plots_read_on_their_own() -> None:
+    """Titles, axis labels, ticks and legends a reader needs (known answers)."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from training import plots
+
+    rng = np.random.default_rng(0)
+    y = (rng.random(400) < 0.3).astype(int)
+    scores = {"shopml": y + rng.random(400), "recency": rng.random(400)}
+    gains = plots.gains(y, scores, "Cumulative gains: churn", positives="churners")
+    ax = gains.axes[0]
+    assert ax.get_ylabel() == "share of churners found"  # was "positives"
+    shopml_line = next(li for li in ax.get_lines() if li.get_label().startswith("shopml"))
+    assert shopml_line.get_zorder() > max(
+        li.get_zorder() for li in ax.get_lines() if li is not shopml_line
+    )  # drawn over the baselines
+    cal = plots.calibration(y, rng.random(400), "Reliability: churn", outcome="churn")
+    assert cal.axes[0].get_ylabel() == "observed churn rate"
+    assert cal.axes[1].get_xlabel() == "predicted probability of churn"
+    # NDCG@k at k = 1, 3, 5, 10, 20: ticks at those k (were 2.5, 5.0, 7.5, ...)
+    ks = [1, 3, 5, 10, 20]
+    fig = plots.metric_vs_k(ks, {"shopml": [0.5] * 5, "popularity": [0.3] * 5}, "NDCG@k", "t")
+    assert list(fig.axes[0].get_xticks()) == ks
+    # coverage by horizon: the nominal level is a dashed reference line, not a model curve
+    fig = plots.by_horizon(
+        range(1, 13), {"shopml [P10, P90]": [0.8] * 12}, "share", "t", {"nominal 80%": 0.8}
+    )
+    lines = {li.get_label(): li for li in fig.axes[0].get_lines()}
+    assert lines["nominal 80%"].get_linestyle() == "--"
+    assert lines["nominal 80%"].get_marker() in ("None", "", None)
+    assert lines["shopml [P10, P90]"].get_linewidth() > 2
+    # bars carry their values; a share is shown in percent
+    fig = plots.bars({"shopml": 0.97, "popularity": 0.02}, "share", "t", share=True)
+    assert [t.get_text() for t in fig.axes[0].texts] == ["97%", "2%"]
+    # forecast panels: y in units per week on the left column, week ending under the lowest
+    weeks = [f"2024-10-{d:02d}" for d in (6, 13, 20, 27)]
+    series = {
+        f"I{i} Deluxe Knife": (np.ones(4), np.zeros(4), np.ones(4), 2 * np.ones(4))
+        for i in range(4)
+    }
+    fig = plots.forecast_vs_actual(weeks, series, "Top items")
+    axes = fig.axes
+    assert [a.get_ylabel() for a in axes[:4]] == ["units per week", "", "", "units per week"]
+    assert [a.get_xlabel() for a in axes[:4]] == ["", "week ending", "week ending", "week ending"]
+    assert axes[0].get_title() == "I0 Deluxe Knife"
+    # a long title is wrapped inside the figure (it was cut off at both edges)
+    long = "Cumulative gains: repurchase within 30 days (2024-12-02..2025-01-01)"
+    fig = plots.gains(y, scores, long, positives="repeat buyers")
+    fig.canvas.draw()
+    box = fig.axes[0].title.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.x1
+    assert fig.axes[0].get_title().replace("\n", " ") == long
+    plt.close("all")

@@ -109,6 +109,8 @@ class _CustomerJob:
     kind: ClassVar[str]
     window_days: ClassVar[int]
     label_name: ClassVar[str]
+    #: Who the label's positives are, for plot labels ("share of ... found").
+    positives: ClassVar[str] = "positives"
 
     def __init__(
         self,
@@ -158,8 +160,12 @@ class _CustomerJob:
             higher_is_better=True,
             figures={
                 "roc.png": plots.roc(y, scores, f"ROC: {what} ({window})"),
-                "gains.png": plots.gains(y, scores, f"Cumulative gains: {what}"),
-                "calibration.png": plots.calibration(y, scores["shopml"], f"Reliability: {what}"),
+                "gains.png": plots.gains(
+                    y, scores, f"Cumulative gains: {what} ({window})", positives=self.positives
+                ),
+                "calibration.png": plots.calibration(
+                    y, scores["shopml"], f"Reliability: {what} ({window})", outcome=self.kind
+                ),
             },
             notes=[f"served: {model.chosen_}"],
         )
@@ -213,6 +219,20 @@ class _CustomerJob:
         )
 
 
+def _item_names(model: Any, items: pd.Index) -> dict[str, str]:
+    """Item id -> display name from the fitted demand artifact (empty when it has none)."""
+    try:
+        info = model.artifact_.item_info(items)
+    except (AttributeError, KeyError, ValueError):
+        return {}
+    return {str(i): str(n) for i, n in zip(items, info["name"], strict=True) if n and n != "nan"}
+
+
+def _item_label(item_id: str, name: str | None) -> str:
+    """A forecast panel's title: the id, and the name when the catalogue has one."""
+    return f"{item_id} {name}" if name and name != item_id else item_id
+
+
 #: The churn model folder carries the customer-value model here (value at risk needs both).
 VALUE_SUBFOLDER = "value"
 
@@ -222,6 +242,7 @@ class ChurnJob(_CustomerJob):
 
     kind = "churn"
     window_days = 90
+    positives = "churners"
 
 
 class RepurchaseJob(_CustomerJob):
@@ -229,6 +250,7 @@ class RepurchaseJob(_CustomerJob):
 
     kind = "repurchase"
     window_days = 30
+    positives = "repeat buyers"
 
 
 JOBS: dict[str, type[Any]] = {"churn": ChurnJob, "repurchase": RepurchaseJob}
@@ -293,7 +315,9 @@ class DemandJob:
             metrics=metrics,
             gate_metric="mase",
             higher_is_better=False,
-            figures=self._figures(items, hist, y, fc, forecasts, origin, window),
+            figures=self._figures(
+                items, hist, y, fc, forecasts, origin, window, _item_names(model, items)
+            ),
         )
 
     def _figures(
@@ -305,11 +329,21 @@ class DemandJob:
         forecasts: dict[str, Any],
         origin: pd.Timestamp,
         window: str,
+        names: dict[str, str] | None = None,
     ) -> dict[str, Figure]:
+        names = names or {}
         h = y.shape[1]
         weeks = [str((origin + pd.Timedelta(weeks=i + 1)).date()) for i in range(h)]
         top = np.argsort(-hist.sum(axis=1))[:9]
-        series = {str(items[i]): (y[i], fc["p10"][i], fc["p50"][i], fc["p90"][i]) for i in top}
+        series = {
+            _item_label(str(items[i]), names.get(str(items[i]))): (
+                y[i],
+                fc["p10"][i],
+                fc["p50"][i],
+                fc["p90"][i],
+            )
+            for i in top
+        }
         total = np.maximum(y.sum(axis=0), 1e-9)
         wape_by_h = {
             name: (np.abs(point - y).sum(axis=0) / total).tolist()
@@ -322,13 +356,17 @@ class DemandJob:
                 weeks, series, f"Top items by volume: forecast vs actual ({window})"
             ),
             "wape_by_horizon.png": plots.by_horizon(
-                horizons, wape_by_h, "WAPE", "Error by horizon (all series)"
+                horizons,
+                wape_by_h,
+                "WAPE (|error| / actual units, lower is better)",
+                f"Forecast error by weeks ahead, {len(items)} items ({window})",
             ),
             "coverage_by_horizon.png": plots.by_horizon(
                 horizons,
-                {"shopml [P10, P90]": inside.mean(axis=0).tolist(), "nominal": [0.8] * h},
-                "share of actuals inside",
-                "Interval coverage by horizon",
+                {"shopml [P10, P90]": inside.mean(axis=0).tolist()},
+                "share of actual weeks inside [P10, P90]",
+                f"Interval coverage by weeks ahead ({window})",
+                reference={"nominal 80%": 0.8},
             ),
         }
 
@@ -427,8 +465,9 @@ class RecommenderJob:
                 ),
                 "coverage.png": plots.bars(
                     {n: m["coverage"] for n, m in metrics.items()},
-                    "catalogue coverage of the top 10",
-                    "Share of the catalogue recommended",
+                    "share of the catalogue in anybody's top 10",
+                    f"Catalogue coverage, users active {window}",
+                    share=True,
                 ),
             },
         )
