@@ -41,6 +41,7 @@ class Adapted:
     item_pattern: str | None = None
     date_format: str | None = None
     zero_price_ok: bool = False
+    drop_duplicates: bool = False
     notes: list[str] = field(default_factory=list)
 
 
@@ -54,6 +55,8 @@ class ColumnMapping(BaseModel):
         date_format: "%d/%m/%Y %H:%M"
         return_order_prefix: "R"
         item_pattern: "^[0-9]+$"
+        drop_duplicates: true     # exact copies of a line are quarantined, not kept
+
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -63,6 +66,8 @@ class ColumnMapping(BaseModel):
     item_pattern: str | None = None
     return_order_prefix: str | None = None
     zero_price_ok: bool = False
+    #: Quarantine exact duplicate lines (``duplicate_line``) instead of keeping and counting them.
+    drop_duplicates: bool = False
 
 
 def validation_summary(exc: ValidationError) -> str:
@@ -110,6 +115,7 @@ def apply_mapping(raw: pd.DataFrame, mapping: ColumnMapping, source: str) -> Ada
         item_pattern=mapping.item_pattern,
         date_format=mapping.date_format,
         zero_price_ok=mapping.zero_price_ok,
+        drop_duplicates=mapping.drop_duplicates,
     )
 
 

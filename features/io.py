@@ -333,7 +333,7 @@ def load_dataset(
         items_raw if items_raw is not None else adapted.items,
         customers_raw if customers_raw is not None else adapted.customers,
         sources,
-        drop_duplicates=drop_duplicates,
+        drop_duplicates=drop_duplicates or adapted.drop_duplicates,
     )
     del raw, adapted, items_raw, customers_raw  # the raw tables: freed, then handed back
     release_unused_memory()

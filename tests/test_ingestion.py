@@ -133,6 +133,24 @@ def test_drop_duplicates_quarantines_them() -> None:
     assert len(result.table) == 4
 
 
+def test_drop_duplicates_from_the_mapping_file(tmp_path: Path) -> None:
+    # the README offers drop_duplicates, but no command line, mapping or experiment reached it
+    path = write_csv(pd.concat([GOOD, GOOD.iloc[[0, 0]]]), tmp_path / "orders.csv")
+    mapping = tmp_path / "map.yaml"
+    cols = "".join(f"  {c}: {c}\n" for c in GOOD.columns)
+    mapping.write_text(f"columns:\n{cols}")
+    kept = load_dataset(path, mapping=mapping)
+    assert len(kept.orders) == 6
+    by_rule = {r.rule: (r.rows, r.action) for r in kept.reports[0].rules}
+    assert by_rule["duplicate_line"] == (2, "kept")
+    mapping.write_text(f"columns:\n{cols}drop_duplicates: true\n")
+    dropped = load_dataset(path, mapping=mapping)
+    assert len(dropped.orders) == 4
+    by_rule = {r.rule: (r.rows, r.action) for r in dropped.reports[0].rules}
+    assert by_rule["duplicate_line"] == (2, "quarantined")
+    assert len(dropped.quarantine["orders"]) == 2
+
+
 def test_return_flag_from_order_prefix_via_mapping(tmp_path: Path) -> None:
     export = pd.DataFrame(
         {
