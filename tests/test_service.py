@@ -342,6 +342,8 @@ def test_validation_messages_known_answers(client: TestClient) -> None:
     assert r.status_code == 400 and r.json()["field"] == "body"
     assert r.json()["error"].startswith("body: Invalid JSON")
     assert int(r.headers["content-length"]) == len(r.content)
+    r = client.post("/v1", json={})
+    assert r.status_code == 404 and r.json()["error"].startswith("no endpoint POST /v1;")
 
 
 def test_recommender_headline_is_the_chosen_strategy(client: TestClient, model_dir: Path) -> None:
@@ -473,6 +475,8 @@ def test_wrong_method_and_route(client: TestClient) -> None:
         "field": None,
     }
     assert int(r.headers["content-length"]) == len(r.content)
+    r = client.post("/v1", json={})
+    assert r.status_code == 404 and r.json()["error"].startswith("no endpoint POST /v1;")
     # the handlers' own JSON 404 is untouched
     r = client.post("/v1/similar_items", json={"item_id": "no-such-item"})
     assert r.status_code == 404 and r.json()["field"] == "item_id"
