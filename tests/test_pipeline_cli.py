@@ -159,12 +159,28 @@ def test_cli_bad_as_of(shop: Path, tmp_path: Path) -> None:
         # --as-of is checked before the data is read
         (["features", "-d", "nowhere", "--as-of", "soon", "--out", "x"], "--as-of: 'soon'"),
         (["features", "-d", "{shop}", "--out", "/dev/null/x"], "--out /dev/null/x: cannot write"),
+        # a cutoff one month into the data: which model, which date, what to do (the message
+        # spoke of 'as_of 2022-11-03', the backtest's start, which the user never typed)
+        (
+            [
+                "train",
+                "-d",
+                "{shop}",
+                "-k",
+                "churn",
+                "--as-of",
+                "2023-02-01",
+                "--tracking-uri",
+                "{tmp}/store",
+            ],
+            "churn: cannot backtest on the 90 days before --as-of 2023-02-01 (",
+        ),
     ],
 )
 def test_cli_refuses_bad_arguments(
     args: list[str], message: str, shop: Path, tmp_path: Path
 ) -> None:
-    result = runner.invoke(app, [a.format(shop=shop) for a in args])
+    result = runner.invoke(app, [a.format(shop=shop, tmp=tmp_path) for a in args])
     assert result.exit_code != 0
     assert message in (str(result.exception) + result.output)
 

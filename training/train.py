@@ -120,7 +120,13 @@ def _train_kind(
         where = {"fit": "lightgbm.dask"} if distributed else {}
         tracker.log_params({"kind": kind, "as_of": str(as_of.date()), **where, **params})
         log.info("%s: backtest on the %d days before %s", kind, job.window_days, as_of.date())
-        bt = job.backtest(ds, as_of, params)
+        try:
+            bt = job.backtest(ds, as_of, params)
+        except ValueError as exc:  # too little history before the window: say which model/date
+            raise ValueError(
+                f"{kind}: cannot backtest on the {job.window_days} days before --as-of "
+                f"{as_of.date()} ({exc}); choose a later --as-of or leave it out"
+            ) from exc
         backtest_s = time.perf_counter() - start
         tracker.log_params({"backtest_window": bt.window, "gate_metric": bt.gate_metric})
         for name, metrics in bt.metrics.items():
