@@ -231,7 +231,16 @@ def read_sql(url: str, table: str | None = None, query: str | None = None) -> pd
 
     if (table is None) == (query is None):
         raise ContractError("give exactly one of a table name or a query for a SQL source")
-    safe = sa.engine.make_url(url).render_as_string(hide_password=True)
+    parsed = sa.engine.make_url(url)
+    safe = parsed.render_as_string(hide_password=True)
+    database = parsed.database or ""
+    if (
+        parsed.get_backend_name() == "sqlite"
+        and database not in ("", ":memory:")
+        and not database.startswith("file:")
+        and not Path(database).is_file()
+    ):  # connecting would create an empty database file where the shop's data was expected
+        raise ContractError(f"{safe}: no such SQLite database file {database}")
     try:
         engine = sa.create_engine(url)
     except (sa.exc.ArgumentError, ImportError) as exc:

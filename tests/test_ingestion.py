@@ -377,6 +377,20 @@ def test_sql_table_and_query(admin_url: str, url_template: str) -> None:
 
 
 @pytest.mark.integration
+def test_missing_sqlite_file_is_an_error_and_is_not_created(tmp_path: Path) -> None:
+    missing = tmp_path / "shop.db"  # connecting created an empty file, then "no such table"
+    with pytest.raises(ContractError, match=r"no such SQLite database file .*shop\.db"):
+        load_dataset(f"sqlite:///{missing}", sql_table="orders")
+    assert not missing.exists()
+    raw = GOOD.copy()
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(f"sqlite:///{missing}")
+    raw.to_sql("orders", engine, index=False)
+    engine.dispose()
+    assert len(load_dataset(f"sqlite:///{missing}", sql_table="orders").orders) == 4
+
+
 def test_sql_unreachable_server_is_a_clear_error() -> None:
     with pytest.raises(ContractError, match=r"127\.0\.0\.1:1/x: cannot read"):
         load_dataset("postgresql+psycopg://u:secret@127.0.0.1:1/x")
