@@ -554,3 +554,19 @@ def test_user_ndcg_segments_and_scored_buy_again_known_answers() -> None:
     diffs = np.array([1.0, 0.0, -0.5])
     assert by["all"]["difference"] == round(diffs.mean(), 4)
     assert by["all"]["se"] == round(diffs.std(ddof=1) / np.sqrt(3), 4)
+
+
+def test_fusion_lists_known_answers(model: RecommenderModel) -> None:
+    from training.benchmarks.recommend import fusion_lists
+
+    art = model.artifact
+    users = art.user_ids[:6].tolist()
+    # weight 0: the model's own all-items lists; weight 1: buy-again scored among allowed items
+    assert fusion_lists(model, users, weight=0.0) == art.recommend_batch(users, 10, exclude="auto")
+    rows = np.arange(6)
+    allowed = art._allowed(rows, "auto", None, ())
+    ba = np.where(allowed, art.scores(rows, "buy-again", art._parts(rows)), -np.inf)
+    want = [art.item_ids[t].tolist() for t in np.argsort(-ba, axis=1, kind="stable")[:, :10]]
+    assert fusion_lists(model, users, weight=1.0) == want
+    assert fusion_lists(model, users, weight=0.0) != want  # the two rankings differ here
+    assert fusion_lists(model, ["nobody", users[0]], weight=1.0) == [[], want[0]]
