@@ -2,7 +2,7 @@
 
 Requests forbid unknown fields (a typo such as ``top_k`` is a 400 naming the field) and use strict
 integers (``"10"`` or ``10.5`` for ``k`` is a 400). Ids may be sent as strings or numbers; they
-are compared as strings, as in the data contract.
+are compared as strings without surrounding whitespace, as in the data contract.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ class _Request(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
         coerce_numbers_to_str=True,
+        str_strip_whitespace=True,  # ids as ingestion stores them (" C1" in an export is "C1")
         frozen=True,
         json_schema_extra=_openapi30_bounds,  # type: ignore[typeddict-item]
     )

@@ -149,6 +149,20 @@ def test_recommend_numeric_user_id_and_filters(client: TestClient, model_dir: Pa
     assert got[0] not in [i["item_id"] for i in excluded.json()["items"]]
 
 
+def test_ids_are_matched_without_surrounding_whitespace(
+    client: TestClient, ids: dict[str, list[str]]
+) -> None:
+    # ingestion strips ids (" C1" in an export is stored as "C1"); the API did not, so the same
+    # padded id was unknown
+    customer, item = ids["customer"][0], ids["item"][0]
+    r = client.post("/v1/customer_scores", json={"customer_ids": [f" {customer}\t"]})
+    assert r.json()["unknown_ids"] == [] and r.json()["customers"][0]["customer_id"] == customer
+    r = client.post("/v1/similar_items", json={"item_id": f"{item} "})
+    assert r.status_code == 200 and r.json()["item_id"] == item
+    r = client.post("/v1/recommend", json={"user_id": "   "})
+    assert r.status_code == 400 and r.json()["field"] == "user_id"
+
+
 def test_similar_items(client: TestClient, ids: dict[str, list[str]]) -> None:
     r = client.post("/v1/similar_items", json={"item_id": ids["item"][0], "k": 4})
     assert r.status_code == 200, r.text
