@@ -9,6 +9,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -19,6 +20,7 @@ from features.schema import (
     CATEGORY,
     COUNTRY,
     CUSTOMER_ID,
+    DISCOUNT,
     IS_RETURN,
     ITEM_ID,
     ITEM_NAME,
@@ -56,6 +58,7 @@ class ColumnMapping(BaseModel):
         return_order_prefix: "R"
         item_pattern: "^[0-9]+$"
         drop_duplicates: true     # exact copies of a line are quarantined, not kept
+        decimal: ","              # numbers written 1.234,50
 
     """
 
@@ -68,6 +71,9 @@ class ColumnMapping(BaseModel):
     zero_price_ok: bool = False
     #: Quarantine exact duplicate lines (``duplicate_line``) instead of keeping and counting them.
     drop_duplicates: bool = False
+    #: Decimal mark of the export's numbers: ``","`` reads ``1.234,50`` as 1234.5 (quantity,
+    #: unit_price, discount).
+    decimal: Literal[".", ","] = "."
 
 
 def validation_summary(exc: ValidationError) -> str:
@@ -107,6 +113,13 @@ def apply_mapping(raw: pd.DataFrame, mapping: ColumnMapping, source: str) -> Ada
             f"{source}: mapped column(s) {missing} not in the file; found {list(raw.columns)}"
         )
     orders = raw.rename(columns={src: dst for dst, src in mapping.columns.items()})
+    if mapping.decimal == ",":
+        for col in (QUANTITY, UNIT_PRICE, DISCOUNT):
+            if col in orders.columns and not pd.api.types.is_numeric_dtype(orders[col].dtype):
+                text = orders[col].astype("string").str.strip()
+                orders[col] = text.str.replace(".", "", regex=False).str.replace(
+                    ",", ".", regex=False
+                )
     if mapping.return_order_prefix:
         prefix = mapping.return_order_prefix
         orders[IS_RETURN] = orders[ORDER_ID].astype("string").str.startswith(prefix).fillna(False)

@@ -93,7 +93,9 @@ def read_file(path: Path) -> pd.DataFrame:
             if name.endswith(".gz"):
                 with gzip.open(path, "rb") as fh:  # fail early and clearly on a fake .gz
                     fh.peek(1)
-            return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+            return pd.read_csv(
+                path, dtype=str, keep_default_na=False, na_values=[""], sep=csv_separator(path)
+            )
     except FileNotFoundError as exc:
         raise ContractError(f"{path}: file not found") from exc
     except ThreadsSettingError:
@@ -103,6 +105,22 @@ def read_file(path: Path) -> pd.DataFrame:
             raise ContractError(f"{path}: the file is empty") from exc
         raise ContractError(f"{path}: cannot read the file: {exc}") from exc
     raise ContractError(f"{path}: unsupported file type; use .csv, .csv.gz or .parquet")
+
+
+#: Field separators a CSV export may use: spreadsheet exports in much of Europe use ``;``.
+CSV_SEPARATORS = (",", ";", "\t", "|")
+
+
+def csv_separator(path: Path) -> str:
+    """The separator of a CSV file: the candidate of :data:`CSV_SEPARATORS` found most often in
+    its header line (``,`` when none is). A ``;`` export was read as one column and refused as
+    missing every required column."""
+    opener = gzip.open if path.name.lower().endswith(".gz") else open
+    with opener(path, "rb") as fh:
+        header = fh.readline(1 << 16).decode("utf-8", errors="replace")
+    counts = {sep: header.count(sep) for sep in CSV_SEPARATORS}
+    best = max(CSV_SEPARATORS, key=lambda sep: counts[sep])
+    return best if counts[best] > 0 else ","
 
 
 def read_parquet(path: Path) -> pd.DataFrame:

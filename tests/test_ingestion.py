@@ -581,3 +581,34 @@ def test_atomic_dir_never_replaces_a_folder_holding_other_data(tmp_path: Path) -
     (tmp_path / "file").write_text("x")
     with pytest.raises(FileExistsError, match="not a folder"), atomic_dir(tmp_path / "file"):
         pass
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".csv.gz"])
+def test_semicolon_exports_with_decimal_commas(tmp_path: Path, suffix: str) -> None:
+    # a spreadsheet export from much of Europe: ';' between fields, ',' as decimal mark; it was
+    # read as one column and refused as "missing required column(s) [every one of them]"
+    text = (
+        "Kunde;Beleg;Artikel;Datum;Menge;Preis\n"
+        "c1;o1;i1;2024-01-01 10:00;1,5;1.234,50\n"
+        "c2;o2;i2;2024-01-02 11:00;2;9,99\n"
+    )
+    path = tmp_path / f"export{suffix}"
+    if suffix.endswith(".gz"):
+        path.write_bytes(gzip.compress(text.encode()))
+    else:
+        path.write_text(text)
+    assert list(read_file(path).columns) == ["Kunde", "Beleg", "Artikel", "Datum", "Menge", "Preis"]
+    mapping = tmp_path / "map.yaml"
+    mapping.write_text(
+        "columns: {customer_id: Kunde, order_id: Beleg, item_id: Artikel, ordered_at: Datum,"
+        " quantity: Menge, unit_price: Preis}\ndecimal: ','\n"
+    )
+    ds = load_dataset(path, mapping=mapping)
+    assert ds.orders["quantity"].tolist() == [1.5, 2.0]
+    assert ds.orders["unit_price"].tolist() == [1234.5, 9.99]
+    # a contract-named ';' file needs no mapping; a comma file is read as before
+    plain = tmp_path / "orders.csv"
+    plain.write_text(GOOD.to_csv(index=False, sep=";"))
+    assert len(load_dataset(plain).orders) == 4
+    write_csv(GOOD, plain)
+    assert len(load_dataset(plain).orders) == 4
