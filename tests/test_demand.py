@@ -44,6 +44,8 @@ from training.demand import (
     ramp_phi,
     remaining_ramp,
     sample_items,
+    season_index,
+    season_phi,
     season_position,
     simplex,
 )
@@ -253,6 +255,33 @@ def test_remaining_ramp_takes_off_the_lift_already_reached() -> None:
     assert left[0] == pytest.approx(ratio[0], abs=0.05)  # nothing reached yet
     assert left[1] < 0.25 * ratio[1]  # mostly reached
     assert (left[2:] <= ratio[2:] + 1e-12).all()
+
+
+def test_season_pace_is_carried_forward_from_the_data() -> None:
+    """20 December sellers (December e^1.6 x their off-season level) and 20 flat items.
+
+    In the last 8 weeks the seasonal items stand at exp(0.5 x their December log ratio): the
+    season index is 0.5 and, from 0 eight weeks earlier, the pace 0.5 / 8 per week, so the
+    share of the remaining lift reached h weeks ahead is 0.125 h (the whole of it after 8
+    weeks), above the calendar prior (0 before October). Without the lift: the prior exactly.
+    """
+    weeks = pd.date_range("2010-12-05", "2011-08-28", freq="7D")
+    in_dec = np.asarray((weeks.month == 12) & (weeks.day <= 24))
+    units = np.full((40, len(weeks)), 1000.0)
+    units[:20, in_dec] = 1000.0 * np.exp(1.6)
+    statics = ItemStatics(category=np.zeros(40, dtype=int), first_week=np.zeros(40, dtype=int))
+    t = len(weeks) - 1
+    flat = units.copy()
+    dec = december_ratio(units, weeks, t, statics, units[:, -12:].mean(axis=1))
+    units[:20, -8:] = 1000.0 * np.exp(0.5 * dec[:20, None])
+    assert dec[:20] == pytest.approx(1.6, abs=0.01) and dec[20:] == pytest.approx(0.0, abs=0.01)
+    assert season_index(units, weeks, t, statics, dec) == pytest.approx(0.5, abs=0.01)
+    phi = season_phi(units, weeks, t, statics, dec, 10)
+    assert phi == pytest.approx(np.minimum(0.125 * np.arange(1, 11), 1.0), abs=0.02)
+    assert season_index(flat, weeks, t, statics, dec) == pytest.approx(0.0, abs=1e-6)
+    prior = ramp_phi(weeks[t], 10)
+    assert np.array_equal(season_phi(flat, weeks, t, statics, dec, 10), prior)
+    assert prior[:4].max() == 0.0 and prior[-1] > 0.0
 
 
 def test_item_keys_are_name_words_and_category() -> None:
