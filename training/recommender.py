@@ -49,6 +49,7 @@ from implicit.utils import ParameterWarning
 from threadpoolctl import threadpool_limits
 
 from features.arrays import id_codes
+from features.demand import WeeklyDemand
 from features.schema import (
     CATEGORY,
     COUNTRY,
@@ -67,6 +68,7 @@ from shopml.artifacts.recommender import (
     row_chunk,
 )
 from training.base import check_fitted
+from training.seasonality import season_log_ratio, weekly_units
 
 log = logging.getLogger(__name__)
 
@@ -507,6 +509,23 @@ def buy_again_lists(X: sp.csr_matrix, popularity: np.ndarray, k: int) -> np.ndar
     return out
 
 
+def season_by_item(shop: Shop, wd: WeeklyDemand, start: pd.Timestamp, days: int) -> np.ndarray:
+    """Per item of ``shop`` (float32): the demand model's gift-season log ratio of its demand
+    over ``[start, start + days)`` to its recent level (:func:`training.seasonality.
+    season_log_ratio`, from weekly units before ``start``); 0 for items without weekly sales."""
+    out = np.zeros(len(shop.item_ids), dtype=np.float32)
+    col = pd.Index(shop.item_ids).get_indexer(pd.Index(wd.items.astype(str)))
+    ok = col >= 0
+    if not ok.any():
+        return out
+    names = np.full(len(wd.items), "", dtype=object)
+    cats = np.full(len(wd.items), "", dtype=object)
+    names[ok], cats[ok] = shop.item_names[col[ok]], shop.item_categories[col[ok]]
+    ratio = season_log_ratio(wd, start, days, names, cats)
+    out[col[ok]] = ratio[ok]
+    return out
+
+
 def _ago(when: pd.Timestamp, days: int) -> pd.Timestamp:
     return when - pd.Timedelta(days=days)
 
@@ -578,6 +597,7 @@ class RecommenderModel:
         max_ranker_users: int | None = 20_000,
         max_validation_users: int | None = 5_000,
         max_users: int | None = None,
+        season_prior: bool = False,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -603,6 +623,7 @@ class RecommenderModel:
         self.max_ranker_users = max_ranker_users
         self.max_validation_users = max_validation_users
         self.max_users = max_users
+        self.season_prior = season_prior
         for name in (
             "max_precompute_users",
             "max_snapshot_users",
@@ -660,16 +681,28 @@ class RecommenderModel:
         }
         # snapshots (the final one and those of the ranker's cutoffs) are independent: they
         # run on num_threads threads, one OpenMP thread each; results do not depend on it
+        wd = weekly_units(orders, as_of) if self.season_prior else None
         with ThreadPoolExecutor(max_workers=max(self.num_threads, 1)) as pool:
             sample = self._user_sample(len(shop.user_ids), self.max_users)
             final = pool.submit(self._state, shop, as_of, dict(params), 1, sample)
-            ranker, validation, chosen = self._learn(shop, as_of, pool)
+            ranker, validation, chosen = self._learn(shop, as_of, pool, wd)
             params.update(chosen)
             t_learn = time.perf_counter() - t0
             self.state_ = final.result()
         t_final = time.perf_counter() - t0
         self.state_.params = {**self.state_.params, **params}
         self.state_.ranker = ranker
+        if wd is not None:
+            # over the window the strategies are chosen for (the validation window's length)
+            days = self.ranker_cutoffs[0][0] if self.ranker_cutoffs else 90
+            self.state_.item_season = season_by_item(shop, wd, as_of, days)
+            self.state_.params["season"] = {
+                **validation.pop("season", {}),
+                "days": days,
+                "items": int((self.state_.item_season > 0).sum()),
+                "max": round(float(self.state_.item_season.max(initial=0)), 4),
+            }
+        self.state_.params["season_prior"] = bool(self.season_prior)
         self.state_.params["validation"] = validation
         if self.precompute_width > 0:
             self.state_.precompute(
@@ -694,10 +727,15 @@ class RecommenderModel:
         return self
 
     def _learn(
-        self, shop: Shop, as_of: pd.Timestamp, pool: ThreadPoolExecutor
+        self,
+        shop: Shop,
+        as_of: pd.Timestamp,
+        pool: ThreadPoolExecutor,
+        wd: WeeklyDemand | None = None,
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """Snapshots at the ranker's cutoffs (on ``pool``) and their re-ranker rows, then
-        :meth:`_validate` (ranker, scores, chosen parameters)."""
+        :meth:`_validate` (ranker, scores, chosen parameters). With weekly units ``wd``, the
+        validation state gets the gift-season prior of its own cutoff and window."""
         rng = np.random.default_rng(self.random_state)
         held = rng.random(len(shop.user_ids)) < self.holdout  # per user code
         cutoffs = [
@@ -714,13 +752,23 @@ class RecommenderModel:
         ]
         done = [job.result() for job in jobs]
         val_state, val_days = done[0][0], cutoffs[0][0]
+        if wd is not None:
+            val_state.item_season = season_by_item(shop, wd, _ago(as_of, val_days), val_days)
         Xs, ys, hs, gs = [], [], [], []
         for j, (_, codes, users, (F, y, r)) in enumerate(done if self.use_ranker else []):
             Xs.append(F)
             ys.append(y)
             hs.append(held[codes[users]][r])
             gs.append(r + j * len(shop.user_ids))  # one group (user at a cutoff) per ranked list
-        return self._validate(shop, as_of, val_state, val_days, held, Xs, ys, hs, gs)
+        ranker, validation, chosen = self._validate(
+            shop, as_of, val_state, val_days, held, Xs, ys, hs, gs
+        )
+        if wd is not None:
+            validation["season"] = {
+                "validation_items": int((val_state.item_season > 0).sum()),
+                "validation_max": round(float(val_state.item_season.max(initial=0)), 4),
+            }
+        return ranker, validation, chosen
 
     def _user_sample(self, n_users: int, cap: int | None) -> np.ndarray | None:
         """Per user code: True for a fixed random sample of at most ``cap`` users (the same

@@ -10,7 +10,8 @@ Strategies (``params["strategy_all"]`` for ``exclude="auto"|"never"``, ``params[
 for ``exclude="always"``) are chosen on a validation window at fit time:
 
 - ``ranker``: candidates from the user's history, ALS, item-kNN and recent popularity, scored by
-  the re-ranker on :data:`FEATURES`;
+  the re-ranker on :data:`FEATURES`, plus (when fitted with it) each item's gift-season log
+  demand ratio ``item_season`` on the log-odds scale;
 - ``buy-again``: own items by ``n_orders * (1 + item repeat rate) + w * recent popularity``;
 - ``als`` / ``knn``: collaborative scores; ``popular``: recent popularity.
 
@@ -191,6 +192,10 @@ class RecommenderArtifact:
     pop14: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
     bnn_idx: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     bnn_sim: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
+    #: per item, the expected log ratio of its demand over the recommendation window to its
+    #: recent level (the demand model's gift-season prior, ``training/seasonality.py``), added
+    #: to the re-ranker's log-odds; empty (or all 0): no adjustment
+    item_season: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
 
     def __post_init__(self) -> None:
         self.params = {**DEFAULT_PARAMS, **self.params}
@@ -867,10 +872,21 @@ class RecommenderArtifact:
         s = np.full((len(rows), self.n_items), -np.inf)
         if len(r):
             feats = self.features(rows, r, c, parts)
-            s[r, c] = self.ranker.predict(feats, num_threads=threads)
+            s[r, c] = self._ranker_scores(feats, c, threads)
         # pad with popular items below every ranked candidate
         pop = self.pop90 / max(float(self.pop90.max()), 1.0)
         return np.where(np.isfinite(s), s, pop[None] - 1e6)
+
+    def _ranker_scores(self, feats: np.ndarray, cols: np.ndarray, threads: int = 1) -> np.ndarray:
+        """The re-ranker's P(buy) of candidate items ``cols``, with :attr:`item_season` added on
+        the log-odds scale: when an item's demand is expected to change by a factor ``m`` and
+        P(buy) is small, its odds change by about ``m`` (for a ranking objective the raw score is
+        shifted and mapped through the same monotone sigmoid)."""
+        season = self.item_season
+        if len(season) != self.n_items or not season[cols].any():
+            return np.asarray(self.ranker.predict(feats, num_threads=threads))
+        raw = self.ranker.predict(feats, num_threads=threads, raw_score=True)
+        return np.asarray(1.0 / (1.0 + np.exp(-(raw + season[cols]))))
 
     def _cold_scores(self, country: str | None) -> np.ndarray:
         base = self.popall if self.params["cold_window"] == "all" else self.pop90
