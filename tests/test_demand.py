@@ -282,6 +282,20 @@ def test_season_pace_is_carried_forward_from_the_data() -> None:
     prior = ramp_phi(weeks[t], 10)
     assert np.array_equal(season_phi(flat, weeks, t, statics, dec, 10), prior)
     assert prior[:4].max() == 0.0 and prior[-1] > 0.0
+    # an origin in late November: the pace stops at New Year, as the calendar prior does
+    late = pd.date_range("2010-12-05", "2011-11-27", freq="7D")
+    u = np.full((40, len(late)), 1000.0)
+    u[:20, np.asarray((late.month == 12) & (late.day <= 24))] = 1000.0 * np.exp(1.6)
+    u[:20, -8:] = 1000.0 * np.exp(0.5 * 1.6)
+    tl = len(late) - 1
+    d = december_ratio(u, late, tl, statics, u[:, -12:].mean(axis=1))
+    phi = season_phi(u, late, tl, statics, d, 8)
+    after_new_year = np.asarray(
+        (late[tl] + pd.to_timedelta(7 * np.arange(1, 9), unit="D")).year > 2011
+    )
+    assert after_new_year.sum() == 4 and (phi[after_new_year] == 0.0).all()
+    assert (phi[~after_new_year] >= ramp_phi(late[tl], 8)[~after_new_year]).all()
+    assert phi[~after_new_year] == pytest.approx(0.125 * np.arange(1, 5), abs=0.02)
 
 
 def test_item_keys_are_name_words_and_category() -> None:
