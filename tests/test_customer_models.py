@@ -21,20 +21,16 @@ from shopml.artifacts.customers import (
     blend_stats,
     fact_of,
 )
-from training.btyd import fit_bgnbd
-from training.customers import (
-    SAMPLED_CV_FOLDS,
-    ChurnModel,
-    DataWindowError,
-    RepurchaseModel,
-    ValueModel,
-    btyd_sample,
-    customer_folds,
-    fit_bgnbd_on,
-    hist_btyd,
+from training.btyd import btyd_sample, fit_bgnbd, fit_bgnbd_on, hist_btyd
+from training.calibration import SAMPLED_CV_FOLDS, customer_folds
+from training.customers import ChurnModel, DataWindowError, RepurchaseModel, ValueModel
+from training.snapshots import (
+    UserSnapshots,
+    customer_features,
+    id_hash,
     monthly_cutoffs,
+    sample_ids,
 )
-from training.snapshots import UserSnapshots, customer_features, id_hash, sample_ids
 
 AS_OF = pd.Timestamp("2023-10-01")
 FAST: dict[str, Any] = {"n_snapshots": 3, "num_boost_round": 30, "num_threads": 1, "seed": 7}

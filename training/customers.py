@@ -1,4 +1,4 @@
-"""Churn, repurchase-propensity and customer-value models (LightGBM on stacked snapshots).
+"""Churn and repurchase-propensity models (LightGBM on stacked snapshots): fit and scoring.
 
 Discipline (BENCHMARKS.md protocol C):
 
@@ -32,27 +32,31 @@ validation snapshot uses the same fixed hash sample of customers (features from 
 item statistics from all customers; float32); BG/NBD parameters are fitted on that sample too.
 Scores at ``as_of`` (:meth:`_CustomerModel.score_table`) always cover every customer. At or below
 the cap the models are exactly those of the uncapped computation.
+
+Layout: this module fits the two classifiers (validate, blend, calibrate, choose) and scores
+them; its pieces live beside it, one job each: :mod:`training.snapshots` (feature cache, cutoff
+grid, feature columns, training population), :mod:`training.calibration` (Platt / isotonic maps,
+customer folds, out-of-fold scores), :mod:`training.btyd` (BG/NBD and Gamma-Gamma fits for the
+baseline and the blend), :mod:`training.metrics` (AUC, lift, Brier, reliability),
+:mod:`training.customer_base` (LightGBM defaults, :class:`DataWindowError`, artifact save/load)
+and :mod:`training.customer_value` (:class:`ValueModel`). What serving runs (probabilities, the
+blend, reason codes) is :mod:`shopml.artifacts.customers`. ``ValueModel``,
+``classification_metrics`` and ``uses_optional`` stay importable from here.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
 
-from features.habits import HABIT_COLUMNS
-from features.labels import churn_labels, future_spend, repurchase_labels
+from features.labels import churn_labels, repurchase_labels
 from features.momentum import MOMENTUM_PHRASES
-from features.rebuy import REBUY_COLUMNS
 from features.schema import CUSTOMER_ID, ORDERED_AT
 from features.segments import segment_tags
 from features.users import RFM_FEATURES
@@ -64,41 +68,44 @@ from shopml.artifacts.customers import (
     blend_stats,
 )
 from training.base import check_fitted
-from training.btyd import BtydFit, fit_bgnbd, fit_gamma_gamma
+from training.btyd import fit_bgnbd_on
+from training.calibration import (
+    CV_FOLDS,
+    SAMPLED_CV_FOLDS,
+    customer_folds,
+    fit_calibration,
+    out_of_fold_scores,
+)
+from training.customer_base import DEFAULT_PARAMS, CustomerArtifactIO, DataWindowError
+from training.customer_value import ValueModel
+from training.metrics import classification_metrics
 from training.snapshots import (
     MAX_TRAIN_CUSTOMERS,
     UserSnapshots,
+    as_matrix,
     customer_features,
-    sample_ids,
+    default_features,
+    monthly_cutoffs,
+    select_rows,
+    uses_optional,
 )
 
 if TYPE_CHECKING:
     from distributed import Client
 
+__all__ = [  # ValueModel, classification_metrics, uses_optional: kept importable from here
+    "BASELINES",
+    "REFERENCE_NAMES",
+    "ChurnModel",
+    "DataWindowError",
+    "RepurchaseModel",
+    "ValueModel",
+    "classification_metrics",
+    "uses_optional",
+]
+
 log = logging.getLogger(__name__)
 
-DEFAULT_PARAMS: dict[str, Any] = {
-    "learning_rate": 0.02,
-    "num_leaves": 7,
-    "min_data_in_leaf": 100,
-    "feature_fraction": 0.7,
-    "bagging_fraction": 0.8,
-    "bagging_freq": 1,
-    "lambda_l2": 5.0,
-    # randomised split thresholds: +0.0014..0.0017 validation AUC on all four protocol-C tasks
-    "extra_trees": True,
-    "verbose": -1,
-}
-#: BG/NBD and Gamma-Gamma are fitted on at most this many customers (a fixed hash sample; CDNOW's
-#: 23,570 and Online Retail's 3,314 are below it) and then score every customer.
-BTYD_FIT_CUSTOMERS = 30_000
-#: Snapshot columns a model uses only when asked (``features=``): the items-due-for-re-purchase
-#: columns (:mod:`features.rebuy`) and the ordering habits (:mod:`features.habits`) did not
-#: raise the validation AUC on Online Retail or CDNOW (the fits' own validation cutoffs, labels
-#: ending by as_of).
-OPTIONAL_FEATURES: frozenset[str] = frozenset(REBUY_COLUMNS) | frozenset(HABIT_COLUMNS)
-CV_FOLDS = 5  # customer folds of the cross-fitted calibration
-SAMPLED_CV_FOLDS = 3  # at most this many when the training population is a sample (above the cap)
 #: weight of the BG/NBD score in the LightGBM + BG/NBD blend (kept only when it ranks better on the
 #: validation cutoff). 0.2 was best or next to best on 12 validation cutoffs of Online Retail and
 #: CDNOW (+0.0003..+0.0026 AUC over LightGBM alone); 0 turns the blend off.
@@ -115,139 +122,7 @@ REFERENCE_NAMES = {
 }
 
 
-class DataWindowError(ValueError):
-    """The orders do not allow a fit at this ``as_of`` (no history, no usable cutoff...)."""
-
-
-# ---------------------------------------------------------------- metrics
-def lift_at(y: np.ndarray, score: np.ndarray, share: float = 0.1) -> float:
-    """Positive rate among the top ``share`` by score, divided by the overall positive rate."""
-    y = np.asarray(y, dtype=np.float64)
-    k = max(1, round(len(y) * share))
-    top = np.argsort(-np.asarray(score), kind="stable")[:k]
-    base = y.mean()
-    return float(y[top].mean() / base) if base > 0 else float("nan")
-
-
-def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
-    """roc_auc, pr_auc (average precision), lift@10 and brier of probabilities ``proba``."""
-    y = np.asarray(y)
-    if len(np.unique(y)) < 2:
-        return {
-            "roc_auc": float("nan"),
-            "pr_auc": float("nan"),
-            "lift@10": float("nan"),
-            "brier": float(brier_score_loss(y, proba)) if len(y) else float("nan"),
-        }
-    return {
-        "roc_auc": float(roc_auc_score(y, proba)),
-        "pr_auc": float(average_precision_score(y, proba)),
-        "lift@10": lift_at(y, proba),
-        "brier": float(brier_score_loss(y, proba)),
-    }
-
-
-def reliability_curve(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> list[dict[str, float]]:
-    """Mean predicted vs observed rate in equal-count bins of the prediction."""
-    order = np.argsort(proba, kind="stable")
-    out = []
-    for chunk in np.array_split(order, bins):
-        if len(chunk):
-            out.append(
-                {
-                    "predicted": float(np.mean(proba[chunk])),
-                    "observed": float(np.mean(y[chunk])),
-                    "n": len(chunk),
-                }
-            )
-    return out
-
-
-# ---------------------------------------------------------------- helpers
-def monthly_cutoffs(
-    first: pd.Timestamp, as_of: pd.Timestamp, horizon_days: int, min_history_days: int, n: int
-) -> list[pd.Timestamp]:
-    """Up to ``n`` month starts before ``as_of`` (latest first) whose label window ends by
-    ``as_of`` and that have at least ``min_history_days`` of history.
-
-    Cutoffs lie on one calendar grid whatever ``as_of`` is (for an ``as_of`` on a month start:
-    ``as_of - k months``), so the fits and backtests of one training, whose ``as_of`` differ,
-    share their snapshots' cutoffs (:class:`~training.snapshots.UserSnapshots` computes the
-    item statistics of a cutoff once).
-    """
-    anchor = pd.Timestamp(as_of).normalize().replace(day=1)  # month start on or before as_of
-    out: list[pd.Timestamp] = []
-    k = 0 if anchor < as_of else 1
-    while len(out) < n:
-        c = anchor - pd.DateOffset(months=k)
-        k += 1
-        if c < first + pd.Timedelta(days=min_history_days):
-            break
-        if c + pd.Timedelta(days=horizon_days) <= as_of:
-            out.append(pd.Timestamp(c))
-    return out
-
-
-def uses_optional(names: Iterable[str]) -> bool:
-    """True when ``names`` include a column of :data:`OPTIONAL_FEATURES`."""
-    return not OPTIONAL_FEATURES.isdisjoint(names)
-
-
-def default_features(columns: pd.Index | list[str]) -> list[str]:
-    """The columns a model uses unless told otherwise: every snapshot column except
-    :data:`OPTIONAL_FEATURES`."""
-    return [c for c in columns if c not in OPTIONAL_FEATURES]
-
-
-def as_matrix(frame: pd.DataFrame) -> np.ndarray:
-    """The frame's values for LightGBM: float32 when every column is (sampled snapshots), else
-    float64 (no copy beyond the one conversion)."""
-    if len(frame.columns) and all(t == np.float32 for t in frame.dtypes):
-        return frame.to_numpy(np.float32)
-    return frame.to_numpy(np.float64)
-
-
-def select_rows(frame: pd.DataFrame, population: pd.Index | None) -> pd.DataFrame:
-    """The rows of ``frame`` whose customer id is in ``population`` (all rows for None)."""
-    if population is None:
-        return frame
-    return frame.loc[frame.index.isin(population)]
-
-
-def fit_calibration(raw: np.ndarray, y: np.ndarray, method: str) -> Calibration:
-    """Platt (logistic on the raw score) or isotonic calibration fitted on validation scores."""
-    raw = np.asarray(raw, dtype=np.float64)
-    if len(np.unique(y)) < 2:
-        return Calibration("platt", 0.0, float(np.log((y.mean() + 1e-6) / (1 - y.mean() + 1e-6))))
-    if method == "isotonic":
-        iso = IsotonicRegression(out_of_bounds="clip", y_min=0.0, y_max=1.0).fit(raw, y)
-        return Calibration(
-            "isotonic", x=np.asarray(iso.X_thresholds_), y=np.asarray(iso.y_thresholds_)
-        )
-    lr = LogisticRegression(C=1e4).fit(raw.reshape(-1, 1), y)
-    return Calibration("platt", float(lr.coef_[0, 0]), float(lr.intercept_[0]))
-
-
-class _SavedArtifact:
-    """Save/load of the served :class:`CustomerArtifact` (shared by every customer model)."""
-
-    artifact_: CustomerArtifact | None
-
-    def save(self, folder: str | Path) -> Path:
-        """Save the served artifact (see :class:`CustomerArtifact`)."""
-        check_fitted(self, "artifact_")
-        assert self.artifact_ is not None
-        return self.artifact_.save(folder)
-
-    @classmethod
-    def load(cls, folder: str | Path) -> Self:
-        """A fitted model from a saved artifact (prediction only)."""
-        model = cls()
-        model.artifact_ = CustomerArtifact.load(folder)
-        return model
-
-
-class _CustomerModel(_SavedArtifact):
+class _CustomerModel(CustomerArtifactIO):
     """Shared fit logic of the churn and repurchase classifiers."""
 
     kind: ClassVar[str] = "customer"
@@ -391,13 +266,14 @@ class _CustomerModel(_SavedArtifact):
         y_cal = np.concatenate(
             [labels[(c, H)] for c, ok in zip(cuts, has_label, strict=True) if ok]
         )
-        oof = np.full(len(y), np.nan)
-        for k in range(folds):
-            held = fold == k
-            score = held & cal_rows
-            if score.any() and (~held).any():
-                b = self._train(X[~held], y[~held], self.num_boost_round, names)
-                oof[score] = b.predict(X[score], raw_score=True)
+        oof = out_of_fold_scores(
+            X,
+            y,
+            fold,
+            cal_rows,
+            folds,
+            lambda Xk, yk: self._train(Xk, yk, self.num_boost_round, names),
+        )
         scores = oof[cal_rows]
         if bg_logit is not None:
             assert blend is not None
@@ -795,39 +671,6 @@ class _CustomerModel(_SavedArtifact):
         return model
 
 
-def customer_folds(ids: np.ndarray, k: int) -> np.ndarray:
-    """Fold 0..k-1 of each customer id (a stable hash: the same id always gets the same fold)."""
-    hashed = pd.util.hash_array(np.asarray(ids, dtype=object).astype(str).astype(object))
-    return np.asarray(hashed % np.uint64(k), dtype=np.int64)
-
-
-def hist_btyd(feats: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """BTYD inputs (x, t_x, T in days) from a :func:`user_features` frame."""
-    return (
-        feats["repeat_days"].to_numpy(np.float64),
-        feats["span_days"].to_numpy(np.float64),
-        np.maximum(
-            feats["tenure_days"].to_numpy(np.float64), feats["span_days"].to_numpy(np.float64)
-        ),
-    )
-
-
-def btyd_sample(feats: pd.DataFrame, cap: int = BTYD_FIT_CUSTOMERS) -> pd.DataFrame:
-    """The rows of at most ``cap`` customers of ``feats``: those with the smallest
-    :func:`~training.snapshots.id_hash` (all rows at or below ``cap``: no sampling)."""
-    ids = sample_ids(feats.index, cap)
-    return feats if ids is None else feats.loc[feats.index.isin(ids)]
-
-
-def fit_bgnbd_on(feats: pd.DataFrame, cap: int = BTYD_FIT_CUSTOMERS) -> BtydFit:
-    """BG/NBD fitted on the customers of a :func:`user_features` frame, at most ``cap`` of them
-    (:func:`btyd_sample`): its cost grows with the distinct (x, t_x, T) rows, and 30,000
-    customers pin four parameters down. Above ``cap`` the fit is ``quick`` (one L-BFGS-B run,
-    see :func:`training.btyd.fit_bgnbd`); at or below it, exactly the full fit."""
-    sample = btyd_sample(feats, cap)
-    return fit_bgnbd(*hist_btyd(sample), quick=len(sample) < len(feats))
-
-
 class ChurnModel(_CustomerModel):
     """P(no purchase in the next ``horizon_days`` (90) days)."""
 
@@ -842,165 +685,3 @@ class RepurchaseModel(_CustomerModel):
     kind = "repurchase"
     task = "repurchase"
     default_horizon = 30
-
-
-class ValueModel(_SavedArtifact):
-    """Expected spend over the next ``horizon_days`` (365): LightGBM (tweedie) or BG/NBD+Gamma-Gamma,
-    whichever has the lower RMSE on a validation cutoff; BG/NBD+Gamma-Gamma when the history is
-    too short to backtest a ``horizon_days`` window (logged)."""
-
-    kind: ClassVar[str] = "value"
-
-    def __init__(
-        self,
-        horizon_days: int = 365,
-        *,
-        n_snapshots: int = 3,
-        num_boost_round: int = 300,
-        params: dict[str, Any] | None = None,
-        num_threads: int = 1,
-        seed: int = 0,
-        max_train_customers: int | None = MAX_TRAIN_CUSTOMERS,
-        client: Client | None = None,
-    ) -> None:
-        self.client = client  # a Dask client: LightGBM fits and scores run on its cluster
-        self.max_train_customers = max_train_customers
-        self.horizon_days = horizon_days
-        self.n_snapshots = n_snapshots
-        self.num_boost_round = num_boost_round
-        self.params = params
-        self.num_threads = num_threads
-        self.seed = seed
-
-    def _btyd_artifact(self, feats: pd.DataFrame, as_of: pd.Timestamp) -> CustomerArtifact:
-        bg = fit_bgnbd_on(feats)
-        fit_rows = btyd_sample(feats)
-        gg = fit_gamma_gamma(
-            fit_rows["repeat_days"].to_numpy(), fit_rows["monetary_mean"].to_numpy()
-        )
-        art = CustomerArtifact(
-            task="value",
-            kind="bgnbd-gammagamma",
-            feature_names=list(feats.columns),
-            horizon_days=self.horizon_days,
-            as_of=str(as_of.date()),
-            btyd={**bg.params, **gg.params},
-        )
-        for what, fit in (("BG/NBD", bg), ("Gamma-Gamma", gg)):
-            if not fit.converged:
-                art.notes.append(f"{what} did not converge: {fit.message}")
-        return art
-
-    def fit(
-        self,
-        orders: pd.DataFrame,
-        as_of: object,
-        items: pd.DataFrame | None = None,
-        customers: pd.DataFrame | None = None,
-        *,
-        snapshots: UserSnapshots | None = None,
-    ) -> Self:
-        """Fit both candidates, backtest where the history allows, keep the better one
-        (``snapshots``: a shared feature cache, as in :meth:`ChurnModel.fit`; BG/NBD and
-        Gamma-Gamma are fitted on the training population, every customer is scored)."""
-        as_of = pd.Timestamp(as_of)  # type: ignore[arg-type]
-        if not (orders[ORDERED_AT] < as_of).any():
-            raise DataWindowError(f"as_of {as_of.date()} is before all data; no history")
-        hist = orders  # spend labels read windows ending by as_of
-        cache = (
-            snapshots
-            if snapshots is not None
-            else UserSnapshots(orders, items=items, customers=customers)
-        )
-        pop = cache.population(as_of, self.max_train_customers)
-        first = orders[ORDERED_AT].min()
-        H = self.horizon_days
-        cutoffs = monthly_cutoffs(first, as_of, H, 30, self.n_snapshots + H // 28 + 2)
-        feats_now = cache.features(as_of)
-        self.validation_: dict[str, dict[str, float]] = {}
-        chosen = self._btyd_artifact(select_rows(feats_now, pop), as_of)
-        if len(cutoffs) >= 2:
-            val = cutoffs[0]
-            tr = [c for c in cutoffs[1:] if c + pd.Timedelta(days=H) <= val][: self.n_snapshots]
-            if tr:
-                cols = default_features(feats_now.columns)
-                snaps = {c: cache.features(c, pop)[cols] for c in [val, *tr]}
-                ys = {c: future_spend(hist, c, snaps[c].index, H).to_numpy() for c in snaps}
-                X = pd.concat([snaps[c] for c in tr], ignore_index=True)
-                y = np.concatenate([ys[c] for c in tr])
-                params = {
-                    **DEFAULT_PARAMS,
-                    **(self.params or {}),
-                    "objective": "tweedie",
-                    "num_threads": self.num_threads,
-                    "seed": self.seed,
-                    "deterministic": True,
-                    "force_row_wise": True,
-                }
-                b = self._train(params, X, y)
-                lgb_art = CustomerArtifact(
-                    task="value",
-                    kind="lightgbm",
-                    feature_names=list(X.columns),
-                    horizon_days=H,
-                    as_of=str(as_of.date()),
-                    booster=b,
-                )
-                btyd_val = self._btyd_artifact(snaps[val], val)
-                Xv = snaps[val].to_numpy(np.float64)
-                for name, art in (("lightgbm", lgb_art), ("bgnbd-gammagamma", btyd_val)):
-                    pred = art.predict(Xv)
-                    err = pred - ys[val]
-                    self.validation_[name] = {
-                        "rmse": float(np.sqrt(np.mean(err**2))),
-                        "mae": float(np.mean(np.abs(err))),
-                        "bias": float(err.sum() / max(ys[val].sum(), 1e-9)),
-                    }
-                if (
-                    self.validation_["lightgbm"]["rmse"]
-                    < self.validation_["bgnbd-gammagamma"]["rmse"]
-                ):
-                    X_all = pd.concat([snaps[c] for c in [val, *tr]], ignore_index=True)
-                    y_all = np.concatenate([ys[c] for c in [val, *tr]])
-                    lgb_art.booster = self._train(params, X_all, y_all)
-                    chosen = lgb_art
-        if not self.validation_:
-            log.warning(
-                "value model: history too short to backtest a %d-day window before %s; "
-                "serving BG/NBD + Gamma-Gamma without a backtest",
-                H,
-                as_of.date(),
-            )
-            chosen.notes.append("not backtested: history shorter than the horizon")
-        for note in chosen.notes:
-            log.warning("value model: %s", note)
-        chosen.metrics = {"validation": self.validation_}
-        X_now = feats_now[chosen.feature_names].to_numpy(np.float64)
-        pred = self._predict(chosen, X_now)
-        chosen.scores = pd.DataFrame(
-            {CUSTOMER_ID: feats_now.index.astype(str), "value": pred, "as_of": str(as_of.date())}
-        )
-        self.artifact_: CustomerArtifact | None = chosen
-        self.as_of_ = as_of
-        return self
-
-    def _train(self, params: dict[str, Any], X: pd.DataFrame, y: np.ndarray) -> lgb.Booster:
-        if self.client is not None:  # on the Dask cluster through lightgbm.dask
-            from training.dask_models import train_regressor
-
-            return train_regressor(self.client, X, y, params, self.num_boost_round)
-        data = lgb.Dataset(as_matrix(X), label=y)
-        return lgb.train(params, data, num_boost_round=self.num_boost_round)
-
-    def _predict(self, art: CustomerArtifact, X: np.ndarray) -> np.ndarray:
-        if self.client is not None:  # every customer scored on the cluster
-            from training.dask_models import predict_rows
-
-            return predict_rows(self.client, art, X)
-        return art.predict(X)
-
-    def predict(self, features: pd.DataFrame) -> np.ndarray:
-        """Expected spend over the horizon for each row of a :func:`user_features` frame."""
-        check_fitted(self, "artifact_")
-        assert self.artifact_ is not None
-        return self.artifact_.predict(features[self.artifact_.feature_names].to_numpy(np.float64))

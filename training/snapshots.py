@@ -20,6 +20,11 @@ Two things keep the churn, repurchase and value models' training affordable on l
 Sampled snapshots are stored as float32 (LightGBM bins the values; half the memory); snapshots
 of the whole population keep float64 (they are scored and served, and below the cap they are
 the training data, unchanged).
+
+What a model reads from the snapshots is decided here too: the calendar grid of cutoffs
+(:func:`monthly_cutoffs`), the columns used unless told otherwise (:func:`default_features`; the
+:data:`OPTIONAL_FEATURES` only on request), the rows of the training population
+(:func:`select_rows`) and the matrix handed to LightGBM (:func:`as_matrix`).
 """
 
 from __future__ import annotations
@@ -28,15 +33,16 @@ import logging
 import time
 import weakref
 from collections import OrderedDict
+from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from features.habits import habit_features
+from features.habits import HABIT_COLUMNS, habit_features
 from features.momentum import item_momentum_stats, momentum_features
 from features.purchases import Purchases
-from features.rebuy import item_rebuy_gaps, rebuy_features
+from features.rebuy import REBUY_COLUMNS, item_rebuy_gaps, rebuy_features
 from features.schema import CUSTOMER_ID
 from features.users import item_statistics, user_features_of
 
@@ -44,6 +50,11 @@ from features.users import item_statistics, user_features_of
 MAX_TRAIN_CUSTOMERS = 100_000
 MAX_CACHE_BYTES = 2_000_000_000
 MAX_SAMPLES = 3  # samples (their orders and frames) kept: a backtest's and the fit's
+#: Snapshot columns a model uses only when asked (``features=``): the items-due-for-re-purchase
+#: columns (:mod:`features.rebuy`) and the ordering habits (:mod:`features.habits`) did not
+#: raise the validation AUC on Online Retail or CDNOW (the fits' own validation cutoffs, labels
+#: ending by as_of).
+OPTIONAL_FEATURES: frozenset[str] = frozenset(REBUY_COLUMNS) | frozenset(HABIT_COLUMNS)
 
 log = logging.getLogger(__name__)
 #: item statistics of all customers at a cutoff: users', re-buy gaps' (optional), momentum's
@@ -81,6 +92,56 @@ def customer_features(
     rebuy = rebuy_features(p, gap_stats).reindex(frame.index)
     habits = habit_features(p).reindex(frame.index)
     return pd.concat([frame, rebuy, habits], axis=1)
+
+
+def monthly_cutoffs(
+    first: pd.Timestamp, as_of: pd.Timestamp, horizon_days: int, min_history_days: int, n: int
+) -> list[pd.Timestamp]:
+    """Up to ``n`` month starts before ``as_of`` (latest first) whose label window ends by
+    ``as_of`` and that have at least ``min_history_days`` of history.
+
+    Cutoffs lie on one calendar grid whatever ``as_of`` is (for an ``as_of`` on a month start:
+    ``as_of - k months``), so the fits and backtests of one training, whose ``as_of`` differ,
+    share their snapshots' cutoffs (:class:`UserSnapshots` computes the
+    item statistics of a cutoff once).
+    """
+    anchor = pd.Timestamp(as_of).normalize().replace(day=1)  # month start on or before as_of
+    out: list[pd.Timestamp] = []
+    k = 0 if anchor < as_of else 1
+    while len(out) < n:
+        c = anchor - pd.DateOffset(months=k)
+        k += 1
+        if c < first + pd.Timedelta(days=min_history_days):
+            break
+        if c + pd.Timedelta(days=horizon_days) <= as_of:
+            out.append(pd.Timestamp(c))
+    return out
+
+
+def uses_optional(names: Iterable[str]) -> bool:
+    """True when ``names`` include a column of :data:`OPTIONAL_FEATURES`."""
+    return not OPTIONAL_FEATURES.isdisjoint(names)
+
+
+def default_features(columns: pd.Index | list[str]) -> list[str]:
+    """The columns a model uses unless told otherwise: every snapshot column except
+    :data:`OPTIONAL_FEATURES`."""
+    return [c for c in columns if c not in OPTIONAL_FEATURES]
+
+
+def as_matrix(frame: pd.DataFrame) -> np.ndarray:
+    """The frame's values for LightGBM: float32 when every column is (sampled snapshots), else
+    float64 (no copy beyond the one conversion)."""
+    if len(frame.columns) and all(t == np.float32 for t in frame.dtypes):
+        return frame.to_numpy(np.float32)
+    return frame.to_numpy(np.float64)
+
+
+def select_rows(frame: pd.DataFrame, population: pd.Index | None) -> pd.DataFrame:
+    """The rows of ``frame`` whose customer id is in ``population`` (all rows for None)."""
+    if population is None:
+        return frame
+    return frame.loc[frame.index.isin(population)]
 
 
 def id_hash(ids: pd.Index | np.ndarray) -> np.ndarray:

@@ -31,15 +31,9 @@ import pandas as pd
 from features.labels import churn_labels, repurchase_labels
 from features.schema import purchases
 from training.benchmarks import next_test_look, write_results
-from training.customers import (
-    REFERENCE_NAMES,
-    ChurnModel,
-    RepurchaseModel,
-    classification_metrics,
-    reliability_curve,
-    uses_optional,
-)
-from training.snapshots import UserSnapshots, customer_features
+from training.customers import REFERENCE_NAMES, ChurnModel, RepurchaseModel
+from training.metrics import classification_metrics, reliability_curve
+from training.snapshots import UserSnapshots, customer_features, uses_optional
 
 log = logging.getLogger(__name__)
 
