@@ -511,13 +511,20 @@ def test_population_counts(online_retail, cdnow_path: Path) -> None:  # type: ig
 
 
 # ---------------------------------------------------------------- scale: capped population, cache
+def sampled(ids: pd.Index, cap: int) -> list[str]:
+    """The ids :func:`sample_ids` keeps when ``ids`` are more than ``cap`` (a sample is drawn)."""
+    kept = sample_ids(ids, cap)
+    assert kept is not None, f"{len(ids)} ids, cap {cap}: no sample drawn"
+    return list(kept)
+
+
 def test_sample_ids_known_answer_and_stable() -> None:
     ids = pd.Index([f"c{i}" for i in range(10)])
     # SipHash of the id string with pandas' fixed key: the same in every run and on every machine
     assert list(id_hash(pd.Index(["c0", "c1"]))) == [14157290225740440609, 2680680849849350385]
-    assert list(sample_ids(ids, 3)) == ["c1", "c2", "c3"]
-    assert list(sample_ids(ids, 5)) == ["c1", "c2", "c3", "c4", "c7"]  # grows, never reshuffles
-    assert list(sample_ids(ids[::-1], 3)) == ["c3", "c2", "c1"]  # by id, in the given order
+    assert sampled(ids, 3) == ["c1", "c2", "c3"]
+    assert sampled(ids, 5) == ["c1", "c2", "c3", "c4", "c7"]  # grows, never reshuffles
+    assert sampled(ids[::-1], 3) == ["c3", "c2", "c1"]  # by id, in the given order
     assert sample_ids(ids, 10) is None and sample_ids(ids, 11) is None  # at or below the cap
     with pytest.raises(ValueError, match="cap must be >= 1"):
         sample_ids(ids, 0)
@@ -536,7 +543,7 @@ def test_cache_returns_fresh_features(orders: pd.DataFrame) -> None:
     sample = cache.population(AS_OF, 150)
     assert sample is not None and len(sample) == 150
     part = cache.features(cut, sample)
-    assert set(part.index) <= set(sample) and part.dtypes.eq(np.float32).all()
+    assert set(part.index) <= set(sample) and all(t == np.float32 for t in part.dtypes)
     # a sampled customer's row is its row among all customers (item statistics of everyone)
     expected = full.loc[part.index].astype(np.float32)
     pd.testing.assert_frame_equal(part, expected)
@@ -554,6 +561,7 @@ def test_below_the_cap_nothing_changes(orders: pd.DataFrame, churn: ChurnModel) 
         other = ChurnModel(**FAST, max_train_customers=cap).fit(orders, AS_OF)
         assert other.validation_ == churn.validation_
         assert other.artifact_ is not None and churn.artifact_ is not None
+        assert other.artifact_.scores is not None and churn.artifact_.scores is not None
         pd.testing.assert_frame_equal(other.artifact_.scores, churn.artifact_.scores)
 
 
@@ -588,7 +596,7 @@ def test_btyd_fits_on_a_capped_hash_sample(orders: pd.DataFrame) -> None:
     feats = customer_features(orders, AS_OF)
     assert btyd_sample(feats, len(feats)) is feats  # at or below the cap: every customer
     part = btyd_sample(feats, 100)
-    assert len(part) == 100 and set(part.index) == set(sample_ids(feats.index, 100))
+    assert len(part) == 100 and set(part.index) == set(sampled(feats.index, 100))
     full = fit_bgnbd_on(feats, len(feats))
     assert full.params == fit_bgnbd(*hist_btyd(feats)).params  # the full fit, unchanged
     quick = fit_bgnbd_on(feats, 200)  # above the cap: one quick run on 200 customers
@@ -630,4 +638,5 @@ def test_shared_cache_computes_each_cutoff_once(orders: pd.DataFrame) -> None:
     alone = RepurchaseModel(**FAST).fit(orders, AS_OF)  # its own cache: the same model
     assert alone.validation_ == rep.validation_
     assert churn.artifact_ is not None and rep.artifact_ is not None and alone.artifact_ is not None
+    assert alone.artifact_.scores is not None and rep.artifact_.scores is not None
     pd.testing.assert_frame_equal(alone.artifact_.scores, rep.artifact_.scores)
