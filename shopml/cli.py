@@ -330,7 +330,8 @@ def score(
         table = validate_entities(read_file(items), ITEMS, str(items)).table
         if STOCK_ON_HAND not in table.columns:
             raise CliError(f"{items}: no {STOCK_ON_HAND} column")
-        stock = table.set_index(table["item_id"].astype(str))[STOCK_ON_HAND].fillna(0.0)
+        # a blank stock is unknown (no stock-out advice), not zero units
+        stock = table.set_index(table["item_id"].astype(str))[STOCK_ON_HAND]
     counts = run_score(
         Tracker(tracking_uri),
         out,
@@ -356,9 +357,14 @@ def serve(
     ] = None,
 ) -> None:
     """Pack the MLflow champions into the BentoML store and serve the API (foreground)."""
-    from shopml.deploy import curl_examples, pack_champions
+    from shopml.deploy import curl_examples, pack_champions, port_in_use
     from shopml.deploy import serve as run_server
 
+    if port_in_use(host, port):
+        raise CliError(
+            f"port {port} on {host} is already in use: stop what runs there or pass --port "
+            f"(make run PORT={port + 1})"
+        )
     with console.status("packing the champion models ..."):
         tags = pack_champions(tracking_uri)
     if not tags:
@@ -381,25 +387,38 @@ def run_all(
     host: HostOpt = "127.0.0.1",
     port: PortOpt = 3000,
 ) -> None:
-    """Train every model that has no champion yet, then serve the API: what `make run` calls."""
+    """Train every model that has no champion yet, then serve the API: what `make run` calls.
+
+    A champion trained on other data (your shop's, trained with ``shopml train``) is served as it
+    is, never replaced by a model of ``--data``; ``shopml train`` retrains on purpose.
+    """
     from features.io import folder_fingerprint
     from shopml.config import MODEL_KINDS
+    from shopml.deploy import port_in_use
     from training.tracking import Tracker, safe_uri
 
+    if port_in_use(host, port):  # before a training that could take minutes
+        raise CliError(
+            f"port {port} on {host} is already in use: stop what runs there or pass --port "
+            f"(make run PORT={port + 1})"
+        )
     tracker = Tracker()
     fingerprint = folder_fingerprint(data)
-    stale: list[str] = []
+    missing: list[str] = []
     for kind in MODEL_KINDS:
         champion = tracker.champion(kind)
-        if champion is None or fingerprint is None or champion.data_sha != fingerprint:
-            stale.append(kind)
-    if stale:
-        console.print(f"training {', '.join(stale)} on {data} (no champion trained on this data)")
-        train(experiment=experiment, data=data, models=stale)
+        if champion is None:
+            missing.append(kind)
+        elif fingerprint is None or champion.data_sha != fingerprint:
+            console.print(
+                f"{kind}: serving the champion v{champion.version}, trained on other data than "
+                f"{data} (`shopml train` retrains it)"
+            )
+    if missing:
+        console.print(f"training {', '.join(missing)} on {data} (no champion yet)")
+        train(experiment=experiment, data=data, models=missing)
     else:
-        console.print(
-            f"every champion in {safe_uri(tracker.uri)} was trained on {data}: serving them"
-        )
+        console.print(f"every model has a champion in {safe_uri(tracker.uri)}: serving them")
     serve(host=host, port=port)
 
 

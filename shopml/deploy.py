@@ -67,6 +67,15 @@ def pack_champions(tracking_uri: str | None = None) -> dict[str, str]:
     return tags
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """True when something already listens on ``host:port`` (checked before packing models)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
 def serve(host: str, port: int, *, workers: int | None = None) -> int:
     """Run ``bentoml serve`` in the foreground on ``host:port``; returns its exit code."""
     cmd = [str(Path(sys.executable).with_name("bentoml")), "serve", SERVICE]

@@ -305,3 +305,78 @@ def test_serve_passes_sigterm_to_the_server(tmp_path: Path) -> None:
             os.kill(child_pid, 0)
     finally:
         parent.kill()
+
+
+@pytest.mark.parametrize("command", ["serve", "run"])
+def test_busy_port_is_one_line_before_any_work(
+    command: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A taken port is named at once (was: models packed, curl examples, then a bentoml traceback)."""
+    import socket
+
+    import shopml.deploy
+
+    def must_not_run(*_args: object, **_kwargs: object) -> dict[str, str]:
+        raise AssertionError("packed or trained although the port is taken")
+
+    monkeypatch.setattr(shopml.deploy, "pack_champions", must_not_run)
+    monkeypatch.setattr("shopml.cli.train", must_not_run)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen()
+        port = sock.getsockname()[1]
+        args = [command, "--port", str(port)]
+        if command == "run":
+            args += ["--data", str(tmp_path)]
+        result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    assert f"port {port} on 127.0.0.1 is already in use" in str(result.exception)
+    assert "--port" in str(result.exception)
+
+
+def test_run_keeps_champions_trained_on_other_data(
+    monkeypatch: pytest.MonkeyPatch, shop: Path
+) -> None:
+    """`make run` trains only models without a champion: a shop's champions (trained on other
+    data) are served, not replaced by demo models (they were retrained and promoted)."""
+    from types import SimpleNamespace
+
+    import training.tracking
+
+    champions = {"churn": SimpleNamespace(version="4", data_sha="sha-of-the-shop")}
+    monkeypatch.setattr(
+        training.tracking.Tracker,
+        "champion",
+        lambda self, kind: champions.get(kind),
+    )
+    trained: list[list[str]] = []
+    monkeypatch.setattr("shopml.cli.train", lambda **kwargs: trained.append(list(kwargs["models"])))
+    served: list[int] = []
+    monkeypatch.setattr("shopml.cli.serve", lambda host, port: served.append(port))
+    monkeypatch.setattr("shopml.deploy.port_in_use", lambda host, port: False)
+    result = runner.invoke(app, ["run", "--data", str(shop), "--port", "3999"])
+    assert result.exit_code == 0, result.output
+    assert trained == [["repurchase", "demand", "recommender"]]
+    assert "churn: serving the champion v4, trained on other data" in result.output
+    assert served == [3999]
+
+
+def test_score_items_with_blank_stock_are_unknown_not_zero(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A blank stock_on_hand in --items stays unknown (was filled with 0: a stock-out alert)."""
+    import training.score
+
+    seen: dict[str, pd.Series] = {}
+
+    def fake_score(_tracker: object, _out: Path, **kwargs: object) -> dict[str, int]:
+        seen["stock"] = kwargs["stock_on_hand"]  # type: ignore[assignment]
+        return {}
+
+    monkeypatch.setattr(training.score, "score", fake_score)
+    items = tmp_path / "items.csv"
+    items.write_text("item_id,stock_on_hand\nA,5\nB,\n")
+    result = runner.invoke(app, ["score", "--out", str(tmp_path / "out"), "--items", str(items)])
+    assert result.exit_code == 0, result.output
+    assert seen["stock"]["A"] == 5.0
+    assert pd.isna(seen["stock"]["B"])
