@@ -385,7 +385,7 @@ def test_capped_precompute_keeps_recent_users_and_ranks_others_live(
 
 
 def test_user_caps_bind_only_above_them(orders: pd.DataFrame, model: RecommenderModel) -> None:
-    from training.recommender import capped_sample
+    from training.recommender_caps import capped_sample
 
     assert np.array_equal(capped_sample(5, 10, 0), np.arange(5))
     s = capped_sample(100, 7, [0, 1])
@@ -403,7 +403,7 @@ def test_user_caps_bind_only_above_them(orders: pd.DataFrame, model: Recommender
 def test_buy_again_lists_equal_dense_argsort() -> None:
     import scipy.sparse as sp
 
-    from training.recommender import buy_again_lists
+    from training.buy_again import buy_again_lists
 
     rng = np.random.default_rng(3)
     dense = rng.integers(0, 4, size=(30, 25)) * (rng.random((30, 25)) < 0.2)
@@ -418,7 +418,7 @@ def test_buy_again_lists_equal_dense_argsort() -> None:
 
 
 def test_basket_neighbours_known_answer() -> None:
-    from training.recommender import basket_neighbours
+    from training.recommender_components import basket_neighbours
 
     # orders: {0, 1}, {0, 1}, {2}, {0, 2}; item 3 is never bought
     order = np.array([0, 0, 1, 1, 2, 3, 3])
@@ -570,3 +570,121 @@ def test_fusion_lists_known_answers(model: RecommenderModel) -> None:
     assert fusion_lists(model, users, weight=1.0) == want
     assert fusion_lists(model, users, weight=0.0) != want  # the two rankings differ here
     assert fusion_lists(model, ["nobody", users[0]], weight=1.0) == [[], want[0]]
+
+
+# ------------------------------------------------------------------ gift-season prior
+def _season_weeks() -> tuple[pd.DatetimeIndex, np.ndarray, np.ndarray, np.ndarray]:
+    """Hand-made weekly units: 15 'CHRISTMAS BAUBLE' items sell 40 a week in December 2010 and
+    5 a week after; 15 'PLAIN MUG' items sell 10 every week (no season, no progress yet)."""
+    weeks = pd.date_range("2010-12-05", "2011-11-27", freq="7D")
+    dec = np.asarray(weeks.month == 12)
+    units = np.vstack([np.where(dec, 40.0, 5.0)] * 15 + [np.full(len(weeks), 10.0)] * 15)
+    names = np.array([f"CHRISTMAS BAUBLE {k}" for k in range(15)] + [f"MUG {k}" for k in range(15)])
+    return weeks, units, names, np.array(["xmas"] * 15 + ["mug"] * 15)
+
+
+def test_season_window_weights_known_answer() -> None:
+    from training.seasonality import window_weights
+
+    # origin week ends Sunday 2011-08-28; [2011-09-01, 2011-11-30) has 4 days in week 1
+    # (Thu-Sun), 12 full weeks and 2 days (Mon 28, Tue 29 November) in week 14
+    w = window_weights(pd.Timestamp("2011-08-28"), pd.Timestamp("2011-09-01"), 90)
+    assert w.tolist() == [4.0] + [7.0] * 12 + [2.0]
+
+
+def test_season_log_ratio_known_answers() -> None:
+    from features.demand import WeeklyDemand
+    from training.demand import december_ratio, item_level, ramp_phi
+    from training.seasonality import item_statics, season_log_ratio
+
+    weeks, units, names, cats = _season_weeks()
+    wd = WeeklyDemand(pd.Index([f"i{k}" for k in range(30)]), weeks, units, np.ones_like(units))
+    # May: the calendar ramp has not started and the season index cannot rise yet: exactly 0
+    may = season_log_ratio(wd, pd.Timestamp("2011-05-10"), 90, names, cats)
+    assert (may == 0).all()
+    # September: the remaining December ratio (nothing reached yet) along the calendar ramp,
+    # averaged over the window's days
+    sep = season_log_ratio(wd, pd.Timestamp("2011-09-01"), 90, names, cats)
+    t = int(np.flatnonzero(weeks == pd.Timestamp("2011-08-28"))[0])
+    u = units[:, : t + 1]
+    dec = december_ratio(u, weeks, t, item_statics(u, names, cats), item_level(u))
+    assert 1.5 < dec[0] < 2.0  # log(41 / 6) = 1.92, shrunk a little toward the pool
+    phi = ramp_phi(weeks[t], 14)
+    w = np.array([4.0] + [7.0] * 12 + [2.0])
+    expected = np.log(np.exp(dec[:15, None] * phi[None, :]) @ (w / w.sum()))
+    np.testing.assert_allclose(sep[:15], expected, rtol=1e-9)
+    assert sep[0] > 0.3  # October-November: ~0.4 of the season's lift on average
+    assert (sep[15:] >= 0).all() and sep[15:].max() < 0.1 * sep[0]  # the mugs barely move
+
+
+@pytest.fixture(scope="module")
+def gift_shop() -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """A one-year synthetic shop whose gift categories rise from mid-October to Christmas."""
+    from features.synthetic import CATEGORIES, ShopConfig, customers_table, generate, items_table
+
+    cfg = ShopConfig.from_dict(
+        {"n_customers": 3000, "n_items": 120, "start": "2010-12-01", "end": "2011-12-10", "seed": 1}
+    )
+    items = items_table(cfg)
+    gift = items[CATEGORY].isin([c.name for c in CATEGORIES if c.gift]).to_numpy()
+    orders = pd.concat(list(generate(cfg)), ignore_index=True)
+    return orders, items, customers_table(cfg), np.asarray(items[ITEM_ID].astype(str))[gift]
+
+
+def _fit_both(
+    shop: tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, np.ndarray], as_of: str
+) -> tuple[RecommenderModel, RecommenderModel]:
+    orders, items, customers, _ = shop
+    return tuple(  # type: ignore[return-value]
+        RecommenderModel(num_threads=1, season_prior=on).fit(
+            orders, as_of, items=items, customers=customers
+        )
+        for on in (False, True)
+    )
+
+
+def test_season_prior_is_zero_in_may_lists_identical(gift_shop: tuple) -> None:
+    off, on = _fit_both(gift_shop, "2011-05-10")
+    assert on.artifact.params["season_prior"] and not off.artifact.params["season_prior"]
+    assert len(on.artifact.item_season) == on.artifact.n_items
+    assert (on.artifact.item_season == 0).all() and len(off.artifact.item_season) == 0
+    assert on.artifact.params["season"]["validation_items"] == 0
+    users = on.artifact.user_ids.tolist()
+    for exclude in ("auto", "always", "never"):
+        assert on.recommend_batch(users, 10, exclude=exclude) == off.recommend_batch(
+            users, 10, exclude=exclude
+        )
+
+
+def test_season_prior_moves_gift_items_up_in_september(gift_shop: tuple, tmp_path: Path) -> None:
+    off, on = _fit_both(gift_shop, "2011-09-15")
+    gift = set(gift_shop[3].tolist())
+    art = on.artifact
+    assert art.ranker is not None and art.params["strategy_all"] == "ranker"
+    is_gift = np.isin(art.item_ids, list(gift))
+    # the gift categories sold ~2x more in December 2010: their prior is well above the rest
+    assert art.item_season[is_gift].mean() > 3 * art.item_season[~is_gift].mean() > 0
+    users = art.user_ids.tolist()
+    share = {
+        name: np.mean([x in gift for r in m.recommend_batch(users, 10) for x in r])
+        for name, m in (("off", off), ("on", on))
+    }
+    assert share["on"] > share["off"] + 0.03  # 0.268 -> 0.340 when written
+    # scores are the re-ranker's probabilities shifted on the log-odds scale
+    u = np.arange(5)
+    parts = art._parts(u)
+    s_on = art._dense_scores(u, "ranker", parts, None)
+    season, art.item_season = art.item_season, np.zeros(0, dtype=np.float32)
+    s_off = art._dense_scores(u, "ranker", parts, None)
+    art.item_season = season
+    cand = s_off > -1e5
+    logit = np.log(s_off[cand] / (1 - s_off[cand]))
+    _, c = np.nonzero(cand)
+    np.testing.assert_allclose(
+        np.log(s_on[cand] / (1 - s_on[cand])), logit + season[c], rtol=1e-6, atol=1e-6
+    )
+    # what serving loads ranks the same
+    on.save(tmp_path / "rec")
+    loaded = RecommenderModel.load(tmp_path / "rec")
+    np.testing.assert_array_equal(loaded.artifact.item_season, art.item_season)
+    assert loaded.recommend_batch(users[:200], 10) == on.recommend_batch(users[:200], 10)

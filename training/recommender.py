@@ -19,6 +19,26 @@ serving loads). Everything it learns comes from purchases strictly before ``as_o
    without the held-out users, so what was validated is what ships) is attached to the artifact,
    and the ranked lists of the most recently active users are precomputed for serving (the
    others are ranked live on request).
+4. Gift-season prior (``season_prior``, default on): each item's expected log ratio of its
+   demand over the next 90 days (the validation window's length) to its recent level, from
+   the demand model's ramp (:mod:`training.seasonality`: the remaining December log ratio,
+   pooled over name words and category, times the calendar ramp 1 October -> 15 December or
+   the season's measured pace; strength 1, no constant tuned), is added to the re-ranker's
+   log-odds before ranking (``RecommenderArtifact.item_season``; the validation state gets the
+   prior of its own cutoff). Why on by default, from first principles: the re-ranker learns
+   P(buy) from label windows before ``as_of``, and its features (popularity over 14-90 days,
+   user-item recency) describe the recent level only; every window it learns from is
+   off-season (the Mar-Aug label windows of an autumn fit contain no gift season, and the
+   oldest history is last Christmas, learned as "old = not re-bought"). When an item's demand
+   is expected to change by a factor ``m`` and P(buy) is small, its odds change by about ``m``,
+   so ``log m`` is the offset on the log-odds scale. The prior is 0 wherever the ramp has not
+   started (an ``as_of`` before the autumn whose season index does not yet rise: the lists
+   are then identical to ``season_prior=False``) and without a December in the history.
+   Checked where it can fail, on one-year synthetic shops with a gift season (``shopml
+   demo-data --customers 20000 --items 400 --start 2010-12-01 --end 2011-12-10``, seeds 1 and
+   2) fitted at 2011-09-01 (``python -m training.benchmarks.recommend --season-check DIR ...``,
+   3 random states): R-all NDCG@10 0.5970 -> 0.5986 and 0.6044 -> 0.6061 (paired +0.0016 /
+   +0.0017, SE 0.0003 each; every seed improves), R-new 0.3358 -> 0.3398 and 0.3536 -> 0.3587.
 
 At scale (caps that never bind on Online Retail): the ranker snapshots are built on a fixed
 random sample of ``max_snapshot_users`` users; the re-ranker learns from at most
@@ -597,7 +617,7 @@ class RecommenderModel:
         max_ranker_users: int | None = 20_000,
         max_validation_users: int | None = 5_000,
         max_users: int | None = None,
-        season_prior: bool = False,
+        season_prior: bool = True,
     ) -> None:
         self.factors = factors
         self.regularization = regularization

@@ -578,6 +578,97 @@ def validate(
     return rows
 
 
+#: the one-year synthetic shops with a gift season of the demand model's ramp check
+#: (``shopml demo-data --customers 20000 --items 400 --start 2010-12-01 --end 2011-12-10``)
+SEASON_SHOP = {"customers": 20000, "items": 400, "start": "2010-12-01", "end": "2011-12-10"}
+
+
+def season_check(
+    folders: list[str],
+    *,
+    as_of: pd.Timestamp = AS_OF,
+    random_states: tuple[int, ...] = (0, 1, 2),
+    write: bool = True,
+) -> list[dict[str, Any]]:
+    """Protocol R on synthetic shops with a gift season, fitted at ``as_of`` with and without
+    the gift-season prior (``season_prior``): NDCG@10 on the next 90 days, the paired per-user
+    difference (SE) and the share of top-10 slots and of truth items in gift categories.
+    The one validation of the prior that can fail (no Online Retail window before the test
+    holds the autumn)."""
+    from features.io import load_dataset
+    from features.synthetic import CATEGORIES
+
+    gift_cats = {c.name for c in CATEGORIES if c.gift}
+    rows: list[dict[str, Any]] = []
+    for folder in folders:
+        ds = load_dataset(folder)
+        if ds.items is None:
+            raise ValueError(f"{folder}: no items table (categories are needed)")
+        p = protocol(ds.orders, ds.customers, as_of)
+        cat = ds.items.set_index(ds.items[ITEM_ID].astype(str))["category"].astype(str)
+        gift = set(cat.index[cat.isin(gift_cats)])
+        truth_share = float(np.mean([x in gift for t in p.truth_all for x in t]))
+        per: dict[bool, list[np.ndarray]] = {False: [], True: []}
+        for rs in random_states:
+            for on in (False, True):
+                params: dict[str, Any] = {
+                    "num_threads": THREADS,
+                    "random_state": rs,
+                    "season_prior": on,
+                }
+                got, model, recs = shopml_rows(
+                    p, ds.items, functools.partial(RecommenderModel, **params)
+                )
+                per[on].append(user_ndcg(recs, p.truth_all))
+                r_all = next(r for r in got if r["task"] == "R-all")
+                r_new = next(r for r in got if r["task"] == "R-new")
+                art = model.artifact
+                rows.append(
+                    {
+                        "shop": folder,
+                        "random_state": rs,
+                        "season_prior": on,
+                        "strategy_all": art.params["strategy_all"],
+                        "R-all ndcg@10": r_all["ndcg@10"],
+                        "R-new ndcg@10": r_new["ndcg@10"],
+                        "gift share of top-10 slots": round(
+                            float(np.mean([x in gift for r in recs for x in r[:K]])), 4
+                        ),
+                        "gift share of truth items": round(truth_share, 4),
+                        "gift items with prior > 0": int(
+                            sum(
+                                v > 0 and i in gift
+                                for i, v in zip(art.item_ids, art.item_season, strict=False)
+                            )
+                        ),
+                    }
+                )
+                log.info("%s", rows[-1])
+        diff = np.mean(per[True], axis=0) - np.mean(per[False], axis=0)
+        rows.append(
+            {
+                "shop": folder,
+                "random_state": "mean",
+                "season_prior": "on - off",
+                "R-all ndcg@10": round(float(diff.mean()), 4),
+                "se": round(float(diff.std(ddof=1) / np.sqrt(len(diff))), 4),
+                "users": len(diff),
+            }
+        )
+        log.info("%s", rows[-1])
+    if write:
+        write_results(
+            "online-retail",
+            "R",
+            rows,
+            as_of=str(as_of.date()),
+            stem="online-retail-R-season-synthetic",
+            note="gift-season prior on synthetic one-year shops "
+            f"({SEASON_SHOP}), with and without, R-all at {as_of.date()}",
+        )
+    return rows
+
+
 def main() -> None:
     """Load ``../shared/data/online_retail`` and run protocol R (``--time-fit N``: only time N
     fits, no evaluation and no test label read)."""
@@ -599,8 +690,19 @@ def main() -> None:
         help=f"as_of of the replay (default {VALIDATION_AS_OF.date()}; its {TEST_DAYS}-day window "
         f"must end by {AS_OF.date()})",
     )
+    parser.add_argument(
+        "--season-check",
+        nargs="+",
+        default=None,
+        metavar="DIR",
+        help="synthetic one-year shops (demo-data folders): R at the test as_of with and "
+        "without the gift-season prior (see season_check)",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    if args.season_check:
+        season_check(args.season_check)
+        return
     dataset = load_dataset("../shared/data/online_retail/online_retail.parquet")
     if args.time_fit:
         log.info("fit-only timings: %s", fit_timings(dataset, args.time_fit))
