@@ -20,6 +20,7 @@ from features.schema import (
     ORDER_ID,
     ORDERED_AT,
     QUANTITY,
+    STOCK_ON_HAND,
     UNIT_PRICE,
 )
 from shopml.artifacts.demand import DemandArtifact
@@ -166,6 +167,29 @@ def test_save_load_round_trip(fitted: DemandModel, tmp_path: Path) -> None:
     art = DemandArtifact.load(tmp_path / "m")
     assert art.origin == pd.Timestamp("2011-09-04")
     assert list(art.boosters) == ["lgb_raw"] and len(art.boosters["lgb_raw"]) == 3
+
+
+def test_item_table_stock_is_the_forecast_endpoints_default(
+    shop: tuple[pd.DataFrame, pd.DataFrame], tmp_path: Path
+) -> None:
+    """The items' stock_on_hand reaches the served model (the API documented it as the default
+    but the artifact never carried it, so every item's stock was unknown)."""
+    from serving.runtime import DemandView
+
+    orders, items = shop
+    ids = [str(i) for i in items[ITEM_ID]]
+    with_stock = items.assign(**{STOCK_ON_HAND: [7.0, np.nan] + [3.0] * (len(items) - 2)})
+    model = small_model().fit(orders, AS_OF, with_stock)
+    model.save(tmp_path / "m")
+    stock = DemandArtifact.load(tmp_path / "m").meta["stock_on_hand"]
+    assert stock[ids[0]] == 7.0 and ids[1] not in stock  # a blank stock stays unknown
+    view = DemandView(DemandArtifact.load(tmp_path / "m"), "1")
+    out = view.forecast([ids[0], ids[1]], 4, None, None, None)["items"]
+    assert [row["stock_on_hand"] for row in out] == [7.0, None]
+    assert out[0]["stockout_probability"] is not None and out[1]["stockout_probability"] is None
+    override = view.forecast([ids[0]], 4, None, None, {ids[0]: 1000.0})["items"][0]
+    assert override["stock_on_hand"] == 1000.0
+    assert small_model().fit(orders, AS_OF, items).artifact_.meta["stock_on_hand"] == {}
 
 
 def test_deterministic(shop: tuple[pd.DataFrame, pd.DataFrame], fitted: DemandModel) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 from conftest import run_with_fresh_bentoml
 
 from features.io import Dataset, load_dataset
+from features.schema import ITEM_ID, STOCK_ON_HAND
 from features.synthetic import ShopConfig, write_shop
 from shopml.artifacts.registry import load_artifact
 from shopml.config import DataConfig, Experiment
@@ -158,7 +160,9 @@ def test_score_writes_batch_outputs_and_logs_them(
     with pytest.raises(ValueError, match="no champion"):
         score(tracker, tmp_path / "none")
     assert not (tmp_path / "none").exists()
-    train(experiment(shop), tracker, dataset=dataset, kinds=("churn", "demand"), threads=1)
+    assert dataset.items is not None
+    no_stock = dataclasses.replace(dataset, items=dataset.items.drop(columns=STOCK_ON_HAND))
+    train(experiment(shop), tracker, dataset=no_stock, kinds=("churn", "demand"), threads=1)
     counts = score(tracker, tmp_path / "scores", lead_time_weeks=3, service_level=0.9)
     customers = pd.read_parquet(tmp_path / "scores" / "customers.parquet")
     inventory = pd.read_parquet(tmp_path / "scores" / "inventory.parquet")
@@ -191,7 +195,7 @@ def test_score_writes_batch_outputs_and_logs_them(
     assert sorted(forecasts["weeks_ahead"].unique()) == list(range(1, 13))
     assert (inventory["reorder_point"] >= inventory["safety_stock"]).all()
     assert (inventory["lead_time_weeks"] == 3).all() and (inventory["service_level"] == 0.9).all()
-    # no stock given: nothing is "out of stock" (a stock of 0 flagged every item before)
+    # no stock known: nothing is "out of stock" (a stock of 0 flagged every item before)
     assert inventory["stock_on_hand"].isna().all()
     for col in ("stockout_probability", "order_quantity", "stockout_risk", "revenue_at_risk"):
         assert inventory[col].isna().all(), col
@@ -220,6 +224,36 @@ def test_score_writes_batch_outputs_and_logs_them(
         "batch/forecasts.parquet",
         "batch/inventory.parquet",
     ]
+
+
+def test_score_takes_the_item_tables_stock_unless_items_gives_one(
+    shop: Path, dataset: Dataset, tmp_path: Path
+) -> None:
+    """Batch reorder advice uses the stock of the items table the model was trained with, as the
+    forecast endpoint does; ``--items`` overrides it item by item."""
+    from training.score import score
+
+    assert dataset.items is not None
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="test")
+    train(experiment(shop), tracker, dataset=dataset, kinds=("demand",), threads=1)
+    table = dataset.items.set_index(dataset.items[ITEM_ID].astype(str))[STOCK_ON_HAND]
+    score(tracker, tmp_path / "a", lead_time_weeks=2, service_level=0.95)
+    inventory = pd.read_parquet(tmp_path / "a" / "inventory.parquet").set_index("item_id")
+    expected = table.reindex(inventory.index).to_numpy(dtype=float)
+    assert inventory["stock_on_hand"].notna().all()
+    assert inventory["stock_on_hand"].to_numpy() == pytest.approx(expected)
+    assert inventory["stockout_probability"].notna().all()
+    first = inventory.index[0]
+    score(
+        tracker,
+        tmp_path / "b",
+        lead_time_weeks=2,
+        service_level=0.95,
+        stock_on_hand=pd.Series({first: 123456.0}),
+    )
+    again = pd.read_parquet(tmp_path / "b" / "inventory.parquet").set_index("item_id")
+    assert again.loc[first, "stock_on_hand"] == 123456.0
+    assert again["stock_on_hand"].drop(first).to_numpy() == pytest.approx(expected[1:])
 
 
 def test_reason_codes_are_distinct_phrases(shop: Path, dataset: Dataset, tmp_path: Path) -> None:

@@ -124,7 +124,7 @@ import pandas as pd
 from scipy import sparse
 
 from features.demand import WeeklyDemand, calendar_features, weekly_demand
-from features.schema import CATEGORY, ITEM_ID, ITEM_NAME
+from features.schema import CATEGORY, ITEM_ID, ITEM_NAME, STOCK_ON_HAND
 from shopml.artifacts.demand import MAX_HORIZON, DemandArtifact
 from training.base import check_fitted
 
@@ -1147,9 +1147,15 @@ class DemandModel:
                 "validation_origins": [str(wd.weeks[t - o].date()) for o in offsets],
                 "features": FEATURES,
                 "classes": list(GROUPS),
+                "stock_on_hand": _stock_on_hand(wd.items[all_rows], items),
             },
         )
-        log.info("demand model fitted in %.1f s: %s", self.fit_seconds_, comb)
+        log.info(
+            "demand model fitted in %.1f s on %d items (gift-season ramp strength %.2f)",
+            self.fit_seconds_,
+            len(all_rows),
+            comb.gamma,
+        )
         return self
 
     def forecast(self, item_ids: list[str] | pd.Index, horizon: int | None = None) -> pd.DataFrame:
@@ -1181,6 +1187,17 @@ def _categories(item_ids: pd.Index, items: pd.DataFrame | None) -> list[str]:
     m = items.assign(_id=items[ITEM_ID].astype(str)).drop_duplicates("_id").set_index("_id")
     cat = m[CATEGORY].astype(str).reindex(item_ids.astype(str)).fillna("unknown")
     return [str(c) for c in cat]
+
+
+def _stock_on_hand(item_ids: pd.Index, items: pd.DataFrame | None) -> dict[str, float]:
+    """Units on hand per modelled item from the items table (items without a stock left out):
+    the forecast endpoint's default when a request gives none."""
+    if items is None or STOCK_ON_HAND not in items.columns:
+        return {}
+    ids = items[ITEM_ID].astype(str)
+    stock = pd.to_numeric(items[STOCK_ON_HAND], errors="coerce").groupby(ids.to_numpy()).last()
+    stock = stock.reindex(item_ids.astype(str)).dropna()
+    return {str(k): float(v) for k, v in stock.items()}
 
 
 def _names(item_ids: pd.Index, items: pd.DataFrame | None) -> np.ndarray:

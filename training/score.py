@@ -10,7 +10,8 @@ Column names are those of the API (``churn_probability``, ``week_ending``,
 - ``forecasts.parquet``: one row per item and week: ``item_id``, ``week_ending`` (Sunday),
   ``weeks_ahead`` (1..12), ``p10``/``p50``/``p90`` and ``point_forecast`` (units sold that week);
 - ``inventory.parquet``: one row per item: ``item_id``, ``name``, ``category``,
-  ``stock_on_hand`` (units, from ``--items``; empty when unknown), ``lead_time_weeks``,
+  ``stock_on_hand`` (units: ``--items``, else the items table the model was
+  trained with; empty when unknown), ``lead_time_weeks``,
   ``service_level``, then reorder point, safety stock, order-up-to level (units) and, only where
   the stock is known, ``order_quantity``, ``stockout_probability``, ``weeks_of_cover``, the
   ``stockout_risk``/``overstock`` flags and ``revenue_at_risk``/``overstock_value`` (currency).
@@ -98,9 +99,9 @@ def inventory_table(
 ) -> pd.DataFrame:
     """Reorder advice for every item of a demand artifact (see :func:`inventory.plan`).
 
-    ``stock_on_hand`` (units by item id) gives the stock; an item it does not cover (or every
-    item, without it) has no stock-dependent figures rather than a stock of 0, which would flag
-    the whole catalogue as out of stock.
+    ``stock_on_hand`` (units by item id) gives the stock, over the items table's stock the model
+    was trained with (as the API's default); an item neither covers has no stock-dependent
+    figures rather than a stock of 0, which would flag the whole catalogue as out of stock.
     """
     from shopml.artifacts.inventory import plan
 
@@ -108,12 +109,13 @@ def inventory_table(
     arrays = artifact.forecast_arrays(items, artifact.horizon)  # type: ignore[attr-defined]
     info = artifact.item_info(items)  # type: ignore[attr-defined]
     ids = pd.Index([str(i) for i in items])
+    known_stock = (getattr(artifact, "meta", None) or {}).get("stock_on_hand") or {}
+    stock = pd.Series(known_stock, dtype=np.float64)
     if stock_on_hand is not None:
-        stock = stock_on_hand.set_axis(stock_on_hand.index.astype(str))
-        stock = stock[~stock.index.duplicated(keep="last")]
-        on_hand = stock.reindex(ids).to_numpy(dtype=np.float64)
-    else:
-        on_hand = np.full(len(ids), np.nan)
+        given = stock_on_hand.set_axis(stock_on_hand.index.astype(str)).astype(np.float64)
+        given = given[~given.index.duplicated(keep="last")].dropna()
+        stock = pd.concat([stock.drop(given.index, errors="ignore"), given])
+    on_hand = stock.reindex(ids).to_numpy(dtype=np.float64)
     known = np.isfinite(on_hand)
     result = plan(
         arrays["p10"],
@@ -185,10 +187,14 @@ def score(
                 service_level=service_level,
                 stock_on_hand=stock_on_hand,
             )
-            if stock_on_hand is None:
+            unknown = int(frames["inventory"]["stock_on_hand"].isna().sum())
+            if unknown:
                 log.warning(
-                    "inventory: no stock on hand given (--items with a stock_on_hand column): "
-                    "order quantities, stock-out risk and cover are left empty"
+                    "inventory: %d of %d items have no stock on hand (neither in the items table "
+                    "the model was trained with nor in --items): their order quantities, "
+                    "stock-out risk and cover are left empty",
+                    unknown,
+                    len(frames["inventory"]),
                 )
     if not frames:
         raise ValueError("no champion model to score with: run `shopml train` first")
