@@ -854,7 +854,7 @@ def write_shop(config: ShopConfig, out_dir: str | Path, progress: bool = True) -
 
     out_dir = Path(out_dir)
     counts = {"orders": 0, "order_lines": 0, "return_lines": 0, "items": 0, "customers": 0}
-    log.info("writing a synthetic shop to %s: %s", out_dir, config.to_dict())
+    log.debug("writing a synthetic shop to %s: %s", out_dir, config.to_dict())
     with atomic_dir(out_dir) as tmp, Progress(disable=not progress) as bar:
         task = bar.add_task("synthetic orders", total=config.n_chunks)
         parts = tmp / ORDERS_DIR
@@ -872,5 +872,5 @@ def write_shop(config: ShopConfig, out_dir: str | Path, progress: bool = True) -
         write_parquet(customers, tmp / CUSTOMERS_FILE)
         counts["items"], counts["customers"] = len(items), len(customers)
         write_json({"config": config.to_dict(), "counts": counts}, tmp / SHOP_FILE)
-    log.info("wrote %s: %s", out_dir, counts)
+    log.debug("wrote %s: %s", out_dir, counts)
     return counts

@@ -127,14 +127,25 @@ def demo_data(
     from features.synthetic import ShopConfig, write_shop
 
     first, last = _date(start, "--start"), _date(end, "--end")
+    if last <= first:
+        raise CliError(f"--end ({end}) must be after --start ({start})")
     try:
         config = ShopConfig(
             n_customers=customers, n_items=items, seed=seed, start=first.date(), end=last.date()
         )
     except ValueError as exc:
         raise CliError(str(exc)) from exc
-    counts = write_shop(config, out)
-    console.print(f"wrote {out}: {counts}")
+    try:
+        counts = write_shop(config, out)
+    except OSError as exc:
+        if exc.strerror is None:  # atomic_dir's own refusal names the folder already
+            raise CliError(str(exc)) from exc
+        raise CliError(f"--out {out}: cannot write there ({exc.strerror})") from exc
+    console.print(
+        f"wrote {out}: {counts['orders']:,} orders, {counts['order_lines']:,} order lines "
+        f"({counts['return_lines']:,} returns), {counts['items']:,} items, "
+        f"{counts['customers']:,} customers"
+    )
 
 
 @app.command()

@@ -150,7 +150,7 @@ def test_cli_bad_as_of(shop: Path, tmp_path: Path) -> None:
         (["train", "--models", "telepathy"], "unknown kind"),
         (["train", "-e", "missing.yaml"], "not found"),
         (["bench", "quality", "--dataset", "nowhere"], "unknown 'nowhere'"),
-        (["demo-data", "--start", "2025-01-01", "--end", "2024-01-01"], "must be after start"),
+        (["demo-data", "--start", "2025-01-01", "--end", "2024-01-01"], "must be after --start"),
         (["score", "--service-level", "1.5"], "--service-level"),
         (["train", "--as-of", "2024-13-45"], "--as-of: '2024-13-45' is not a date"),
         (["demo-data", "--start", "2024-99-01"], "--start: '2024-99-01' is not a date"),
@@ -380,3 +380,24 @@ def test_score_items_with_blank_stock_are_unknown_not_zero(
     assert result.exit_code == 0, result.output
     assert seen["stock"]["A"] == 5.0
     assert pd.isna(seen["stock"]["B"])
+
+
+def test_demo_data_errors_name_the_flag(tmp_path: Path) -> None:
+    """Bad demo-data options name the flag, not the ShopConfig class or a bare errno."""
+    swapped = runner.invoke(
+        app,
+        ["demo-data", "--out", str(tmp_path / "a"), "--start", "2024-01-01", "--end", "2023-01-01"],
+    )
+    assert swapped.exit_code != 0
+    assert str(swapped.exception) == "--end (2023-01-01) must be after --start (2024-01-01)"
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    unwritable = runner.invoke(
+        app, ["demo-data", "--out", str(blocker / "x"), "--customers", "20", "--items", "5"]
+    )
+    assert unwritable.exit_code != 0 and str(unwritable.exception).startswith(f"--out {blocker}")
+    ok = runner.invoke(
+        app, ["demo-data", "--out", str(tmp_path / "b"), "--customers", "20", "--items", "5"]
+    )
+    assert ok.exit_code == 0, ok.output
+    assert ok.output.count("wrote") == 1 and "customers" in ok.output
