@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from features.schema import ContractError
+from features.schema import ORDERED_AT, ContractError
 
 app = typer.Typer(
     help="shopml: recommendations, churn risk, repurchase propensity and demand forecasts "
@@ -24,6 +24,9 @@ app = typer.Typer(
 bench_app = typer.Typer(help="Benchmarks (write experiments/results/*.json).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
 console = Console(stderr=True)
+
+#: an --as-of this long after the last order is probably a typo (every customer looks gone)
+STALE_AS_OF_DAYS = 365
 
 DataOpt = Annotated[
     str,
@@ -196,6 +199,12 @@ def features(
     cutoff = _date(as_of)
     dataset = _load(data, format, mapping, table, query)
     print_report(dataset)
+    last_order = dataset.orders[ORDERED_AT].max()
+    if cutoff is not None and (cutoff - last_order).days > STALE_AS_OF_DAYS:
+        console.print(
+            f"[yellow]warning:[/] --as-of {cutoff.date()} is {(cutoff - last_order).days:,} days "
+            f"after the last order ({last_order.date()}): every customer looks inactive then"
+        )
     with console.status(f"building features ({engine}) ..."):
         fs = build_features(dataset, cutoff, engine=engine, scheduler=scheduler)  # type: ignore[arg-type]
     try:

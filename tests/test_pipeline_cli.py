@@ -401,3 +401,18 @@ def test_demo_data_errors_name_the_flag(tmp_path: Path) -> None:
     )
     assert ok.exit_code == 0, ok.output
     assert ok.output.count("wrote") == 1 and "customers" in ok.output
+
+
+def test_features_warn_when_as_of_is_long_after_the_last_order(shop: Path, tmp_path: Path) -> None:
+    """An --as-of years after the data (a typo) is built but flagged."""
+    late = runner.invoke(
+        app,
+        ["features", "--data", str(shop), "--as-of", "2030-01-01", "--out", str(tmp_path / "a")],
+    )
+    assert late.exit_code == 0, late.output
+    assert "--as-of 2030-01-01 is" in late.output and "after the last order" in late.output
+    ok = runner.invoke(
+        app,
+        ["features", "--data", str(shop), "--as-of", "2024-09-01", "--out", str(tmp_path / "b")],
+    )
+    assert ok.exit_code == 0 and "after the last order" not in ok.output
