@@ -1,6 +1,9 @@
-"""Offline evaluation metrics of the customer classifiers (AUC, lift, Brier, reliability)."""
+"""Offline evaluation metrics: the customer classifiers' (AUC, lift, Brier, reliability) and the
+recommender's (NDCG@k)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
@@ -47,3 +50,17 @@ def reliability_curve(y: np.ndarray, proba: np.ndarray, bins: int = 10) -> list[
                 }
             )
     return out
+
+
+def ndcg_at_k(recs: list[list[Any]], truth: list[set[Any]], k: int = 10) -> float:
+    """Mean NDCG@k with binary relevance (users with no recommendation score 0)."""
+    if not truth:
+        return 0.0
+    disc = 1.0 / np.log2(np.arange(2, k + 2))
+    total = 0.0
+    for r, rel in zip(recs, truth, strict=True):
+        if not rel:
+            continue
+        hits = np.array([x in rel for x in r[:k]], dtype=float)
+        total += float((hits * disc[: len(hits)]).sum() / disc[: min(len(rel), k)].sum())
+    return total / len(truth)

@@ -1,0 +1,210 @@
+"""The recommender's components at a cutoff: history statistics, ALS, item-kNN, basket-kNN.
+
+:func:`build_state` fits them all on an encoded shop's purchases before a cutoff and returns the
+:class:`~shopml.artifacts.recommender.RecommenderArtifact` that ranks with them (the final state
+at ``as_of`` and every validation snapshot are built by it, so they cannot disagree).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from implicit.als import AlternatingLeastSquares
+from implicit.nearest_neighbours import CosineRecommender, bm25_weight
+from implicit.utils import ParameterWarning
+from threadpoolctl import threadpool_limits
+
+from shopml.artifacts.recommender import DEFAULT_PARAMS, RecommenderArtifact
+from training.encoded_shop import US_PER_DAY, Shop, epoch_us
+
+
+def build_state(
+    shop: Shop,
+    cutoff: pd.Timestamp,
+    *,
+    factors: int = 64,
+    regularization: float = 0.05,
+    iterations: int = 15,
+    bm25_k1: float = 100.0,
+    bm25_b: float = 0.8,
+    knn_k: int = 100,
+    random_state: int = 0,
+    num_threads: int = 1,
+    params: dict[str, Any] | None = None,
+    user_mask: np.ndarray | None = None,
+) -> RecommenderArtifact:
+    """Fit every component on the shop's purchases before ``cutoff`` (all of its items), of
+    every user or of the user codes where ``user_mask`` is True."""
+    sel = shop.window(None, cutoff)
+    if user_mask is not None:
+        sel &= user_mask[shop.user]
+    n_items = len(shop.item_ids)
+    users, u = np.unique(shop.user[sel], return_inverse=True)
+    n_users = len(users)
+    i, o = shop.item[sel], shop.order[sel]
+    age = (epoch_us(cutoff) - shop.time[sel]) / US_PER_DAY
+    # per (user, item): orders, days since last / first order, orders in the last 30 / 90 days
+    key = u.astype(np.int64) * n_items + i
+    order = np.lexsort((age, key))
+    key, age_s = key[order], age[order]
+    start = np.flatnonzero(np.r_[True, key[1:] != key[:-1]]) if len(key) else np.zeros(0, int)
+    end = np.r_[start[1:], len(key)].astype(np.int64)
+    su, si = key[start] // n_items, key[start] % n_items
+    n_arr = (end - start).astype(np.float32)
+    last, first = age_s[start], age_s[end - 1]
+    n30 = np.add.reduceat((age_s < 30).astype(np.float32), start) if len(start) else n_arr
+    n90 = np.add.reduceat((age_s < 90).astype(np.float32), start) if len(start) else n_arr
+    decay = np.add.reduceat(np.exp(-age_s / 30.0), start) if len(start) else n_arr
+    item_age = np.zeros(n_items)
+    np.maximum.at(item_age, i, age)
+    indptr = np.r_[0, np.cumsum(np.bincount(su, minlength=n_users))].astype(np.int64)
+    _, first_line = np.unique(o, return_index=True)
+    orders_u = np.bincount(u[first_line], minlength=n_users).astype(np.float32)
+    u_last = np.full(n_users, np.inf)
+    np.minimum.at(u_last, u, age)
+    u_first = np.zeros(n_users)
+    np.maximum.at(u_first, u, age)
+    buyers = np.bincount(si, minlength=n_items).astype(np.float32)
+    rep = n_arr >= 2
+    repeaters = np.bincount(si[rep], minlength=n_items).astype(np.float32)
+    gaps = (first - last)[rep] / (n_arr[rep] - 1)
+    interval = np.full(n_items, float(np.median(gaps)) if len(gaps) else 60.0, dtype=np.float32)
+    if len(gaps):
+        med = pd.Series(gaps).groupby(si[rep]).median()
+        interval[med.index.to_numpy()] = med.to_numpy()
+    user_country = shop.user_country[users]
+    country_pop = np.zeros((len(shop.countries), n_items), dtype=np.float32)
+    uc = user_country[su]
+    np.add.at(country_pop, (uc[uc >= 0], si[uc >= 0]), 1.0)
+    # per-line temporaries are freed before the (memory-hungry) neighbour and ALS fits
+    del sel, u, su, uc, age, key, order, age_s, start, end, first_line
+    bnn_idx, bnn_sim = basket_neighbours(o, i, n_items, knn_k, num_threads)
+    del o, i
+    X = sp.csr_matrix((n_arr, si, indptr), shape=(n_users, n_items))
+    uf, itf = fit_als(
+        X,
+        factors=factors,
+        regularization=regularization,
+        iterations=iterations,
+        bm25_k1=bm25_k1,
+        bm25_b=bm25_b,
+        random_state=random_state,
+        num_threads=num_threads,
+    )
+    nn_idx, nn_sim = cosine_neighbours(X, knn_k, num_threads)
+    return RecommenderArtifact(
+        as_of=str(cutoff),
+        user_ids=shop.user_ids[users],
+        item_ids=shop.item_ids,
+        item_names=shop.item_names,
+        item_categories=shop.item_categories,
+        countries=shop.countries,
+        user_country=user_country,
+        hist_indptr=indptr,
+        hist_indices=si.astype(np.int64),
+        hist_n=n_arr,
+        hist_last=last.astype(np.float32),
+        hist_first=first.astype(np.float32),
+        hist_n30=n30.astype(np.float32),
+        hist_n90=n90.astype(np.float32),
+        u_orders=orders_u,
+        u_days_last=u_last.astype(np.float32),
+        u_tenure=u_first.astype(np.float32),
+        item_buyers=buyers,
+        item_repeaters=repeaters,
+        item_interval=interval,
+        pop30=np.bincount(si, weights=last < 30, minlength=n_items).astype(np.float32),
+        pop90=np.bincount(si, weights=last < 90, minlength=n_items).astype(np.float32),
+        pop14=np.bincount(si, weights=last < 14, minlength=n_items).astype(np.float32),
+        bnn_idx=bnn_idx,
+        bnn_sim=bnn_sim,
+        popall=buyers.copy(),
+        country_pop=country_pop,
+        user_factors=uf,
+        item_factors=itf,
+        nn_idx=nn_idx,
+        nn_sim=nn_sim,
+        hist_decay=decay.astype(np.float32),
+        item_age=item_age.astype(np.float32),
+        params=dict(params or DEFAULT_PARAMS),
+    )
+
+
+def fit_als(
+    X: sp.csr_matrix,
+    *,
+    factors: int,
+    regularization: float,
+    iterations: int,
+    bm25_k1: float,
+    bm25_b: float,
+    random_state: int,
+    num_threads: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """User and item factors of implicit ALS on the bm25-weighted user x item matrix."""
+    if not X.nnz:
+        return (
+            np.zeros((X.shape[0], factors), dtype=np.float32),
+            np.zeros((X.shape[1], factors), dtype=np.float32),
+        )
+    with threadpool_limits(1, "blas"):
+        als = AlternatingLeastSquares(
+            factors=factors,
+            regularization=regularization,
+            iterations=iterations,
+            random_state=random_state,
+            num_threads=num_threads,
+        )
+        weighted = bm25_weight(X, K1=bm25_k1, B=bm25_b).tocsr().astype(np.float32)
+        als.fit(weighted, show_progress=False)
+    return (
+        np.asarray(als.user_factors, dtype=np.float32),
+        np.asarray(als.item_factors, dtype=np.float32),
+    )
+
+
+def cosine_neighbours(
+    X: sp.csr_matrix, k: int, num_threads: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` cosine neighbours of every item (binary user x item), self excluded.
+
+    Ties are broken by the lower item column; missing neighbours are -1 with similarity 0.
+    """
+    n = X.shape[1]
+    B = X.astype(np.float32, copy=True).tocsr()
+    B.data[:] = 1.0
+    knn = CosineRecommender(K=k + 1, num_threads=num_threads)
+    with warnings.catch_warnings():  # implicit converts its own normalised copy to CSR
+        warnings.simplefilter("ignore", ParameterWarning)
+        knn.fit(B, show_progress=False)
+    S = knn.similarity.tocsr()
+    S.setdiag(0.0)
+    S.eliminate_zeros()
+    k = max(min(k, n - 1), 1)
+    rows = np.repeat(np.arange(n), np.diff(S.indptr))
+    order = np.lexsort((S.indices, -S.data, rows))
+    rows, cols, vals = rows[order], S.indices[order], S.data[order]
+    rank = np.arange(len(rows)) - S.indptr[rows]
+    ok = rank < k
+    idx = np.full((n, k), -1, dtype=np.int64)
+    sim = np.zeros((n, k), dtype=np.float32)
+    idx[rows[ok], rank[ok]] = cols[ok]
+    sim[rows[ok], rank[ok]] = vals[ok]
+    return idx, sim
+
+
+def basket_neighbours(
+    order: np.ndarray, item: np.ndarray, n_items: int, k: int, num_threads: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` cosine neighbours of every item over orders (items bought in the same order);
+    ``order``/``item`` are the codes of one line per (order, item)."""
+    _, rows = np.unique(order, return_inverse=True)
+    B = sp.csr_matrix(
+        (np.ones(len(rows), dtype=np.float32), (rows, item)),
+        shape=(int(rows.max(initial=-1)) + 1, n_items),
+    )
+    return cosine_neighbours(B, k, num_threads)

@@ -1,0 +1,145 @@
+"""Choosing the recommender's strategies on a validation window (NDCG@10 of held-out users).
+
+:func:`choose_strategies` scores every strategy (popularity, buy-again at each popularity weight,
+ALS, item-kNN, the re-ranker) for "all items" and for "new items only" and keeps the best of
+each; :func:`choose_cold_popularity` picks the cold-start popularity (window, country weight) on
+the users whose first purchase falls in the window. Both return the chosen
+:class:`~shopml.artifacts.recommender.RecommenderArtifact` parameters and the validation entries.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from shopml.artifacts.recommender import RecommenderArtifact, row_chunk
+from training.encoded_shop import Shop
+from training.metrics import ndcg_at_k
+from training.recommender_caps import capped_sample
+
+
+def evaluate_strategies(
+    state: RecommenderArtifact,
+    rows: np.ndarray,
+    truth: list[set[int]],
+    exclude: str,
+    options: list[tuple[str, dict[str, Any]]],
+    chunk: int | None = None,
+) -> list[float]:
+    """NDCG@10 of each (strategy, params) option on ``rows`` (parts computed once per chunk)."""
+    chunk = chunk or row_chunk(state.n_items)
+    saved = dict(state.params)
+    recs: list[list[list[int]]] = [[] for _ in options]
+    try:
+        for start in range(0, len(rows), chunk):
+            sub = rows[start : start + chunk]
+            parts = state._parts(sub)
+            allowed = state._allowed(sub, exclude, None, ())
+            for o, (name, extra) in enumerate(options):
+                state.params = {**saved, **extra}
+                top, _, _ = state._rank(sub, 10, exclude, allowed, strategy=name, parts=parts)
+                recs[o] += [t[t >= 0].tolist() for t in top]
+    finally:
+        state.params = saved
+    return [ndcg_at_k(r, truth) for r in recs]
+
+
+def choose_strategies(
+    state: RecommenderArtifact,
+    rows: np.ndarray,
+    truth: sp.csr_matrix,
+    ranker: Any,
+    ba_pop_weights: tuple[float, ...],
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The best strategy for "all items" and for "new items only" on ``rows`` of ``state``
+    (``truth``: their purchases in the window, one row each), ``ranker`` attached to ``state``:
+    the chosen parameters and the validation entries (headline NDCG@10 of each choice, and
+    every option's score)."""
+    chosen: dict[str, Any] = {}
+    validation: dict[str, Any] = {}
+    truth_all = [set(truth.indices[truth.indptr[r] : truth.indptr[r + 1]].tolist()) for r in rows]
+    bought = [
+        set(state.hist_indices[state.hist_indptr[r] : state.hist_indptr[r + 1]].tolist())
+        for r in rows
+    ]
+    truth_new = [t - b for t, b in zip(truth_all, bought, strict=True)]
+    scores: dict[str, dict[str, float]] = {"all": {}, "new": {}}
+    saved = dict(state.params)
+    options: list[tuple[str, dict[str, Any]]] = [("popular", {})]
+    options += [("buy-again", {"ba_pop_weight": w}) for w in ba_pop_weights]
+    options += [("als", {}), ("knn", {})]
+    if ranker is not None:
+        options.append(("ranker", {}))
+    state.ranker = ranker
+    for mode, exclude, truth_sets in (("all", "auto", truth_all), ("new", "always", truth_new)):
+        keep = np.array([i for i, t in enumerate(truth_sets) if t], dtype=np.int64)
+        opts = [o for o in options if not (mode == "new" and o[0] == "buy-again")]
+        values = evaluate_strategies(
+            state, rows[keep], [truth_sets[i] for i in keep], exclude, opts
+        )
+        best: tuple[float, dict[str, Any]] | None = None
+        for (name, extra), value in zip(opts, values, strict=True):
+            label = name if not extra else f"{name} w={extra['ba_pop_weight']}"
+            scores[mode][label] = round(value, 5)
+            if best is None or value > best[0]:
+                best = (value, {f"strategy_{mode}": name, **extra})
+        assert best is not None
+        chosen.update(best[1])
+        validation[f"ndcg@10_{mode}"] = round(best[0], 5)  # headline: the chosen strategy
+    state.params = saved
+    validation["ndcg@10"] = scores  # every candidate, labelled (not a headline metric)
+    return chosen, validation
+
+
+def choose_cold_popularity(
+    shop: Shop,
+    state: RecommenderArtifact,
+    cutoff: pd.Timestamp,
+    as_of: pd.Timestamp,
+    days: int,
+    country_weights: tuple[float, ...],
+    max_users: int | None,
+    seed: int,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The cold-start popularity (window, country weight) of ``state`` scoring best on the users
+    whose first purchase falls in ``[cutoff, as_of)`` (at most ``max_users``, drawn with
+    ``seed``), on their purchases over ``days``: the chosen parameters and the validation
+    entries (both empty when no user is cold)."""
+    chosen: dict[str, Any] = {}
+    validation: dict[str, Any] = {}
+    recent = np.unique(shop.user[shop.window(cutoff, as_of)])
+    # first order in the window (snapshots may hold a sample of users: not the state's users)
+    cold = np.setdiff1d(recent, shop.user[shop.window(None, cutoff)])
+    cold = cold[capped_sample(len(cold), max_users, [seed, 10])]
+    if not len(cold):
+        return chosen, validation
+    cold_truth = shop.truth(cutoff, days, cold)
+    sets = [
+        set(state.item_ids[cold_truth.indices[cold_truth.indptr[r] : cold_truth.indptr[r + 1]]])
+        for r in range(len(cold))
+    ]
+    cc = shop.user_country[cold]
+    countries = [str(shop.countries[c]) if c >= 0 else None for c in cc.tolist()]
+    cold_ids = shop.user_ids[cold].tolist()
+    saved = dict(state.params)
+    best: tuple[float, dict[str, Any]] | None = None
+    scores: dict[str, float] = {}
+    for window in ("all", "90"):
+        weights = country_weights if len(state.countries) else (0.0,)
+        for wc in weights:
+            state.params = {**saved, "cold_window": window, "cold_country_weight": wc}
+            recs = state.recommend_batch(cold_ids, 10, countries=countries)
+            value = ndcg_at_k(recs, sets)
+            scores[f"{window} country={wc}"] = round(value, 5)
+            if best is None or value > best[0]:
+                best = (value, {"cold_window": window, "cold_country_weight": wc})
+    state.params = saved
+    assert best is not None
+    chosen.update(best[1])
+    validation["ndcg@10_cold"] = round(best[0], 5)
+    validation["cold_ndcg@10"] = scores
+    validation["cold_users"] = len(cold)
+    return chosen, validation
