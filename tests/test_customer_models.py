@@ -23,7 +23,8 @@ from shopml.artifacts.customers import (
 )
 from training.btyd import btyd_sample, fit_bgnbd, fit_bgnbd_on, hist_btyd
 from training.calibration import SAMPLED_CV_FOLDS, customer_folds
-from training.customers import ChurnModel, DataWindowError, RepurchaseModel, ValueModel
+from training.customer_value import ValueModel
+from training.customers import ChurnModel, DataWindowError, RepurchaseModel
 from training.snapshots import (
     UserSnapshots,
     customer_features,

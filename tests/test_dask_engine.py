@@ -320,7 +320,7 @@ def test_value_scores_through_dask_equal_in_process(client: object) -> None:
 def test_value_model_fits_through_lightgbm_dask_within_tolerance(
     client: object, dataset: Dataset
 ) -> None:
-    from training.customers import ValueModel
+    from training.customer_value import ValueModel
 
     fast: dict[str, Any] = {"horizon_days": 90, "n_snapshots": 3, "num_boost_round": 60}
     local = ValueModel(**fast).fit(dataset.orders, AS_OF)

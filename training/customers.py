@@ -40,8 +40,7 @@ customer folds, out-of-fold scores), :mod:`training.btyd` (BG/NBD and Gamma-Gamm
 baseline and the blend), :mod:`training.metrics` (AUC, lift, Brier, reliability),
 :mod:`training.customer_base` (LightGBM defaults, :class:`DataWindowError`, artifact save/load)
 and :mod:`training.customer_value` (:class:`ValueModel`). What serving runs (probabilities, the
-blend, reason codes) is :mod:`shopml.artifacts.customers`. ``ValueModel``,
-``classification_metrics`` and ``uses_optional`` stay importable from here.
+blend, reason codes) is :mod:`shopml.artifacts.customers`.
 """
 
 from __future__ import annotations
@@ -77,7 +76,6 @@ from training.calibration import (
     out_of_fold_scores,
 )
 from training.customer_base import DEFAULT_PARAMS, CustomerArtifactIO, DataWindowError
-from training.customer_value import ValueModel
 from training.metrics import classification_metrics
 from training.snapshots import (
     MAX_TRAIN_CUSTOMERS,
@@ -93,15 +91,12 @@ from training.snapshots import (
 if TYPE_CHECKING:
     from distributed import Client
 
-__all__ = [  # ValueModel, classification_metrics, uses_optional: kept importable from here
+__all__ = [
     "BASELINES",
     "REFERENCE_NAMES",
     "ChurnModel",
     "DataWindowError",
     "RepurchaseModel",
-    "ValueModel",
-    "classification_metrics",
-    "uses_optional",
 ]
 
 log = logging.getLogger(__name__)

@@ -135,7 +135,8 @@ class _CustomerJob:
         return np.asarray(fn(ds.orders, at, population, self.horizon_days).to_numpy())
 
     def backtest(self, ds: Dataset, as_of: pd.Timestamp, params: dict[str, Any]) -> Backtest:
-        from training.customers import REFERENCE_NAMES, classification_metrics
+        from training.customers import REFERENCE_NAMES
+        from training.metrics import classification_metrics
 
         at = as_of - pd.Timedelta(days=self.horizon_days)
         # the model reads lines before `at` and labels ending by `at`: no filtered copy needed
@@ -175,8 +176,7 @@ class _CustomerJob:
         the optional re-buy/habit columns (a ``features`` parameter naming one) a private one in
         process (the Dask engine does not compute them: their re-buy gap statistics are float
         sums, not exactly additive over partitions)."""
-        from training.customers import uses_optional
-        from training.snapshots import UserSnapshots, snapshots_for
+        from training.snapshots import UserSnapshots, snapshots_for, uses_optional
 
         if uses_optional(params.get("features") or ()):
             if self.client is not None:
@@ -198,7 +198,7 @@ class _CustomerJob:
         model = self._model(params).fit(ds.orders, as_of, **tables)
         artifact = model.artifact_
         if self.kind == "churn":
-            from training.customers import ValueModel
+            from training.customer_value import ValueModel
 
             cap = {k: v for k, v in params.items() if k == "max_train_customers"}
             value = ValueModel(num_threads=self.threads, client=self.client, **cap)
@@ -412,7 +412,8 @@ class RecommenderJob:
         from features.interactions import build_interactions, purchases_before
         from features.schema import CUSTOMER_ID, ITEM_ID
         from training.benchmarks.recommend import ranking_metrics
-        from training.recommender import buy_again_lists, capped_sample, cell_cap
+        from training.buy_again import buy_again_lists
+        from training.recommender_caps import capped_sample, cell_cap
 
         at = as_of - pd.Timedelta(days=self.window_days)
         buys = purchases_before(ds.orders, as_of)

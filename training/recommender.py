@@ -55,7 +55,6 @@ cutoff), :mod:`training.ranker` (the re-ranker's rows and fit), :mod:`training.s
 (strategy and cold-start choice on the validation window), :mod:`training.recommender_caps`
 (user caps at scale), :mod:`training.metrics` (NDCG@k) and :mod:`training.buy_again` (the
 backtest's buy-again lists). Serving's runtime is :mod:`shopml.artifacts.recommender`.
-``buy_again_lists``, ``capped_sample`` and ``cell_cap`` stay importable from here.
 """
 
 from __future__ import annotations
@@ -72,7 +71,6 @@ import pandas as pd
 from features.demand import WeeklyDemand
 from shopml.artifacts.recommender import DEFAULT_PARAMS, PRECOMPUTE_WIDTH, RecommenderArtifact
 from training.base import check_fitted
-from training.buy_again import buy_again_lists
 from training.encoded_shop import Shop, encode_shop
 from training.ranker import DEFAULT_RANKER_PARAMS, NEGATIVE_RATE, Rows, fit_ranker, training_rows
 from training.recommender_caps import (
@@ -86,13 +84,7 @@ from training.recommender_components import build_state
 from training.seasonality import season_log_ratio, weekly_units
 from training.strategy_validation import choose_cold_popularity, choose_strategies
 
-__all__ = [  # buy_again_lists, capped_sample, cell_cap: kept importable from here
-    "RecommenderModel",
-    "buy_again_lists",
-    "capped_sample",
-    "cell_cap",
-    "season_by_item",
-]
+__all__ = ["RecommenderModel", "season_by_item"]
 
 log = logging.getLogger(__name__)
 
