@@ -109,51 +109,31 @@ def build_demo_models(
     items = items_table(config)
     rounds = 30 if fast else 200
     out: dict[str, Path] = {}
-    specs: list[tuple[str, str, str, dict[str, Any]]] = [
-        (
-            "churn",
-            "training.customers",
-            "ChurnModel",
-            {"n_snapshots": 4, "num_boost_round": rounds},
-        ),
-        (
-            "repurchase",
-            "training.customers",
-            "RepurchaseModel",
-            {"n_snapshots": 4, "num_boost_round": rounds},
-        ),
-        (
-            "value",
-            "training.customers",
-            "ValueModel",
-            {"n_snapshots": 1, "num_boost_round": rounds},
-        ),
+    from training.customer_value import ValueModel
+    from training.customers import ChurnModel, RepurchaseModel
+    from training.demand import DemandModel
+    from training.recommender import RecommenderModel
+
+    specs: list[tuple[str, Any, dict[str, Any]]] = [
+        ("churn", ChurnModel, {"n_snapshots": 4, "num_boost_round": rounds}),
+        ("repurchase", RepurchaseModel, {"n_snapshots": 4, "num_boost_round": rounds}),
+        ("value", ValueModel, {"n_snapshots": 1, "num_boost_round": rounds}),
         (
             "demand",
-            "training.demand",
-            "DemandModel",
+            DemandModel,
             {"num_rounds": 20 if fast else 120, "train_origins": 4, "min_data_in_leaf": 20},
         ),
         (
             "recommender",
-            "training.recommender",
-            "RecommenderModel",
+            RecommenderModel,
             {"factors": 16, "iterations": 5, "use_ranker": False} if fast else {},
         ),
     ]
-    import importlib
-
-    for kind, module, cls_name, kwargs in specs:
-        try:
-            cls = getattr(importlib.import_module(module), cls_name)
-        except (ImportError, AttributeError) as exc:
-            log.warning("skipping %s: %s.%s not available (%s)", kind, module, cls_name, exc)
-            continue
+    for kind, cls, kwargs in specs:
         model = cls(**kwargs).fit(orders, as_of, items=items)
         model.save(folder / kind)
         out[kind] = folder / kind
-    if "recommender" in out:
-        _str_arrays(out["recommender"] / "arrays.npz")
+    _str_arrays(out["recommender"] / "arrays.npz")
     return out
 
 
