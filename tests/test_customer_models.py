@@ -246,6 +246,7 @@ def test_repurchase_and_value(orders: pd.DataFrame) -> None:
     val = ValueModel(horizon_days=90, n_snapshots=2, num_boost_round=30).fit(orders, AS_OF)
     v = val.predict(feats)
     assert v.shape == (len(feats),) and np.all(v >= 0)
+    np.testing.assert_array_equal(v, np.round(v, 2))  # in cents: a dormant customer's is 0
     assert set(val.validation_) == {"lightgbm", "bgnbd-gammagamma"}
 
 

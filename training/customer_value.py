@@ -156,7 +156,9 @@ class ValueModel(CustomerArtifactIO):
                     y_all = np.concatenate([ys[c] for c in [val, *tr]])
                     lgb_art.booster = self._train(params, X_all, y_all)
                     chosen = lgb_art
-        if not self.validation_:
+        for note in chosen.notes:
+            log.warning("value model: %s", note)
+        if not self.validation_:  # logged once, in full (the note is what the artifact keeps)
             log.warning(
                 "value model: history too short to backtest a %d-day window before %s; "
                 "serving BG/NBD + Gamma-Gamma without a backtest",
@@ -164,8 +166,6 @@ class ValueModel(CustomerArtifactIO):
                 as_of.date(),
             )
             chosen.notes.append("not backtested: history shorter than the horizon")
-        for note in chosen.notes:
-            log.warning("value model: %s", note)
         chosen.metrics = {"validation": self.validation_}
         X_now = feats_now[chosen.feature_names].to_numpy(np.float64)
         pred = self._predict(chosen, X_now)

@@ -440,7 +440,8 @@ class CustomerArtifact:
         return np.clip(self.calibration(self.raw_score(features)), 0.0, 1.0)
 
     def predict(self, features: np.ndarray) -> np.ndarray:
-        """Expected spend over the horizon (value) or the probability (churn, repurchase)."""
+        """Expected spend over the horizon (value, in cents: a dormant customer's is 0, not
+        4e-22) or the probability (churn, repurchase)."""
         if self.task != "value":
             return self.predict_proba(features)
         features = self._check(features)
@@ -448,9 +449,11 @@ class CustomerArtifact:
             x, t_x, T = self._btyd_inputs(features)
             n = bgnbd_expected_purchases(self.btyd, x, t_x, T, self.horizon_days)
             m = gamma_gamma_mean(self.btyd, x, self._column(features, "monetary_mean"))
-            return np.asarray(n * m)
-        assert self.booster is not None
-        return np.clip(np.asarray(self.booster.predict(features), dtype=np.float64), 0, None)
+            value = np.asarray(n * m, dtype=np.float64)
+        else:
+            assert self.booster is not None
+            value = np.asarray(self.booster.predict(features), dtype=np.float64)
+        return np.round(np.clip(value, 0.0, None), 2)
 
     # ---- reasons
     def contributions(self, features: np.ndarray) -> np.ndarray:
