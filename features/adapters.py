@@ -28,6 +28,7 @@ from features.schema import (
     ORDERED_AT,
     ORDERS,
     QUANTITY,
+    SIGNED_UP_AT,
     UNIT_PRICE,
     ContractError,
 )
@@ -160,6 +161,12 @@ def category_from_name(names: pd.Series) -> pd.Series:
     return last.fillna("OTHER").astype("string")
 
 
+def first_seen(orders: pd.DataFrame) -> pd.Series:
+    """Per customer id, the time of their first order line (NaT when no time parses)."""
+    when = pd.to_datetime(orders[ORDERED_AT], errors="coerce", utc=True).dt.tz_localize(None)
+    return when.groupby(orders[CUSTOMER_ID].to_numpy()).min()
+
+
 def whole_number_ids(ids: pd.Series) -> pd.Series:
     """Ids as text without a float suffix: ``17850``, ``17850.0`` and ``"17850.0"`` -> ``"17850"``.
 
@@ -190,6 +197,9 @@ def online_retail(raw: pd.DataFrame, source: str = "online_retail") -> Adapted:
         customers = pd.DataFrame(
             {CUSTOMER_ID: country.index.astype(str), COUNTRY: country.to_numpy()}
         )
+        # the export has no sign-up time: a customer is known from their first line (of any
+        # kind), so features at an earlier date do not count them (e.g. in country_share)
+        customers[SIGNED_UP_AT] = first_seen(orders).reindex(country.index).to_numpy()
     return Adapted(
         orders,
         items,

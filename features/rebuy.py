@@ -24,6 +24,8 @@ Everything reads purchases strictly before ``as_of`` (a :class:`~features.purcha
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -81,7 +83,10 @@ def usual_gaps(stats: pd.DataFrame, items: pd.Index) -> np.ndarray:
     """Each item's usual re-buy gap in days (NaN with fewer than ``MIN_GAPS`` gaps), for the
     items ``items`` (e.g. ``Purchases.items``), from :func:`item_rebuy_gaps` statistics."""
     st = stats.reindex(items, fill_value=0.0)
-    total, n = float(stats["gap_log_sum"].sum()), float(stats["gaps"].sum())
+    # fsum: the exactly rounded sum, whatever the item order or the zero rows of items sold
+    # only on/after as_of (a pairwise sum changed in the last bits with them)
+    total = math.fsum(stats["gap_log_sum"].to_numpy(np.float64))
+    n = float(stats["gaps"].sum())
     overall = total / n if n > 0 else 0.0
     s, k = st["gap_log_sum"].to_numpy(np.float64), st["gaps"].to_numpy(np.float64)
     gap = np.exp((s + PRIOR_GAPS * overall) / (k + PRIOR_GAPS))

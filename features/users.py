@@ -23,6 +23,7 @@ from features.schema import (
     DISCOUNT,
     ITEM_ID,
     QUANTITY,
+    SIGNED_UP_AT,
     UNIT_PRICE,
 )
 
@@ -119,7 +120,7 @@ def user_features_of(
     feats.update(_rows(_returns_and_discounts(p, lines, monetary), present))
     feats.update(_rows(_regularity(p, first_age, n_orders), present))
     if customers is not None and COUNTRY in customers:
-        feats["country_share"] = _country_share(customers, categories)[present]
+        feats["country_share"] = _country_share(customers, categories, p.as_of)[present]
     del base, last_age, first_age, n_orders, monetary, lines
     names = feature_names(items is not None, customers is not None and COUNTRY in customers)
     return _frame(feats, names, pd.Index(categories[present], name=CUSTOMER_ID))
@@ -517,12 +518,27 @@ def _distinct_categories(
     return counts(pairs // k, None, n)
 
 
-def _country_share(customers: pd.DataFrame, categories: pd.Index) -> np.ndarray:
-    """Share of (distinct) customers in each customer's country; NaN if not in the table."""
+def _country_share(
+    customers: pd.DataFrame, categories: pd.Index, as_of: pd.Timestamp
+) -> np.ndarray:
+    """Share of (distinct) customers in each customer's country; NaN if not in the table.
+
+    Only customers known at ``as_of`` count: a row whose ``signed_up_at`` is on or after
+    ``as_of`` is a customer of the future (a row without a sign-up time counts). A customer of
+    the population keeps their own country's share even if their sign-up time is later.
+    """
     ids = pd.Index(customers[CUSTOMER_ID].astype(str).to_numpy())
     first = ~ids.duplicated()
     country, _ = pd.factorize(customers[COUNTRY].astype(str).to_numpy()[first])
-    share = np.bincount(country) / len(country)
+    counted = np.ones(len(country), dtype=bool)
+    if SIGNED_UP_AT in customers:
+        signed = pd.Series(customers[SIGNED_UP_AT].to_numpy()[first])
+        counted = ~(signed >= as_of).to_numpy(dtype=bool, na_value=False)
+    n_known = int(np.count_nonzero(counted))
+    n_countries = int(country.max()) + 1 if len(country) else 0
+    share = np.bincount(country[counted], minlength=n_countries) / max(n_known, 1)
+    if not n_known:
+        share[:] = np.nan
     where = pd.Index(categories.astype(str)).get_indexer(ids[first])
     out = np.full(len(categories), np.nan)
     out[where[where >= 0]] = share[country[where >= 0]]
