@@ -373,3 +373,43 @@ def test_training_cutoffs_label_windows_end_by_as_of() -> None:
     assert monthly_cutoffs(first, pd.Timestamp("2011-09-01"), 90, 30, 1) == [
         pd.Timestamp("2011-06-01")
     ]
+
+
+def test_demand_validation_origin_reads_no_week_after_it(shop: Tables) -> None:
+    """The demand model's validation origins (weeks ``o`` before the last one) are scored with
+    boosters and components computed as the fit does, with the item statics (first sale) taken
+    from the whole history: perturbing every week after ``o`` changes none of them."""
+    from features.demand import WeeklyDemand, weekly_demand
+    from training.demand import DemandModel, ItemStatics, components
+
+    wd = weekly_demand(shop[0], AS_OF)
+    t = len(wd.weeks) - 1
+    o = t - 8
+    rng = np.random.default_rng(5)
+    units = wd.units.copy()
+    units[:, o + 1 :] = rng.poisson(3.0, units[:, o + 1 :].shape) * (1 + units[:, o + 1 :])
+    units[0, : o + 1] = 0.0  # an item first sold after the origin
+    units[0, o + 1 :] = 7.0
+    price = wd.price.copy()
+    price[:, o + 1 :] *= 3.0
+    base = wd.units.copy()
+    base[0, : o + 1] = 0.0
+    shops = [WeeklyDemand(wd.items, wd.weeks, u, p) for u, p in ((base, wd.price), (units, price))]
+    model = DemandModel(num_rounds=10, num_leaves=7, min_data_in_leaf=20, num_threads=1)
+    out = []
+    for w in shops:
+        nz = w.units > 0
+        statics = ItemStatics(
+            category=np.arange(len(w.items)) % 3,
+            first_week=np.where(nz.any(axis=1), nz.argmax(axis=1), len(w.weeks)),
+        )
+        rows = np.flatnonzero(nz[:, : o + 1].sum(axis=1) >= 10)
+        boosters = model._fit_all(w, o, statics, rows, 8)
+        comp = components(w, o, statics, rows, boosters, 8)
+        trees = [b.model_to_string() for bs in boosters.values() for b in bs]
+        out.append((rows, trees, comp))
+    (r1, t1, c1), (r2, t2, c2) = out
+    np.testing.assert_array_equal(r1, r2)
+    assert t1 == t2
+    for name in ("quant", "point", "dec", "phi", "cls"):
+        np.testing.assert_array_equal(getattr(c1, name), getattr(c2, name))
