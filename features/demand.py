@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from features.arrays import id_codes
+from features.purchases import as_timestamp
 from features.schema import IS_RETURN, ITEM_ID, ORDERED_AT, QUANTITY, UNIT_PRICE
 
 WEEK = pd.Timedelta(days=7)
@@ -23,7 +24,7 @@ DAY = pd.Timedelta(days=1)
 def week_ending(ts: pd.Series | pd.DatetimeIndex | np.ndarray) -> pd.Series:
     """The Sunday (00:00) that ends the week of each timestamp."""
     s = pd.Series(pd.to_datetime(ts)).dt.normalize()
-    return s + pd.to_timedelta((6 - s.dt.dayofweek) % 7, unit="D")
+    return s + pd.to_timedelta((6 - s.dt.day_of_week) % 7, unit="D")
 
 
 def _week_ending(when: np.ndarray) -> np.ndarray:
@@ -35,14 +36,14 @@ def _week_ending(when: np.ndarray) -> np.ndarray:
 
 def last_full_week(as_of: pd.Timestamp) -> pd.Timestamp:
     """The last Sunday whose whole week lies before ``as_of``."""
-    day = pd.Timestamp(as_of).normalize() - DAY  # the last complete day
-    return day - pd.Timedelta(days=(day.dayofweek - 6) % 7)
+    day = as_timestamp(as_of).normalize() - DAY  # the last complete day
+    return day - pd.Timedelta(days=(day.day_of_week - 6) % 7)
 
 
 def first_full_week(first_day: pd.Timestamp) -> pd.Timestamp:
     """The first Sunday whose week (Monday..Sunday) starts on or after ``first_day``."""
     first_day = pd.Timestamp(first_day).normalize()
-    monday = first_day + pd.Timedelta(days=(7 - first_day.dayofweek) % 7)
+    monday = first_day + pd.Timedelta(days=(7 - first_day.day_of_week) % 7)
     return monday + pd.Timedelta(days=6)
 
 
@@ -82,7 +83,7 @@ def weekly_demand(
     to the last full week before ``as_of``. Return lines (``return_col`` true) and lines with
     quantity <= 0 are ignored.
     """
-    as_of = pd.Timestamp(as_of)
+    as_of = as_timestamp(as_of)
     keep = (orders[time_col] < as_of).to_numpy() & (orders[qty_col].to_numpy() > 0)
     if return_col in orders.columns:
         keep &= ~orders[return_col].to_numpy(dtype=bool)

@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from features import demand, interactions, items, labels, users
 from features.io import Dataset
 from features.pipeline import FeatureSet, build_feature_set, check_as_of, default_as_of
-from features.purchases import Purchases
+from features.purchases import Purchases, as_timestamp
 from features.schema import (
     CUSTOMER_ID,
     DISCOUNT,
@@ -479,7 +479,7 @@ def build_feature_set_dask(
 ) -> FeatureSet:
     """:func:`features.pipeline.build_feature_set` on a Dask cluster: equal output."""
     orders = dataset.orders
-    as_of = default_as_of(orders) if as_of is None else pd.Timestamp(as_of)
+    as_of = default_as_of(orders) if as_of is None else as_timestamp(as_of)
     check_as_of(orders, as_of)
     start = time.perf_counter()
     data = DaskOrders(client, dataset, npartitions)

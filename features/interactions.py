@@ -14,7 +14,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.arrays import code_counts, id_codes
-from features.purchases import Purchases
+from features.purchases import Purchases, as_timestamp
 from features.schema import CUSTOMER_ID, IS_RETURN, ITEM_ID, ORDER_ID, ORDERED_AT, QUANTITY
 
 WEIGHTS = ("orders", "quantity", "binary")
@@ -59,9 +59,9 @@ def purchases_before(
         mask &= ~orders[is_return].to_numpy(dtype=bool)
     times = orders[ordered_at]
     if as_of is not None:
-        mask &= (times < pd.Timestamp(as_of)).to_numpy()
+        mask &= (times < as_timestamp(as_of)).to_numpy()
     if since is not None:
-        mask &= (times >= pd.Timestamp(since)).to_numpy()
+        mask &= (times >= as_timestamp(since)).to_numpy()
     return orders[mask]
 
 

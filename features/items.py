@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from features.arrays import add_at, blocks, code_counts
-from features.purchases import Chains, Purchases
+from features.purchases import Chains, Purchases, as_timestamp
 from features.schema import CATEGORY, ITEM_ID, ORDERED_AT, QUANTITY, UNIT_PRICE
 
 WINDOWS_DAYS = (30, 90, 365)
@@ -22,7 +22,7 @@ def before(
     orders: pd.DataFrame, as_of: pd.Timestamp, *, ordered_at: str = ORDERED_AT
 ) -> pd.DataFrame:
     """Order lines strictly before ``as_of``."""
-    return orders[orders[ordered_at].to_numpy() < np.datetime64(pd.Timestamp(as_of))]
+    return orders[orders[ordered_at].to_numpy() < np.datetime64(as_timestamp(as_of))]
 
 
 def days_before(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from features.purchases import as_timestamp
 from features.schema import CUSTOMER_ID, IS_RETURN, ORDERED_AT, QUANTITY, UNIT_PRICE
 
 
@@ -18,7 +19,7 @@ def _window_purchases(
 ) -> tuple[pd.DataFrame, pd.Timestamp]:
     if horizon_days <= 0:
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
-    start = pd.Timestamp(as_of)  # type: ignore[arg-type]
+    start = as_timestamp(as_of)
     end = start + pd.Timedelta(days=horizon_days)
     when = orders[ORDERED_AT]
     keep = (when >= start) & (when < end)
@@ -29,7 +30,7 @@ def _window_purchases(
 
 def label_window_covered(orders: pd.DataFrame, as_of: object, horizon_days: int) -> bool:
     """True when the data reaches the end of the label window (its last day has orders after)."""
-    end = pd.Timestamp(as_of) + pd.Timedelta(days=horizon_days)  # type: ignore[arg-type]
+    end = as_timestamp(as_of) + pd.Timedelta(days=horizon_days)
     return bool(orders[ORDERED_AT].max() >= end - pd.Timedelta(days=1))
 
 

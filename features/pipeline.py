@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from features import demand, interactions, items, labels, users
 from features.io import Dataset, atomic_dir, write_json, write_parquet
 from features.memory import map_large_arrays
-from features.purchases import Purchases
+from features.purchases import Purchases, as_timestamp
 from features.schema import (
     ITEM_ID,
     ORDERED_AT,
@@ -69,7 +69,7 @@ def build_feature_set(
     """
     map_large_arrays()  # freed arrays go back to the system: peak RSS near the live arrays
     orders = dataset.orders
-    as_of = default_as_of(orders) if as_of is None else pd.Timestamp(as_of)
+    as_of = default_as_of(orders) if as_of is None else as_timestamp(as_of)
     check_as_of(orders, as_of)
     timings: dict[str, float] = {}
 

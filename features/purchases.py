@@ -36,10 +36,18 @@ KEY_BITS = 63  # the chains sort packs customer, item and order rank into one in
 
 
 def as_timestamp(as_of: object) -> pd.Timestamp:
-    """``as_of`` as a Timestamp; a clear error for something that is not a date."""
+    """``as_of`` as a naive Timestamp; a clear error for something that is not a date.
+
+    Order times are naive UTC once validated (times with an offset are converted), so an
+    ``as_of`` with a UTC offset is converted to naive UTC too: without it, features compared it
+    in UTC (NumPy drops the offset with a warning) while labels and weekly demand raised
+    TypeError (pandas refuses to compare naive and aware times).
+    """
     ts = pd.Timestamp(as_of)  # type: ignore[arg-type]
     if ts is pd.NaT:
         raise ValueError("as_of must be a date")
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert("UTC").tz_localize(None)
     return ts
 
 

@@ -137,58 +137,58 @@ def _same(a: Any, b: Any) -> None:
         assert a == b
 
 
-def _users(t: Tables) -> pd.DataFrame:
+def _users(t: Tables, as_of: pd.Timestamp = AS_OF) -> pd.DataFrame:
     from features.users import user_features
 
-    return user_features(t[0], AS_OF, items=t[1], customers=t[2])
+    return user_features(t[0], as_of, items=t[1], customers=t[2])
 
 
-def _items(t: Tables) -> pd.DataFrame:
+def _items(t: Tables, as_of: pd.Timestamp = AS_OF) -> pd.DataFrame:
     from features.items import item_features
 
-    return item_features(t[0], AS_OF, items=t[1])
+    return item_features(t[0], as_of, items=t[1])
 
 
-def _habits(t: Tables) -> pd.DataFrame:
+def _habits(t: Tables, as_of: pd.Timestamp = AS_OF) -> pd.DataFrame:
     from features.habits import habit_features
 
-    return habit_features(Purchases.of(t[0], AS_OF))
+    return habit_features(Purchases.of(t[0], as_of))
 
 
-def _rebuy(t: Tables) -> pd.DataFrame:
+def _rebuy(t: Tables, as_of: pd.Timestamp = AS_OF) -> pd.DataFrame:
     from features.rebuy import rebuy_features
 
-    return rebuy_features(Purchases.of(t[0], AS_OF))
+    return rebuy_features(Purchases.of(t[0], as_of))
 
 
-def _momentum(t: Tables) -> pd.DataFrame:
+def _momentum(t: Tables, as_of: pd.Timestamp = AS_OF) -> pd.DataFrame:
     from features.momentum import momentum_features
 
-    return momentum_features(Purchases.of(t[0], AS_OF))
+    return momentum_features(Purchases.of(t[0], as_of))
 
 
-def _snapshot(t: Tables) -> pd.DataFrame:
+def _snapshot(t: Tables, as_of: pd.Timestamp = AS_OF) -> pd.DataFrame:
     from training.snapshots import customer_features
 
-    return customer_features(t[0], AS_OF, items=t[1], customers=t[2], optional=True)
+    return customer_features(t[0], as_of, items=t[1], customers=t[2], optional=True)
 
 
-def _interactions(t: Tables) -> pd.DataFrame:
+def _interactions(t: Tables, as_of: pd.Timestamp = AS_OF) -> pd.DataFrame:
     from features.interactions import build_interactions
 
-    m = build_interactions(t[0], AS_OF)
+    m = build_interactions(t[0], as_of)
     return pd.DataFrame(m.matrix.toarray(), index=m.user_ids, columns=m.item_ids)
 
 
-def _weekly(t: Tables) -> pd.DataFrame:
+def _weekly(t: Tables, as_of: pd.Timestamp = AS_OF) -> pd.DataFrame:
     from features.demand import weekly_demand
 
-    wd = weekly_demand(t[0], AS_OF)
+    wd = weekly_demand(t[0], as_of)
     price = pd.DataFrame(wd.price, index=wd.items, columns=wd.weeks)
     return pd.concat({"units": wd.frame(), "price": price})
 
 
-FEATURES: dict[str, Callable[[Tables], pd.DataFrame]] = {
+FEATURES: dict[str, Callable[..., pd.DataFrame]] = {
     "users": _users,
     "items": _items,
     "habits": _habits,
@@ -413,3 +413,37 @@ def test_demand_validation_origin_reads_no_week_after_it(shop: Tables) -> None:
     assert t1 == t2
     for name in ("quant", "point", "dec", "phi", "cls"):
         np.testing.assert_array_equal(getattr(c1, name), getattr(c2, name))
+
+
+def test_as_of_with_a_utc_offset_is_the_same_instant_in_naive_utc(shop: Tables) -> None:
+    """Order times are naive UTC after validation. An ``as_of`` with an offset was compared in
+    UTC by the features (NumPy dropped the offset with a warning) but raised TypeError in the
+    labels and weekly demand; now every function reads it as the same naive UTC instant."""
+    import warnings
+
+    from features.demand import weekly_demand
+    from features.interactions import build_interactions, purchases_before
+    from features.labels import churn_labels, label_window_covered
+    from training.encoded_shop import purchase_mask
+
+    orders = shop[0]
+    aware = pd.Timestamp("2024-01-15 01:00", tz="Europe/Paris")  # = AS_OF in UTC
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "no explicit representation of timezones"
+        for fn in (_users, _items, _snapshot, _interactions):
+            pd.testing.assert_frame_equal(fn(shop), fn(shop, aware))
+        pop = _users(shop).index
+        pd.testing.assert_series_equal(
+            churn_labels(orders, aware, pop), churn_labels(orders, AS_OF, pop)
+        )
+        assert label_window_covered(orders, aware, 30) == label_window_covered(orders, AS_OF, 30)
+        np.testing.assert_array_equal(
+            weekly_demand(orders, aware).units, weekly_demand(orders, AS_OF).units
+        )
+        since = aware - pd.Timedelta(days=40)
+        assert len(purchases_before(orders, aware, since)) == len(
+            purchases_before(orders, AS_OF, AS_OF - pd.Timedelta(days=40))
+        )
+        np.testing.assert_array_equal(purchase_mask(orders, aware), purchase_mask(orders, AS_OF))
+        m = build_interactions(orders, aware, weight="binary")
+        assert m.matrix.sum() == build_interactions(orders, AS_OF, weight="binary").matrix.sum()

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from features.labels import future_spend
+from features.purchases import as_timestamp
 from features.schema import CUSTOMER_ID, ORDERED_AT
 from shopml.artifacts.customers import CustomerArtifact
 from training.base import check_fitted
@@ -95,7 +96,7 @@ class ValueModel(CustomerArtifactIO):
         (``snapshots``: a shared feature cache, as in
         :meth:`training.customers.ChurnModel.fit`; BG/NBD and Gamma-Gamma are fitted on the
         training population, every customer is scored)."""
-        as_of = pd.Timestamp(as_of)  # type: ignore[arg-type]
+        as_of = as_timestamp(as_of)
         if not (orders[ORDERED_AT] < as_of).any():
             raise DataWindowError(f"as_of {as_of.date()} is before all data; no history")
         hist = orders  # spend labels read windows ending by as_of

@@ -56,6 +56,7 @@ import pandas as pd
 
 from features.labels import churn_labels, repurchase_labels
 from features.momentum import MOMENTUM_PHRASES
+from features.purchases import as_timestamp
 from features.schema import CUSTOMER_ID, ORDERED_AT
 from features.segments import segment_tags
 from features.users import RFM_FEATURES
@@ -320,7 +321,7 @@ class _CustomerModel(CustomerArtifactIO):
         a backtest that only evaluates the model skips it.
         """
         t0 = time.perf_counter()
-        as_of = pd.Timestamp(as_of)  # type: ignore[arg-type]
+        as_of = as_timestamp(as_of)
         H = self._horizon
         if len(orders) == 0:
             raise DataWindowError("no orders: cannot fit a customer model on an empty table")

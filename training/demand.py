@@ -124,6 +124,7 @@ import pandas as pd
 from scipy import sparse
 
 from features.demand import WeeklyDemand, calendar_features, weekly_demand
+from features.purchases import as_timestamp
 from features.schema import CATEGORY, ITEM_ID, ITEM_NAME, STOCK_ON_HAND
 from shopml.artifacts.demand import MAX_HORIZON, DemandArtifact
 from training.base import check_fitted
@@ -1070,7 +1071,7 @@ class DemandModel:
         """Fit on purchases strictly before ``as_of`` and precompute the forecast table."""
         self._check()
         started = time.perf_counter()
-        as_of = pd.Timestamp(as_of)
+        as_of = as_timestamp(as_of)
         wd = weekly_demand(orders, as_of)
         t = len(wd.weeks) - 1
         if t < 13:

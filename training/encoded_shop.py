@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from features.arrays import id_codes
+from features.purchases import as_timestamp
 from features.schema import (
     CATEGORY,
     COUNTRY,
@@ -82,7 +83,7 @@ def purchase_mask(orders: pd.DataFrame, as_of: pd.Timestamp | str | None = None)
     if IS_RETURN in orders.columns:
         mask &= ~orders[IS_RETURN].to_numpy(dtype=bool)
     if as_of is not None:
-        mask &= (orders[ORDERED_AT] < pd.Timestamp(as_of)).to_numpy()
+        mask &= (orders[ORDERED_AT] < as_timestamp(as_of)).to_numpy()
     return mask
 
 

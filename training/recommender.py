@@ -69,6 +69,7 @@ import numpy as np
 import pandas as pd
 
 from features.demand import WeeklyDemand
+from features.purchases import as_timestamp
 from shopml.artifacts.recommender import DEFAULT_PARAMS, PRECOMPUTE_WIDTH, RecommenderArtifact
 from training.base import check_fitted
 from training.encoded_shop import Shop, encode_shop
@@ -212,7 +213,7 @@ class RecommenderModel:
     ) -> Self:
         """Fit on purchases strictly before ``as_of``; choose strategies on validation."""
         t0 = time.perf_counter()
-        as_of = pd.Timestamp(as_of)
+        as_of = as_timestamp(as_of)
         # nothing on/after as_of is ever seen
         shop = encode_shop(orders, items, customers, as_of)
         if len(shop.item_ids) == 0:
