@@ -224,6 +224,22 @@ def test_churn_and_repurchase_models_ignore_rows_on_or_after_as_of(
         assert a.validation_ == b.validation_
 
 
+def test_value_model_ignores_rows_on_or_after_as_of(shop: Tables, perturbed: Tables) -> None:
+    """A 90-day horizon gives the value model a backtest (validation cutoff + training cutoffs,
+    spend labels ending by as_of) on this 13-month history."""
+    from training.customer_value import ValueModel
+
+    a = ValueModel(horizon_days=90, num_boost_round=20).fit(shop[0], AS_OF, shop[1], shop[2])
+    b = ValueModel(horizon_days=90, num_boost_round=20).fit(
+        perturbed[0], AS_OF, perturbed[1], perturbed[2]
+    )
+    assert set(a.validation_) == {"lightgbm", "bgnbd-gammagamma"}  # the backtest ran
+    assert a.validation_ == b.validation_
+    assert a.artifact_ is not None and b.artifact_ is not None
+    assert a.artifact_.scores is not None and b.artifact_.scores is not None
+    _same(a.artifact_.scores, b.artifact_.scores)
+
+
 def test_recommender_ignores_rows_on_or_after_as_of(shop: Tables, perturbed: Tables) -> None:
     from training.recommender import RecommenderModel
 
