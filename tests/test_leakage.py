@@ -209,6 +209,30 @@ def test_features_ignore_every_row_on_or_after_as_of(
     _same(FEATURES[name](shop), FEATURES[name](perturbed))
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_feature_pipeline_ignores_rows_on_or_after_as_of(
+    shop: Tables, perturbed: Tables, threads: int
+) -> None:
+    """``build_feature_set`` (what ``shopml features`` writes): users, items, interactions and
+    weekly demand identical; only the labels read the perturbed window."""
+    from features.io import Dataset
+    from features.pipeline import build_feature_set
+
+    a, b = (
+        build_feature_set(Dataset(t[0], t[1], t[2]), AS_OF, threads=threads)
+        for t in (shop, perturbed)
+    )
+    _same(a.users, b.users)
+    _same(a.items, b.items)
+    assert (a.interactions.matrix != b.interactions.matrix).nnz == 0
+    np.testing.assert_array_equal(a.interactions.user_ids, b.interactions.user_ids)
+    np.testing.assert_array_equal(a.interactions.item_ids, b.interactions.item_ids)
+    np.testing.assert_array_equal(a.demand.units, b.demand.units)
+    np.testing.assert_array_equal(a.demand.price, b.demand.price)
+    assert a.labels is not None and b.labels is not None
+    assert not a.labels["spend"].equals(b.labels["spend"])  # the labels do read the window
+
+
 def test_churn_and_repurchase_models_ignore_rows_on_or_after_as_of(
     shop: Tables, perturbed: Tables
 ) -> None:
