@@ -3,6 +3,7 @@ baseline fallback, BG/NBD on the published CDNOW summary, bad inputs, real popul
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -430,6 +431,124 @@ def test_vectorised_reasons_equal_the_row_loop(
     assert text.tolist() == ["; ".join(r) for r in expected]
     base = CustomerArtifact(**{**art.__dict__, "kind": "baseline-recency", "booster": None})
     assert base.reasons(X, top_k) == reference_reasons(base, X, top_k)
+
+
+BASE_NAMES = ["recency_days", "n_orders", "repeat_days", "span_days", "tenure_days", "gap_ratio"]
+BTYD = {"r": 0.8, "alpha": 60.0, "a": 0.5, "b": 3.0}
+
+
+def baseline(kind: str, task: str = "churn") -> CustomerArtifact:
+    return CustomerArtifact(
+        task=task,
+        kind=kind,
+        feature_names=list(BASE_NAMES),
+        horizon_days=90 if task == "churn" else 30,
+        as_of="2024-01-01",
+        btyd=dict(BTYD),
+    )
+
+
+def customers_rows(recency: Any, n_orders: Any) -> np.ndarray:
+    """Rows of BASE_NAMES: one order day per order, first order 300 days ago."""
+    rec, n = np.asarray(recency, dtype=np.float64), np.asarray(n_orders, dtype=np.float64)
+    tenure = np.full(len(rec), 300.0)
+    span = tenure - rec
+    gap = np.where((n > 1) & (span > 0), span / np.maximum(n - 1, 1), np.nan)
+    return np.column_stack([rec, n, n - 1, span, tenure, rec / np.where(gap > 0, gap, np.nan)])
+
+
+def test_baseline_reasons_are_relative_to_the_reference_customers() -> None:
+    """A baseline's raw score is not centred (churn by frequency is -log(1 + orders) < 0 for
+    everyone): without a reference no customer got a reason. Contributions are now the score
+    less the reference customers' mean score (known answer), positive for the riskier half."""
+    pop = customers_rows([10.0 * k for k in range(1, 33)], [1.0 + k % 4 for k in range(32)])
+    freq = baseline("baseline-frequency")
+    assert all(r == [] for r in freq.reasons(pop))  # the old behaviour, kept without reference
+    freq.set_reference(pop)
+    ref = np.asarray(freq.reference["n_orders"])
+    assert len(ref) == 16 and sorted(ref.tolist()) == sorted(ref.tolist())
+    X = customers_rows([50.0, 50.0], [1.0, 4.0])
+    expected = -np.log1p(X[:, 1]) + np.mean(np.log1p(ref))
+    np.testing.assert_allclose(freq.contributions(X)[:, BASE_NAMES.index("n_orders")], expected)
+    assert freq.reasons(X) == [["1 order so far"], []]
+
+    rec = baseline("baseline-recency", task="repurchase")  # raw -log(1 + days): all negative
+    assert all(r == [] for r in rec.reasons(pop))
+    rec.set_reference(pop)
+    # 16 customers at evenly spaced quantiles of the score: recency 310, 290, ..., 10 days
+    assert rec.reference["recency_days"] == [310.0 - 20 * k for k in range(16)]
+    assert rec.reasons(customers_rows([5.0, 250.0], [2.0, 2.0])) == [["no order for 5 days"], []]
+    shares = [np.mean([r == [] for r in art.reasons(pop)]) for art in (freq, rec)]
+    assert all(0.2 < s < 0.8 for s in shares)  # about the less risky half, not everyone
+
+
+def test_bgnbd_reasons_are_shapley_values_against_the_reference() -> None:
+    rng = np.random.default_rng(3)
+    pop = customers_rows(
+        rng.uniform(1, 299, 200).round().tolist(), rng.integers(1, 9, 200).tolist()
+    )
+    for task in ("churn", "repurchase"):
+        art = baseline("baseline-bgnbd", task)
+        art.set_reference(pop)
+        contrib = art.contributions(pop)
+        used = [BASE_NAMES.index(n) for n in ("repeat_days", "recency_days", "tenure_days")]
+        used.append(BASE_NAMES.index("gap_ratio"))  # churn: overdue repeat buyers' share
+        others = np.delete(contrib, used, axis=1)
+        assert not others.any()
+        # efficiency: they add up to the raw score less the reference customers' mean score,
+        # except the positive repeat share of buyers within their usual gap (churn: dropped)
+        refs = customers_rows(
+            art.reference["recency_days"], np.add(art.reference["repeat_days"], 1)
+        )
+        total = art.raw_score(pop) - art.raw_score(refs).mean()
+        kept = np.isclose(contrib[:, used].sum(axis=1), total)
+        assert kept.mean() > 0.8
+        risky = art.predict_proba(pop) >= np.quantile(art.predict_proba(pop), 0.7)
+        assert all(art.reasons(pop[risky]))  # every customer of the riskiest 30% has a reason
+    churn = baseline("baseline-bgnbd")
+    churn.set_reference(pop)
+    # a one-time buyer silent for 290 days vs a weekly buyer last seen 2 days ago
+    X = customers_rows([290.0, 2.0], [1.0, 40.0])
+    reasons = churn.reasons(X)
+    assert "no order for 290 days" in reasons[0]
+    assert not any("no order" in r for r in reasons[1])
+    # a repeat buyer silent for 8x their usual gap: said with the gap, not "ordered again"
+    # (one reference customer: a one-time buyer as silent and as old; only x differs)
+    churn.reference = {"repeat_days": [0.0], "recency_days": [240.0], "tenure_days": [300.0]}
+    overdue = customers_rows([240.0, 2.0], [4.0, 4.0])
+    contrib = churn.contributions(overdue)
+    one_timer = customers_rows([240.0], [1.0])
+    gain = churn.raw_score(overdue[:1]) - churn.raw_score(one_timer)
+    assert gain[0] > 0  # 3 repeat days, then 240 silent days: likely gone
+    np.testing.assert_allclose(contrib[0, BASE_NAMES.index("gap_ratio")], gain[0])
+    assert contrib[0, BASE_NAMES.index("repeat_days")] == 0.0
+    assert churn.reasons(overdue[:1]) == [["no order for 12.0x the usual gap"]]
+    # ordered 2 days ago, within the usual gap: the repeat orders are no reason to leave
+    assert not any(
+        r.startswith(("ordered again", "no order for")) for r in churn.reasons(overdue)[1]
+    )
+
+
+def test_baseline_reference_round_trip_and_old_artifacts(tmp_path: Path) -> None:
+    pop = customers_rows([10.0 * k for k in range(1, 33)], [1.0 + k % 4 for k in range(32)])
+    art = baseline("baseline-bgnbd")
+    art.set_reference(pop)
+    back = CustomerArtifact.load(art.save(tmp_path / "new"))
+    assert back.reference == art.reference
+    np.testing.assert_array_equal(back.contributions(pop), art.contributions(pop))
+    # an artifact saved before the reference was stored: loads, old attribution (raw / 2)
+    art.reference = {}
+    folder = art.save(tmp_path / "old")
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["reference"]
+    (folder / "meta.json").write_text(json.dumps(meta))
+    old = CustomerArtifact.load(folder)
+    assert old.reference == {}
+    half = old.raw_score(pop) / 2
+    np.testing.assert_allclose(old.contributions(pop)[:, BASE_NAMES.index("recency_days")], half)
+    lgb_like = baseline("baseline-recency", task="value")
+    lgb_like.set_reference(pop)  # nothing to explain for value: no reference
+    assert lgb_like.reference == {}
 
 
 def test_rebuy_columns_are_optional(orders: pd.DataFrame, churn: ChurnModel) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import mlflow
 import pandas as pd
@@ -35,7 +36,9 @@ def dataset(shop: Path) -> Dataset:
 
 
 def experiment(shop: Path, **params: dict) -> Experiment:
-    return Experiment(name="test", data=DataConfig(path=str(shop)), params=params)
+    return Experiment.model_validate(
+        {"name": "test", "data": DataConfig(path=str(shop)), "params": params}
+    )
 
 
 def test_full_training_registers_and_promotes(shop: Path, dataset: Dataset, tmp_path: Path) -> None:
@@ -266,6 +269,43 @@ def test_reason_codes_are_distinct_phrases(shop: Path, dataset: Dataset, tmp_pat
         assert len(phrases) == len(set(phrases)) <= 3
 
 
+def test_a_served_baseline_explains_against_the_reference(
+    shop: Path, dataset: Dataset, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the BG/NBD baseline is served (LightGBM lost on validation) its reasons are
+    contributions relative to the population's reference customers stored at fit time: its
+    raw score (log-odds) is not centred, so below-zero customers used to get no reason."""
+    from training.customers import ChurnModel
+    from training.jobs import ChurnJob
+
+    real_fit = ChurnModel.fit
+
+    def fit_baseline(self: ChurnModel, orders: Any, as_of: Any, **tables: Any) -> ChurnModel:
+        real_fit(self, orders, as_of, **tables)
+        base = next(a for a in self.candidates_.values() if a.kind == "baseline-bgnbd")
+        self.artifact_, self.chosen_ = base, "bgnbd"
+        self.artifact_.scores = self.score_table(
+            orders, as_of, items=tables.get("items"), customers=tables.get("customers")
+        )
+        return self
+
+    monkeypatch.setattr(ChurnModel, "fit", fit_baseline)
+    fitted = ChurnJob(threads=1).fit(dataset, pd.Timestamp("2024-11-01"), {}, tmp_path / "m")
+    art = load_artifact(fitted.folder).artifact
+    assert art.kind == "baseline-bgnbd"
+    assert {k: len(v) for k, v in art.reference.items()} == {
+        "repeat_days": 16,
+        "recency_days": 16,
+        "tenure_days": 16,
+    }
+    scores = art.scores
+    risky = scores["churn_proba"] >= scores["churn_proba"].quantile(0.7)
+    empty = scores.loc[risky & (scores["reasons"] == "")]
+    assert empty.empty, empty.head().to_dict()
+    assert (scores["reasons"] == "").mean() < 0.5
+    assert scores["value_at_risk"].notna().all()  # the rescored table still joins the value
+
+
 def test_versions_record_the_data_they_were_trained_on(
     shop: Path, dataset: Dataset, tmp_path: Path
 ) -> None:
@@ -302,7 +342,7 @@ def test_plots_read_on_their_own() -> None:
     gains = plots.gains(y, scores, "Cumulative gains: churn", positives="churners")
     ax = gains.axes[0]
     assert ax.get_ylabel() == "share of churners found"  # was "positives"
-    shopml_line = next(li for li in ax.get_lines() if li.get_label().startswith("shopml"))
+    shopml_line = next(li for li in ax.get_lines() if str(li.get_label()).startswith("shopml"))
     assert shopml_line.get_zorder() > max(
         li.get_zorder() for li in ax.get_lines() if li is not shopml_line
     )  # drawn over the baselines

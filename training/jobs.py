@@ -197,6 +197,13 @@ class _CustomerJob:
         tables = {"items": ds.items, "customers": ds.customers, "snapshots": cache}
         model = self._model(params).fit(ds.orders, as_of, **tables)
         artifact = model.artifact_
+        if artifact.booster is None and not artifact.reference:
+            # a served baseline explains a customer against the typical one (the population's
+            # median inputs at as_of), as LightGBM's contributions are against the average
+            # prediction; its reasons are rescored with that reference
+            feats = cache.features(as_of)
+            artifact.set_reference(feats[artifact.feature_names].to_numpy(np.float64))
+            artifact.scores = model.score_table(ds.orders, as_of, features=feats)
         if self.kind == "churn":
             from training.customer_value import ValueModel
 
