@@ -135,6 +135,23 @@ def test_cli_bad_experiment_file_is_one_line(tmp_path: Path) -> None:
     )
 
 
+def test_cli_experiment_data_elsewhere_names_data_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """experiments/online-retail.yaml reads ../shared/data: in a clone elsewhere the error named
+    only the path ('../shared/data/...: no such file or folder'), not the experiment or --data."""
+    exp = tmp_path / "retail.yaml"
+    exp.write_text("name: r\ndata: {path: ../shared/data/online_retail/x.parquet}\n")
+    monkeypatch.chdir(tmp_path)
+    result = runner.invoke(app, ["train", "-e", str(exp), "--tracking-uri", str(tmp_path / "m")])
+    assert result.exit_code != 0
+    message = str(result.exception)
+    assert message.startswith("../shared/data/online_retail/x.parquet: no such file or folder")
+    assert f"the data path of {exp}, read from {tmp_path}" in message
+    assert "pass --data PATH" in message
+    assert not (tmp_path / "m").exists()  # refused before any tracking store is made
+
+
 def test_cli_bad_as_of(shop: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app,

@@ -306,6 +306,51 @@ def test_a_served_baseline_explains_against_the_reference(
     assert scores["value_at_risk"].notna().all()  # the rescored table still joins the value
 
 
+def test_forecast_plot_shows_steady_sellers_not_one_off_orders() -> None:
+    """The forecast plot's 'top items' were the largest all-history totals: on Online Retail
+    23166 (one 74,215-unit order in January, returned the same day) was the first panel."""
+    import numpy as np
+
+    from training.jobs import TOP_WEEKS, top_sellers
+
+    weeks = 52
+    hist = np.zeros((4, weeks))
+    hist[0, 3] = 74215.0  # one-off, long before the last 26 weeks
+    hist[1, -TOP_WEEKS:] = 100.0  # steady seller
+    hist[2, -TOP_WEEKS:] = 50.0
+    hist[2, -1] = 3000.0  # steady, one recent spike: median 50
+    hist[3, -5:] = 400.0  # new item, 5 weeks: median 0
+    assert top_sellers(hist, 3).tolist() == [1, 2, 3]
+    assert top_sellers(hist, 4).tolist() == [1, 2, 3, 0]
+
+
+def test_demand_example_items_are_sellers(dataset: Dataset, tmp_path: Path) -> None:
+    """The registered model's input example (and the CLI's curl example) took the first items
+    by id: on Online Retail 10002, forecast 0 units every week."""
+    from shopml.artifacts.demand import DemandArtifact
+    from training.jobs import DemandJob
+
+    fitted = DemandJob(threads=1).fit(dataset, pd.Timestamp("2024-11-01"), {}, tmp_path / "d")
+    art = DemandArtifact.load(fitted.folder)
+    p50 = pd.Series(art.forecast_arrays(art.items, 1)["p50"][:, 0], index=art.items)
+    example = fitted.input_example["item_id"].tolist()
+    assert example == p50.sort_values(ascending=False, kind="stable").index[:3].tolist()
+    assert (p50[example] > 0).all()
+
+
+def test_small_shares_are_not_labelled_zero() -> None:
+    """Catalogue coverage of popularity on 3,600 items (10 of them) read '0%'."""
+    from training import plots
+
+    assert plots.share_label(10 / 3600) == "0.28%"
+    assert plots.share_label(0.0) == "0%"
+    assert plots.share_label(0.05) == "5%"
+    assert plots.share_label(0.37) == "37%"
+    fig = plots.bars({"shopml": 0.37, "popularity-90d": 10 / 3600}, "share", "t", share=True)
+    labels = [t.get_text() for t in fig.axes[0].texts]
+    assert labels == ["37%", "0.28%"]
+
+
 def test_versions_record_the_data_they_were_trained_on(
     shop: Path, dataset: Dataset, tmp_path: Path
 ) -> None:

@@ -129,6 +129,14 @@ def metric_vs_k(
     return lines(ks, curves, "k", metric, title)
 
 
+def share_label(value: float) -> str:
+    """A share in percent, with the digits a small one needs (10 of 3,600 items: "0.28%", not
+    "0%", which reads as none)."""
+    if value == 0 or abs(value) >= 0.1:
+        return f"{value:.0%}"
+    return f"{100 * value:.2g}%"
+
+
 def bars(values: Mapping[str, float], metric: str, title: str, share: bool = False) -> Figure:
     """One metric for several models as horizontal bars, each labelled with its value
     (``share``: a fraction, drawn on 0..1 and labelled in percent)."""
@@ -138,7 +146,9 @@ def bars(values: Mapping[str, float], metric: str, title: str, share: bool = Fal
     bars_ = ax.barh(
         names, heights, color=["C0" if n.startswith("shopml") else "grey" for n in names]
     )
-    ax.bar_label(bars_, labels=[f"{v:.0%}" if share else f"{v:.3g}" for v in heights], padding=3)
+    ax.bar_label(
+        bars_, labels=[share_label(v) if share else f"{v:.3g}" for v in heights], padding=3
+    )
     if share:
         ax.set_xlim(0, 1.12)
         ax.xaxis.set_major_formatter(PercentFormatter(1.0))
