@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -294,6 +295,8 @@ def train(
         dataset = load_experiment_data(exp)
     print_report(dataset)
     tracker = Tracker(tracking_uri, experiment=exp.name)
+    for line in _champions_of_other_experiments(tracker, exp.name, kinds or exp.models):
+        console.print(f"[yellow]warning:[/] {line}")
     with contextlib.ExitStack() as stack:
         client = stack.enter_context(dask_client(scheduler)) if engine == "dask" else None
         if client is not None:
@@ -441,6 +444,31 @@ def run_all(
     else:
         console.print(f"every model has a champion in {safe_uri(tracker.uri)}: serving them")
     serve(host=host, port=port)
+
+
+def _champions_of_other_experiments(tracker: Any, name: str, kinds: Iterable[str]) -> list[str]:
+    """A warning per model kind whose champion in this store was trained by another experiment:
+    registered names are per kind, not per shop, so training a second shop (``-e
+    experiments/cdnow.yaml`` after ``online-retail.yaml``) into one store replaces the first
+    shop's champions when the gate passes, and ``shopml serve`` then mixes the shops."""
+    out = []
+    for kind in kinds:
+        try:
+            champion = tracker.champion(kind)
+            if champion is None:
+                continue
+            run = tracker.client.get_run(champion.run_id)
+            other = tracker.client.get_experiment(run.info.experiment_id).name
+        except Exception:  # a warning only: never stop a training for it
+            continue
+        if other != name:
+            out.append(
+                f"{kind}: the champion in this store (v{champion.version}) was trained by "
+                f"experiment {other!r}, not {name!r}; if the gate passes this training replaces "
+                "it and `shopml serve` serves one champion per kind: use a tracking store per "
+                "shop (--tracking-uri)"
+            )
+    return out
 
 
 def _check_experiment_data(experiment: Path, path: str, *, given: bool) -> None:

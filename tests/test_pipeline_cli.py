@@ -152,6 +152,26 @@ def test_cli_experiment_data_elsewhere_names_data_option(
     assert not (tmp_path / "m").exists()  # refused before any tracking store is made
 
 
+def test_cli_train_warns_before_replacing_another_experiments_champion(
+    shop: Path, tmp_path: Path
+) -> None:
+    """Registered names are per kind: training a second shop (-e cdnow.yaml, then -e
+    online-retail.yaml) into one store silently replaced the first shop's champions."""
+    store = str(tmp_path / "m")
+    outputs = []
+    for name in ("shop-a", "shop-a", "shop-b"):
+        exp = tmp_path / f"{name}.yaml"
+        exp.write_text(f"name: {name}\ndata: {{path: {shop}}}\nmodels: [repurchase]\n")
+        result = runner.invoke(app, ["train", "-e", str(exp), "--tracking-uri", store])
+        assert result.exit_code == 0, result.output
+        outputs.append(" ".join(result.output.split()))
+    assert "warning" not in outputs[0] and "warning" not in outputs[1]  # its own champion
+    text = outputs[2]
+    assert "warning: repurchase: the champion in this store (v1) was trained by experiment " in text
+    assert "'shop-a', not 'shop-b'" in text
+    assert "use a tracking store per shop (--tracking-uri)" in text
+
+
 def test_cli_bad_as_of(shop: Path, tmp_path: Path) -> None:
     result = runner.invoke(
         app,
