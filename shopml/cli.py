@@ -645,12 +645,12 @@ def bench_quality(
 
 
 def _date(text: str | None, flag: str = "--as-of"):  # type: ignore[no-untyped-def]
-    import pandas as pd
+    from features.purchases import as_timestamp
 
     if text is None:
         return None
     try:
-        return pd.Timestamp(text)
+        return as_timestamp(text)  # an offset is read as the same instant in naive UTC
     except ValueError as exc:
         raise CliError(f"{flag}: {text!r} is not a date (use YYYY-MM-DD)") from exc
 

@@ -453,3 +453,16 @@ def test_features_warn_when_as_of_is_long_after_the_last_order(shop: Path, tmp_p
         ["features", "--data", str(shop), "--as-of", "2024-09-01", "--out", str(tmp_path / "b")],
     )
     assert ok.exit_code == 0 and "after the last order" not in ok.output
+
+
+def test_features_as_of_with_an_offset_is_the_same_instant_in_utc(
+    shop: Path, tmp_path: Path
+) -> None:
+    """--as-of 2024-09-01T02:00+02:00 is 2024-09-01 00:00 UTC (was a TypeError traceback)."""
+    out = tmp_path / "f"
+    result = runner.invoke(
+        app,
+        ["features", "--data", str(shop), "--as-of", "2024-09-01T02:00+02:00", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((out / "manifest.json").read_text())["as_of"] == "2024-09-01"
