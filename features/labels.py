@@ -1,6 +1,7 @@
 """Labels strictly after ``as_of``: churn, repurchase and future spend over a horizon.
 
-A label window is ``[as_of, as_of + horizon_days)``; only purchase lines (not returns) count.
+A label window is ``[as_of, as_of + horizon_days)``; only purchase lines (not returns) count,
+except in :func:`future_spend`, which is net of the returns made in the window.
 The population is passed in (usually the index of :func:`features.users.user_features`), so
 labels and features line up row for row.
 """
@@ -65,10 +66,19 @@ def repurchase_labels(
 def future_spend(
     orders: pd.DataFrame, as_of: object, population: pd.Index, horizon_days: int = 365
 ) -> pd.Series:
-    """Purchased value (quantity x unit price) per customer in the label window."""
-    window, _ = _window_purchases(orders, as_of, horizon_days)
-    rev = window[QUANTITY].to_numpy(dtype=np.float64) * window[UNIT_PRICE].to_numpy(np.float64)
-    spend = pd.Series(rev).groupby(window[CUSTOMER_ID].astype(str).to_numpy()).sum()
+    """Net spend per customer in the label window: purchased value (quantity x unit price) minus
+    the value of the returns made in it, at least 0. A customer who buys and returns everything
+    is worth nothing to the shop, however large the order."""
+    start = as_timestamp(as_of)
+    if horizon_days <= 0:
+        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
+    when = orders[ORDERED_AT]
+    window = orders.loc[(when >= start) & (when < start + pd.Timedelta(days=horizon_days))]
+    qty = window[QUANTITY].to_numpy(dtype=np.float64)
+    if IS_RETURN in window:  # a return line's quantity counts against the spend, whatever its sign
+        qty = np.where(window[IS_RETURN].astype(bool).to_numpy(), -np.abs(qty), qty)
+    rev = qty * window[UNIT_PRICE].to_numpy(np.float64)
+    spend = pd.Series(rev).groupby(window[CUSTOMER_ID].astype(str).to_numpy()).sum().clip(lower=0)
     out = spend.reindex(pd.Index(population).astype(str), fill_value=0.0)
     out.index = population
     return out.astype(np.float64).rename("spend")

@@ -236,6 +236,30 @@ def test_labels_ignore_returns() -> None:
     assert repurchase_labels(df, AS_OF, pop, 30).to_dict() == {"A": 1, "B": 0}
 
 
+def test_future_spend_is_net_of_returns_in_the_window() -> None:
+    """Value is what the shop keeps: A buys 10 after as_of and returns 5 of it (or, with a
+    positive quantity flagged as a return, the same); B returns more than it buys: 0, not < 0."""
+    rows = [
+        *ROWS,
+        ("A", "r2", "y", "2024-03-06 10:00", -1.0, 5.0, True),
+        ("B", "o6", "z", "2024-03-07 10:00", 1.0, 2.5, False),
+        ("B", "r3", "z", "2024-03-08 10:00", 4.0, 2.5, True),
+    ]
+    df = frame(rows)
+    pop = user_features(df, AS_OF).index
+    assert future_spend(df, AS_OF, pop, 365).to_dict() == {"A": 5.0, "B": 0.0}
+    assert churn_labels(df, AS_OF, pop, 90).to_dict() == {"A": 0, "B": 0}  # purchases still count
+
+
+def test_net_order_value_takes_off_the_returned_share() -> None:
+    from shopml.artifacts.customers import net_order_value
+
+    m = np.array([100.0, 100.0, 100.0, 50.0])
+    rate = np.array([0.0, 0.25, 1.5, np.nan])  # no returns, a quarter, more than bought, unknown
+    np.testing.assert_allclose(net_order_value(m, rate), [100.0, 75.0, 0.0, 50.0])
+    np.testing.assert_array_equal(net_order_value(m, None), m)
+
+
 # ---------------------------------------------------------------- leakage
 future_row = st.tuples(
     st.sampled_from(["A", "B", "C", "D"]),

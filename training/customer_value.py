@@ -1,4 +1,5 @@
-"""The customer-value model: expected spend per customer over the next ``horizon_days``.
+"""The customer-value model: expected net spend (purchases minus returns) per customer over the
+next ``horizon_days``.
 
 LightGBM (tweedie) on stacked snapshots or BG/NBD + Gamma-Gamma, whichever has the lower RMSE on
 a validation cutoff (:class:`ValueModel`); the snapshots, cutoffs and sampling are those of the
@@ -17,7 +18,7 @@ import pandas as pd
 from features.labels import future_spend
 from features.purchases import as_timestamp
 from features.schema import CUSTOMER_ID, ORDERED_AT
-from shopml.artifacts.customers import CustomerArtifact
+from shopml.artifacts.customers import CustomerArtifact, net_order_value
 from training.base import check_fitted
 from training.btyd import btyd_sample, fit_bgnbd_on, fit_gamma_gamma
 from training.customer_base import DEFAULT_PARAMS, CustomerArtifactIO, DataWindowError
@@ -67,8 +68,10 @@ class ValueModel(CustomerArtifactIO):
     def _btyd_artifact(self, feats: pd.DataFrame, as_of: pd.Timestamp) -> CustomerArtifact:
         bg = fit_bgnbd_on(feats)
         fit_rows = btyd_sample(feats)
+        rate = fit_rows["return_rate"].to_numpy() if "return_rate" in fit_rows else None
         gg = fit_gamma_gamma(
-            fit_rows["repeat_days"].to_numpy(), fit_rows["monetary_mean"].to_numpy()
+            fit_rows["repeat_days"].to_numpy(),
+            net_order_value(fit_rows["monetary_mean"].to_numpy(), rate),
         )
         art = CustomerArtifact(
             task="value",

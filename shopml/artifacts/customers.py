@@ -274,6 +274,16 @@ def bgnbd_expected_purchases(
     return np.asarray(np.clip(first * second * alive, 0, None))
 
 
+def net_order_value(monetary_mean: np.ndarray, return_rate: np.ndarray | None) -> np.ndarray:
+    """Mean order value net of returns (``monetary_mean x (1 - return_rate)``, at least 0): what
+    Gamma-Gamma models, so that a customer who returns what they buy is not worth their orders."""
+    m = np.asarray(monetary_mean, dtype=np.float64)
+    if return_rate is None:
+        return m
+    kept = 1.0 - np.nan_to_num(np.asarray(return_rate, dtype=np.float64), nan=0.0)
+    return m * np.clip(kept, 0.0, 1.0)
+
+
 def gamma_gamma_mean(params: dict[str, float], x: np.ndarray, mean_value: np.ndarray) -> np.ndarray:
     """E[spend per purchase | x purchases with mean value m] under Gamma-Gamma (p, q, v)."""
     p, q, v = params["p"], params["q"], params["v"]
@@ -464,7 +474,14 @@ class CustomerArtifact:
         if self.kind == "bgnbd-gammagamma":
             x, t_x, T = self._btyd_inputs(features)
             n = bgnbd_expected_purchases(self.btyd, x, t_x, T, self.horizon_days)
-            m = gamma_gamma_mean(self.btyd, x, self._column(features, "monetary_mean"))
+            rate = (
+                self._column(features, "return_rate")
+                if "return_rate" in self.feature_names
+                else None
+            )
+            m = gamma_gamma_mean(
+                self.btyd, x, net_order_value(self._column(features, "monetary_mean"), rate)
+            )
             value = np.asarray(n * m, dtype=np.float64)
         else:
             assert self.booster is not None
