@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sys
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -56,6 +58,59 @@ QueryOpt = Annotated[
 ]
 
 
+def live_display() -> bool:
+    """rich's live lines (status spinners, the training progress bar) on a terminal only and never
+    in CI (``CI=true``): logs written to a file or a CI job stay plain lines."""
+    ci = os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+    return console.is_terminal and not ci
+
+
+def _status(text: str) -> contextlib.AbstractContextManager[Any]:
+    """A transient spinner line saying what runs now (nothing when :func:`live_display` is off)."""
+    return console.status(text) if live_display() else contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def training_progress() -> Iterator[Callable[[int, int, str], None]]:
+    """A progress bar over the stages of a training's models (``churn (1/4): fit``, stages done,
+    time in this stage, time in all), above which log lines scroll; off when not
+    :func:`live_display`. Yields the ``progress`` callback of :func:`training.train.train`."""
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        ProgressColumn,
+        SpinnerColumn,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+    from rich.text import Text
+
+    class StageElapsed(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            since = task.fields.get("since")
+            return Text("" if since is None else f"{time.monotonic() - since:.0f} s in stage")
+
+    bar = Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        StageElapsed(),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+        disable=not live_display(),
+    )
+    with bar:
+        task = bar.add_task("training", total=None, since=None)
+
+        def update(done: int, total: int, text: str) -> None:
+            bar.update(task, completed=done, total=total, description=text, since=time.monotonic())
+
+        yield update
+
+
 class CliError(Exception):
     """An error to show the user as one line, exiting non-zero."""
 
@@ -65,8 +120,6 @@ def main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="debug logging")] = False,
 ) -> None:
     """Configure logging and threading for every command."""
-    import os
-
     # LightGBM/implicit use OpenMP: busy-waiting threads slow fits down badly on shared cores.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -87,7 +140,7 @@ def main(
 def _load(data: str, fmt: str, mapping: Path | None, table: str | None, query: str | None):  # type: ignore[no-untyped-def]
     from features.io import load_dataset
 
-    with console.status(f"reading and validating {data} ..."):
+    with _status(f"reading and validating {data} ..."):
         return load_dataset(data, fmt=fmt, mapping=mapping, sql_table=table, sql_query=query)
 
 
@@ -206,7 +259,7 @@ def features(
             f"[yellow]warning:[/] --as-of {cutoff.date()} is {(cutoff - last_order).days:,} days "
             f"after the last order ({last_order.date()}): every customer looks inactive then"
         )
-    with console.status(f"building features ({engine}) ..."):
+    with _status(f"building features ({engine}) ..."):
         fs = build_features(dataset, cutoff, engine=engine, scheduler=scheduler)  # type: ignore[arg-type]
     try:
         write_feature_set(fs, dataset, out)
@@ -289,7 +342,7 @@ def train(
     if update:  # load_dataset checks the format and the mapping file
         exp = exp.model_copy(update={"data": exp.data.model_copy(update=update)})
     _check_experiment_data(experiment, exp.data.path, given=data is not None)
-    with console.status(f"reading and validating {exp.data.path} ..."):
+    with _status(f"reading and validating {exp.data.path} ..."):
         from training.train import load_experiment_data
 
         dataset = load_experiment_data(exp)
@@ -303,14 +356,14 @@ def train(
             console.print(
                 f"Dask cluster: {client.dashboard_link} ({len(client.nthreads())} workers)"
             )
-        status = stack.enter_context(console.status("training ..."))
+        progress = stack.enter_context(training_progress())
         results = run_training(
             exp,
             tracker,
             dataset=dataset,
             kinds=kinds,
             threads=threads,
-            progress=status.update,
+            progress=progress,
             client=client,
         )
     console.print(f"MLflow: {safe_uri(tracker.uri)} (experiment {exp.name!r})")
@@ -389,7 +442,7 @@ def serve(
             f"port {port} on {host} is already in use: stop what runs there or pass --port "
             f"(make run PORT={port + 1})"
         )
-    with console.status("packing the champion models ..."):
+    with _status("packing the champion models ..."):
         tags = pack_champions(tracking_uri)
     if not tags:
         raise CliError("no champion model in the MLflow store: run `shopml train` first")

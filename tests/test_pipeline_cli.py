@@ -466,3 +466,52 @@ def test_features_as_of_with_an_offset_is_the_same_instant_in_utc(
     )
     assert result.exit_code == 0, result.output
     assert json.loads((out / "manifest.json").read_text())["as_of"] == "2024-09-01"
+
+
+def test_cli_train_prints_decisions_not_library_noise(shop: Path, tmp_path: Path) -> None:
+    """`shopml train` in a log (not a terminal, CI=true): no MLflow registry prints, no line per
+    snapshot date, no progress bar; the per-model decision line with its time."""
+    import subprocess
+    import sys
+
+    store = f"sqlite:///{tmp_path / 'm' / 'mlflow.db'}"
+    args = ["train", "--data", str(shop), "-k", "repurchase", "--tracking-uri", store]
+    proc = subprocess.run(
+        [sys.executable, "-c", "from shopml.cli import run; run()", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CI": "true", "COLUMNS": "200"},
+    )
+    assert proc.returncode == 0, proc.stderr
+    err = proc.stderr
+    assert "Successfully registered model" not in err and "Created version" not in err
+    assert "user features at" not in err and "snapshot 20" not in err
+    assert "\x1b[" not in err  # plain lines: no live display, no cursor movement
+    assert "repurchase: version 1 promoted to champion: no champion yet (" in err
+    assert "repurchase v1: roc_auc" in err
+    verbose = subprocess.run(
+        [sys.executable, "-c", "from shopml.cli import run; run()", "-v", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "CI": "true", "COLUMNS": "200"},
+    )
+    assert verbose.returncode == 0, verbose.stderr
+    assert "user features at" in verbose.stderr  # the per-date lines are DEBUG (-v)
+
+
+@pytest.mark.parametrize(
+    ("terminal", "ci", "live"),
+    [(True, "", True), (True, "true", False), (True, "1", False), (False, "", False)],
+)
+def test_live_display_only_on_a_terminal_outside_ci(
+    monkeypatch: pytest.MonkeyPatch, terminal: bool, ci: str, live: bool
+) -> None:
+    from rich.console import Console
+
+    import shopml.cli as cli
+
+    monkeypatch.setattr(cli, "console", Console(stderr=True, force_terminal=terminal))
+    monkeypatch.setenv("CI", ci)
+    assert cli.live_display() is live
+    with cli.training_progress() as progress:
+        progress(1, 4, "churn (1/1): fit")

@@ -428,3 +428,76 @@ def test_plots_read_on_their_own() -> None:
     assert box.x0 >= 0 and box.x1 <= fig.bbox.x1
     assert fig.axes[0].get_title().replace("\n", " ") == long
     plt.close("all")
+
+
+def test_training_console_says_what_runs_without_library_noise(
+    shop: Path,
+    dataset: Dataset,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """MLflow's registry prints stay off stderr, each snapshot's line is DEBUG with one INFO
+    summary per customer fit, and ``progress`` hears every stage of every model in order."""
+    import logging
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment="test")
+    capfd.readouterr()
+    seen: list[tuple[int, int, str]] = []
+    with caplog.at_level(logging.DEBUG):
+        results = train(
+            experiment(shop),
+            tracker,
+            dataset=dataset,
+            kinds=("churn", "recommender"),
+            threads=1,
+            progress=lambda done, total, text: seen.append((done, total, text)),
+        )
+    err = capfd.readouterr().err
+    assert "Successfully registered model" not in err and "Created version" not in err
+    # the capture does see them when MLflow prints them (a bare registration)
+    mlflow.register_model(f"runs:/{results[0].version.run_id}/model", "shopml-bare")
+    bare = capfd.readouterr().err
+    assert "Successfully registered model 'shopml-bare'." in bare
+    assert "Created version '1' of model 'shopml-bare'." in bare
+
+    def records(prefix: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith(prefix)]
+
+    per_date = records("user features at ")
+    assert per_date and {r.levelno for r in per_date} == {logging.DEBUG}
+    ranker = records("snapshot ")
+    assert ranker and {r.levelno for r in ranker} == {logging.DEBUG}
+    summaries = records("churn fit as of ")  # the backtest's fit and the served one
+    assert len(summaries) == 2 and {r.levelno for r in summaries} == {logging.INFO}
+    assert all(" snapshots (" in r.getMessage() for r in summaries)
+    decided = records("churn: version 1 promoted to champion: no champion yet (")
+    assert len(decided) == 1 and "backtest" in decided[0].getMessage()
+    stages = ["backtest", "fit", "log and register", "promotion gate"]
+    expected = [
+        (i * 4 + j, 8, f"{kind} ({i + 1}/2): {stage}")
+        for i, kind in enumerate(["churn", "recommender"])
+        for j, stage in enumerate(stages)
+    ]
+    assert seen == [*expected, (8, 8, "done")]
+
+
+def test_quiet_registry_keeps_mlflow_warnings(
+    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from mlflow.utils import logging_utils
+
+    from training.tracking import quiet_registry
+
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING), quiet_registry():
+        logging_utils.eprint("Created version '9' of model 'x'.")
+        logging.getLogger("mlflow.tracking").warning("registry trouble")
+    assert "Created version" not in capfd.readouterr().err
+    assert "registry trouble" in caplog.text  # reached the application's handlers
+    assert logging_utils.MLFLOW_LOGGING_STREAM.enabled
+    assert logging.getLogger("mlflow").propagate is False
+    logging_utils.eprint("printed again")
+    assert "printed again" in capfd.readouterr().err

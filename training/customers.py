@@ -337,7 +337,7 @@ class _CustomerModel(CustomerArtifactIO):
             if snapshots is not None and (snapshots.optional or not self._optional)
             else UserSnapshots(orders, items=items, customers=customers, optional=self._optional)
         )
-        features_s = cache.seconds
+        features_s, computed_before = cache.seconds, len(cache.computed)
         pop = cache.population(as_of, self.max_train_customers)
         feats_at: dict[pd.Timestamp, pd.DataFrame] = {}
         labels: dict[tuple[pd.Timestamp, int], np.ndarray] = {}
@@ -570,10 +570,15 @@ class _CustomerModel(CustomerArtifactIO):
         self.training_customers_ = None if pop is None else len(pop)
         if score:
             self.artifact_.scores = self.score_table(hist, as_of, features=all_now)
+        # one line per fit; each snapshot's own line is DEBUG (`shopml -v`)
         log.info(
-            "%s fit as of %s: %.1f s (user features %.1f s), training population %s",
+            "%s fit as of %s: %d snapshots (%d computed, the rest from the shared cache), "
+            "%s customers, %.1f s (user features %.1f s), training population %s",
             self.task,
             as_of.date(),
+            len(set(feats_at) | {as_of}),
+            len(cache.computed) - computed_before,
+            f"{len(all_now):,}",
             time.perf_counter() - t0,
             cache.seconds - features_s,
             "all" if pop is None else f"{len(pop):,} (sample)",

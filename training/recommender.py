@@ -356,7 +356,7 @@ class RecommenderModel:
             users = users[:0]
         rng = np.random.default_rng([self.random_state, seed])
         rows = training_rows(state, users, truth, rng, self.negative_rate)
-        log.info(
+        log.debug(
             "snapshot %s: %d users, state %.1f s; %d ranker rows of %d users %.1f s",
             cutoff.date(),
             state.n_users,

@@ -274,7 +274,7 @@ class UserSnapshots:
         self.computed.append(key)
         took = time.perf_counter() - start
         self.seconds += took
-        log.info(
+        log.debug(
             "user features at %s (%s): %d customers in %.1f s",
             cutoff.date(),
             "all" if sample is None else "sample",
@@ -301,7 +301,7 @@ class UserSnapshots:
             hashes = id_hash(frame.index)
             strings = frame.index.astype(str).to_numpy()
             inside = (hashes < bound[0]) | ((hashes == bound[0]) & (strings <= bound[1]))
-            log.info(
+            log.debug(
                 "user features at %s (sample): %d customers of a larger sample's frame",
                 cutoff.date(),
                 int(inside.sum()),

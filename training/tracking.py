@@ -267,7 +267,8 @@ class Tracker:
             "data_sha": data_sha,
             "trained_at": self._run_start(info.run_id),
         }
-        version = mlflow.register_model(info.model_uri, registered_name(kind), tags=tags)
+        with quiet_registry():  # shopml reports the version itself (`churn: version 3 ...`)
+            version = mlflow.register_model(info.model_uri, registered_name(kind), tags=tags)
         return self._info(kind, version)
 
     @staticmethod
@@ -408,6 +409,27 @@ def decide(
         f"candidate {champion.gate_metric}={candidate_value:.4f} {verb} champion v{champion.version}'s "
         f"configuration refitted on the same backtest ({champion_value_on_candidate_backtest:.4f})",
     )
+
+
+@contextmanager
+def quiet_registry() -> Iterator[None]:
+    """Silence MLflow's console prints around a registration ("Successfully registered model
+    'shopml-churn'.", "Created version '3' of model ..."): ``mlflow.register_model`` prints them
+    with ``eprint`` to ``MLFLOW_LOGGING_STREAM``, which has no level and is switched off only by
+    :func:`mlflow.utils.logging_utils.disable_logging` (what MLflow's own ``silent=True``
+    autologging uses). That stream also carries the ``mlflow`` loggers' records, so while it is
+    off they propagate to the application's handlers instead: a registry warning still shows.
+    """
+    from mlflow.utils import logging_utils
+
+    stream = logging_utils.MLFLOW_LOGGING_STREAM
+    mlflow_logger = logging.getLogger("mlflow")
+    was_enabled, propagated = stream.enabled, mlflow_logger.propagate
+    stream.enabled, mlflow_logger.propagate = False, True
+    try:
+        yield
+    finally:
+        stream.enabled, mlflow_logger.propagate = was_enabled, propagated
 
 
 def _flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:

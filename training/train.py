@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,6 +36,14 @@ if TYPE_CHECKING:
     from distributed import Client
 
 log = logging.getLogger(__name__)
+
+
+#: The stages of one model kind, in order: ``progress`` hears of each as it starts.
+STAGES = ("backtest", "fit", "log and register", "promotion gate")
+
+#: ``progress(done, total, text)``: ``done`` of ``total`` stages of the run are finished and
+#: ``text`` says what runs now ("churn (1/2): fit").
+ProgressFn = Callable[[int, int, str], None]
 
 
 @dataclass
@@ -71,7 +80,7 @@ def train(
     dataset: Dataset | None = None,
     kinds: tuple[str, ...] | None = None,
     threads: int | None = None,
-    progress: Any = None,
+    progress: ProgressFn | None = None,
     client: Client | None = None,
 ) -> list[KindResult]:
     """Train every requested model kind of ``exp`` and promote the ones that earn it.
@@ -80,7 +89,7 @@ def train(
     demand models then run on its cluster through ``lightgbm.dask``
     (:data:`training.jobs.DISTRIBUTED_KINDS`), and the customer models' snapshot features are
     computed on it (:class:`training.dask_models.DaskUserSnapshots`); the recommender in this
-    process.
+    process. ``progress``: told of every stage (:data:`STAGES`) of every kind as it starts.
     """
     ds = dataset or load_experiment_data(exp)
     as_of = pd.Timestamp(exp.as_of) if exp.as_of else default_as_of(ds.orders)
@@ -96,10 +105,17 @@ def train(
         )
         tracker.log_dict(_redacted(exp), "experiment.json")
         tracker.log_dict(ds.summary(), "data_manifest.json")
-        for kind in kinds:
-            if progress is not None:
-                progress(f"{kind}: backtest, fit, register")
-            results.append(_train_kind(kind, exp, ds, as_of, tracker, threads, client))
+        total = len(STAGES) * len(kinds)
+        for i, kind in enumerate(kinds):
+
+            def stage(name: str, i: int = i, kind: str = kind) -> None:
+                if progress is not None:
+                    done = i * len(STAGES) + STAGES.index(name)
+                    progress(done, total, f"{kind} ({i + 1}/{len(kinds)}): {name}")
+
+            results.append(_train_kind(kind, exp, ds, as_of, tracker, threads, client, stage))
+        if progress is not None:
+            progress(total, total, "done")
     return results
 
 
@@ -111,8 +127,10 @@ def _train_kind(
     tracker: Tracker,
     threads: int | None,
     client: Client | None = None,
+    stage: Callable[[str], None] = lambda name: None,
 ) -> KindResult:
     start = time.perf_counter()
+    stage("backtest")
     params = dict(exp.params.get(kind, {}))
     distributed = client is not None and kind in DISTRIBUTED_KINDS
     job = JOBS[kind](threads=threads, client=client) if distributed else JOBS[kind](threads=threads)
@@ -145,10 +163,12 @@ def _train_kind(
             )
         key = backtest_key(ds, kind, as_of, bt)
         log.info("%s: fit on all data before %s", kind, as_of.date())
+        stage("fit")
         with scratch_dir() as tmp:
             fit_start = time.perf_counter()
             fitted = job.fit(ds, as_of, params, Path(tmp) / "model")
             fit_s = time.perf_counter() - fit_start
+            stage("log and register")
             tracker.log_dict({**fitted.summary, "notes": fitted.notes}, "fit_summary.json")
             version = tracker.log_model(
                 kind,
@@ -162,6 +182,7 @@ def _train_kind(
                 as_of=str(as_of.date()),
                 data_sha=data_fingerprint(ds.sources),
             )
+        stage("promotion gate")
         decision = _gate(kind, job, ds, as_of, params, bt, key, tracker)
         if decision.promote:
             try:
@@ -171,8 +192,19 @@ def _train_kind(
                 decision = Decision(False, f"refused: {exc}")
         tracker.tag_version(version, "gate_decision", decision.reason)
         verdict = "promoted to champion" if decision.promote else "NOT promoted"
-        log.info("%s: version %s %s: %s", kind, version.version, verdict, decision.reason)
         seconds = time.perf_counter() - start
+        log.info(
+            "%s: version %s %s: %s (%.0f s: backtest %.0f s, fit %.0f s, log, register and "
+            "gate %.0f s)",
+            kind,
+            version.version,
+            verdict,
+            decision.reason,
+            seconds,
+            backtest_s,
+            fit_s,
+            seconds - backtest_s - fit_s,
+        )
         tracker.log_metrics(
             {"train_seconds": seconds, "backtest_seconds": backtest_s, "fit_seconds": fit_s}
         )
