@@ -142,3 +142,42 @@ def calendar_features(weeks: pd.DatetimeIndex) -> pd.DataFrame:
         },
         index=weeks,
     )
+
+
+def week_ahead(
+    orders: pd.DataFrame,
+    as_of: pd.Timestamp | str,
+    *,
+    weeks: int = 26,
+    time_col: str = ORDERED_AT,
+    qty_col: str = QUANTITY,
+    return_col: str = IS_RETURN,
+) -> tuple[float, float]:
+    """``(share, span)`` of the week that contains ``as_of`` still ahead of it.
+
+    ``span``: the calendar share of that week (Monday to Sunday) from ``as_of`` on (1 when
+    ``as_of`` is a Monday 00:00, 2/7 on a Saturday 00:00). ``share``: the share of a week's units
+    the shop sells in that remaining time, from its weekday profile (units per weekday over the
+    ``weeks`` complete weeks before ``as_of``; the as_of day counted for the part of it ahead):
+    on a shop closed on Saturdays, a Saturday as_of leaves only Sunday's share. Exactly (1, 1)
+    when the week lies wholly ahead; ``span`` when the history shows no sales.
+    """
+    as_of = as_timestamp(as_of)
+    monday = last_full_week(as_of) + DAY
+    span = (monday + WEEK - as_of) / WEEK
+    if span >= 1.0:
+        return 1.0, 1.0
+    start = monday - weeks * WEEK
+    when = orders[time_col]
+    keep = ((when >= start) & (when < monday)).to_numpy() & (orders[qty_col].to_numpy() > 0)
+    if return_col in orders.columns:
+        keep &= ~orders[return_col].to_numpy(dtype=bool)
+    day = pd.DatetimeIndex(when.to_numpy()[keep]).day_of_week.to_numpy()
+    by_day = np.bincount(day, weights=orders[qty_col].to_numpy(dtype=float)[keep], minlength=7)
+    total = by_day.sum()
+    if total <= 0:
+        return float(span), float(span)
+    dow = as_of.day_of_week
+    left_today = 1.0 - (as_of - as_of.normalize()) / DAY
+    share = (by_day[dow] * left_today + by_day[dow + 1 :].sum()) / total
+    return float(share), float(span)

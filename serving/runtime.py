@@ -282,6 +282,9 @@ class DemandView:
         self.as_of = str(meta.get("as_of") or a.origin)[:10]
         stock = meta.get("stock_on_hand") or {}
         self.stock = {str(k): float(v) for k, v in stock.items()} if isinstance(stock, dict) else {}
+        # a mid-week as_of: week 1 holds only the demand still ahead (see training.demand)
+        self.first_week_share = float(meta.get("first_week_share", 1.0))
+        self.first_week_span = float(meta.get("first_week_span", 1.0))
 
     def forecast(
         self,
@@ -322,9 +325,11 @@ class DemandView:
             service_level=level,
             on_hand=on_hand,
             price=self.price[pos],
+            first_week_span=self.first_week_span,
         )
         cols = {k: np.asarray(v, dtype=np.float64).tolist() for k, v in p.items()}
         weeks = self.week_labels[:horizon]
+        shares = [self.first_week_share] + [1.0] * (horizon - 1)
         p10, p50, p90 = (q[k, :, :horizon].tolist() for k in range(3))
         items = []
         for n, item in enumerate(ids):
@@ -333,8 +338,8 @@ class DemandView:
                 {
                     "item_id": item,
                     "weeks": [
-                        {"week_ending": w, "p10": a, "p50": b, "p90": c}
-                        for w, a, b, c in zip(weeks, p10[n], p50[n], p90[n], strict=True)
+                        {"week_ending": w, "p10": a, "p50": b, "p90": c, "share_ahead": s}
+                        for w, a, b, c, s in zip(weeks, p10[n], p50[n], p90[n], shares, strict=True)
                     ],
                     "expected_lead_time_demand": cols["expected_lead_time_demand"][n],
                     "reorder_point": cols["reorder_point"][n],

@@ -228,6 +228,11 @@ class WeekForecast(_Response):
     p10: float
     p50: float
     p90: float
+    share_ahead: float = Field(
+        1.0,
+        description="share of the week's units still ahead of as_of (below 1 only for the "
+        "current week of a mid-week as_of, whose P10/P50/P90 are then that remaining demand)",
+    )
 
 
 class ItemForecast(_Response):

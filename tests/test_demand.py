@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from features.demand import WeeklyDemand, week_ending, weekly_demand
+from features.demand import WeeklyDemand, week_ahead, week_ending, weekly_demand
 from features.schema import (
     CATEGORY,
     CUSTOMER_ID,
@@ -37,6 +37,7 @@ from training.demand import (
     _pinball_scale,
     _point_search,
     _quant_search,
+    closure_factors,
     december_ratio,
     demand_class,
     item_keys,
@@ -148,7 +149,9 @@ def test_forecast_shapes_and_quantiles(fitted: DemandModel) -> None:
     ids = list(art.items[:5])
     out = fitted.forecast(ids, 12)
     assert len(out) == 5 * 12
-    assert list(out.columns) == ["item_id", "week", "h", "p10", "p50", "p90", "point"]
+    assert list(out.columns) == [
+        "item_id", "week", "h", "p10", "p50", "p90", "point", "share_ahead"
+    ]  # fmt: skip
     assert (
         out["week"].iloc[:12].reset_index(drop=True) == art.weeks.to_series().reset_index(drop=True)
     ).all()
@@ -495,7 +498,163 @@ def test_training_row_cap(shop: tuple[pd.DataFrame, pd.DataFrame], fitted: Deman
     assert capped.artifact_.meta["params"]["max_train_rows"] == 800
 
 
+# ------------------------------------------------------------- mid-week as_of, closure weeks
+def _weekday_orders() -> pd.DataFrame:
+    """10 units every Monday to Friday (a shop closed at weekends), 8 weeks from 2011-08-01."""
+    days = [d for d in pd.date_range("2011-08-01", "2011-09-30") if d.day_of_week < 5]
+    return pd.DataFrame(
+        {
+            ORDERED_AT: [d + pd.Timedelta(hours=9) for d in days],
+            QUANTITY: 10.0,
+            IS_RETURN: False,
+        }
+    )
+
+
+@pytest.mark.parametrize(
+    ("as_of", "share", "span"),
+    [
+        ("2011-09-10", 0.0, 2 / 7),  # Saturday: only the closed weekend is left
+        ("2011-09-07", 3 / 5, 5 / 7),  # Wednesday 00:00: Wednesday to Friday of 5 selling days
+        ("2011-09-07 12:00", 2.5 / 5, 4.5 / 7),  # half of Wednesday is gone
+        ("2011-09-12", 1.0, 1.0),  # Monday 00:00: the whole week is ahead
+    ],
+)
+def test_week_ahead_share_follows_the_weekday_profile(
+    as_of: str, share: float, span: float
+) -> None:
+    got = week_ahead(_weekday_orders(), as_of)
+    assert got == pytest.approx((share, span))
+
+
+AS_OF_SATURDAY = pd.Timestamp("2011-09-10")  # same last complete week as AS_OF (2011-09-04)
+
+
+@pytest.fixture(scope="module")
+def fitted_saturday(shop: tuple[pd.DataFrame, pd.DataFrame]) -> DemandModel:
+    orders, items = shop
+    return small_model().fit(orders, AS_OF_SATURDAY, items)
+
+
+def test_mid_week_as_of_forecasts_the_rest_of_the_current_week(
+    fitted: DemandModel, fitted_saturday: DemandModel
+) -> None:
+    """Known answer: at a Saturday as_of the weekly series are those of the Monday before
+    (complete weeks only), so every week is the Monday fit's except week 1, the current week,
+    which holds only the demand still ahead: the uniform daily shop sells 2/7 of a week's units
+    on Saturday and Sunday."""
+    a, b = fitted.artifact_, fitted_saturday.artifact_
+    assert a.meta["first_week_share"] == 1.0 and a.meta["first_week_span"] == 1.0
+    share = b.meta["first_week_share"]
+    assert share == pytest.approx(2 / 7, abs=0.03)
+    assert b.first_week_span == pytest.approx(2 / 7)
+    assert (b.weeks == a.weeks).all()
+    np.testing.assert_allclose(b.quantiles[:, :, 0], share * a.quantiles[:, :, 0])
+    np.testing.assert_allclose(b.point[:, 0], share * a.point[:, 0])
+    np.testing.assert_allclose(b.quantiles[:, :, 1:], a.quantiles[:, :, 1:])
+    table = b.forecast(list(b.items[:2]), 3)
+    assert table["share_ahead"].tolist() == pytest.approx([share, 1.0, 1.0] * 2)
+    assert a.forecast(list(a.items[:2]), 3)["share_ahead"].tolist() == [1.0] * 6
+
+
+def test_fit_logs_its_stages(
+    shop: tuple[pd.DataFrame, pd.DataFrame], caplog: pytest.LogCaptureFixture
+) -> None:
+    orders, items = shop
+    with caplog.at_level("INFO", logger="training.demand"):
+        small_model(horizon=4).fit(orders, AS_OF_SATURDAY, items)
+    text = [r.getMessage() for r in caplog.records if r.name == "training.demand"]
+    for stage in (
+        "weekly series built: 24 items x 39 weeks (2010-12-12 to 2011-09-04)",
+        "validation origins 2011-05-15, 2011-06-12, 2011-07-10",
+        "validation boosters fitted at 2011-05-15",
+        "validation origin 2011-07-10",
+        "combination chosen",
+        "final fit at 2011-09-04",
+        "week 1 share ahead of as_of",
+    ):
+        assert sum(stage in t for t in text) == 1, (stage, text)
+    assert all(len(t) < 200 for t in text)  # one concise line each, no object dumps
+
+
+def _shop_weeks(closure: dict[str, float]) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    """Two items, weekly units with log-normal noise (sd 0.15), Sundays 2010-11-07..2011-12-04;
+    ``closure`` sets last year's shop-wide units of some weeks (split evenly)."""
+    weeks = pd.date_range("2010-11-07", "2011-12-04", freq="7D")
+    rng = np.random.default_rng(3)
+    units = 50.0 * np.exp(0.15 * rng.standard_normal((2, len(weeks))))
+    for day, total in closure.items():
+        units[:, int(weeks.searchsorted(pd.Timestamp(day)))] = total / 2
+    return units, weeks
+
+
+def test_closure_weeks_carry_over_from_last_year() -> None:
+    """Known answer: a week far below its surroundings last year (the shop closed around
+    Christmas) multiplies the same calendar week this year by its ratio to the median of the two
+    weeks before and after it; an ordinary dip (0.8x) and a history without closure get 1."""
+    units, weeks = _shop_weeks({"2010-12-26": 30.0, "2011-01-02": 0.0, "2011-03-06": 80.0})
+    t = len(weeks) - 1  # 2011-12-04: weeks ahead end 12-11, 12-18, 12-25, 01-01, 01-08, 01-15
+    total = units.sum(axis=0)
+    j = int(weeks.searchsorted(pd.Timestamp("2010-12-26")))
+    expected = 30.0 / min(total[j - 2 : j].max(), total[j + 1 : j + 3].max())
+    got = closure_factors(units, weeks, t, 6)
+    assert got == pytest.approx([1.0, 1.0, expected, 0.0, 1.0, 1.0])
+    assert 0.3 < expected < 0.4
+    plain, _ = _shop_weeks({"2011-03-06": 80.0})
+    assert closure_factors(plain, weeks, t, 12).tolist() == [1.0] * 12
+    # no last year's week in the history (a benchmark-like origin): nothing changes
+    assert (
+        closure_factors(
+            units, weeks, int(weeks.searchsorted(pd.Timestamp("2011-08-28"))), 12
+        ).tolist()
+        == [1.0] * 12
+    )
+
+
+def test_fit_carries_the_christmas_closure_into_the_served_table() -> None:
+    """A shop that closed from 23 December to 2 January last year forecasts 0 for the week
+    ending 1 January; the week ending 25 December, open 3 days at the season's peak last year,
+    is no dip below the weeks after the season, so it keeps its forecast. The same shop without
+    the closure forecasts ordinary weeks (factor 1), though its season ends abruptly."""
+    orders, items = synthetic_shop(n_items=12, end="2011-12-11")
+    when = orders[ORDERED_AT]
+    closed = orders[(when < "2010-12-23") | (when >= "2011-01-03")]  # reopens Monday 3 January
+    as_of = "2011-12-12"  # Monday: weeks ahead end 12-18, 12-25, 01-01, 01-08
+    art = small_model(horizon=4).fit(closed, as_of, items).artifact_
+    f = art.meta["closure_factors"]
+    total = weekly_demand(closed, as_of).frame().sum(axis=0)
+    j = int(total.index.searchsorted(pd.Timestamp("2010-12-26")))  # open 20-22 December only
+    expected = total.iloc[j] / min(total.iloc[j - 2 : j].max(), total.iloc[j + 1 : j + 3].max())
+    assert expected > 1.0  # 3 days at the season's peak: above the level after the season
+    assert f == [1.0, 1.0, 0.0, 1.0]
+    assert art.point[:, 2].max() == 0.0 and art.quantiles[:, :, 2].max() == 0.0
+    assert art.point[:, 1].sum() > 0
+    open_shop = small_model(horizon=4).fit(orders, as_of, items).artifact_
+    assert open_shop.meta["closure_factors"] == [1.0] * 4
+    assert open_shop.point[:, 2].sum() > 0
+
+
 # ---------------------------------------------------------------------------- planner maths
+def test_plan_counts_the_lead_time_from_a_mid_week_as_of() -> None:
+    """Known answer: 7 units a week, 1 a day, as_of on a Saturday: the table's first week holds
+    the 2 units of Saturday and Sunday over 2/7 of a week, so every span from as_of holds 7
+    units a week (lead time 1: 2 + 5; lead + review 2: 2 + 7 + 5) and stock covers stock / 7."""
+    q = np.full((3, 12), 7.0)
+    q[:, 0] = 2.0
+    stock = np.array([5.0, 12.0, 200.0])
+    out = plan(q, q, q, lead_time=1, review_period=1, on_hand=stock, first_week_span=2 / 7)
+    assert out["expected_lead_time_demand"] == pytest.approx([7.0] * 3)
+    assert out["reorder_point"] == pytest.approx([7.0] * 3)
+    assert out["order_up_to"] == pytest.approx([14.0] * 3)
+    assert out["weeks_of_cover"] == pytest.approx(stock / 7)
+    # the table spans 11 2/7 weeks: 200 units (28.6 weeks) are overstock, 150 (21.4) are not
+    assert out["overstock"].tolist() == [False, False, True]
+    calm = plan(q, q, q, lead_time=1, on_hand=150.0, first_week_span=2 / 7)
+    assert not calm["overstock"][0]
+    with pytest.raises(ValueError, match="first_week_span"):
+        plan(q, q, q, lead_time=1, first_week_span=0.0)
+
+
 def test_reorder_point_constant_demand() -> None:
     """Known answer: 10 units every week with no uncertainty."""
     q = np.full((1, 12), 10.0)
@@ -605,3 +764,28 @@ def test_training_cap_does_not_bind_on_online_retail(online_retail) -> None:  # 
     # 16 training origins t-1, t-3, ..., t-31: h = 1, 3, ..., 11, then 12 ten times
     rows_per_item = sum(range(1, 12, 2)) + 10 * 12
     assert series == 2617 and series * rows_per_item <= MAX_TRAIN_ROWS
+
+
+def test_batch_and_serving_agree_at_a_mid_week_as_of(fitted_saturday: DemandModel) -> None:
+    """forecasts.parquet and the API give the same week-1 numbers (the rest of the week) and
+    the same reorder advice, with the lead time counted from the Saturday as_of."""
+    from serving.runtime import DemandView
+    from training.score import forecast_table, inventory_table
+
+    art = fitted_saturday.artifact_
+    item = str(art.items[0])
+    batch = forecast_table(art)
+    week1 = batch[(batch["item_id"] == item) & (batch["weeks_ahead"] == 1)].iloc[0]
+    api = DemandView(art, "1").forecast([item], 12, 1.0, 0.95, {item: 3.0})["items"][0]
+    assert api["weeks"][0]["p50"] == pytest.approx(week1["p50"])
+    assert api["weeks"][0]["share_ahead"] == pytest.approx(art.first_week_share)
+    stock = pd.Series({item: 3.0})
+    inv = inventory_table(art, lead_time_weeks=1.0, service_level=0.95, stock_on_hand=stock)
+    row = inv[inv["item_id"] == item].iloc[0]
+    assert row["reorder_point"] == pytest.approx(api["reorder_point"])
+    assert row["stockout_probability"] == pytest.approx(api["stockout_probability"])
+    f = art.forecast_arrays([item], 12)
+    expected = plan(f["p10"], f["p50"], f["p90"], lead_time=1.0, first_week_span=2 / 7)
+    assert row["reorder_point"] == pytest.approx(expected["reorder_point"][0])
+    whole = plan(f["p10"], f["p50"], f["p90"], lead_time=1.0)
+    assert expected["expected_lead_time_demand"][0] > whole["expected_lead_time_demand"][0]

@@ -238,7 +238,7 @@ def test_forecast(client: TestClient, ids: dict[str, list[str]]) -> None:
     row = body["items"][0]
     assert len(row["weeks"]) == 4
     for w in row["weeks"]:
-        assert 0 <= w["p10"] <= w["p50"] <= w["p90"]
+        assert 0 <= w["p10"] <= w["p50"] <= w["p90"] and 0 < w["share_ahead"] <= 1
     assert row["reorder_point"] >= row["safety_stock"] >= 0
     assert 0 <= row["stockout_probability"] <= 1 and row["stock_on_hand"] == 3
     assert row["stockout_risk"] == (row["stockout_probability"] > 1 - 0.9)
@@ -716,3 +716,40 @@ def test_concurrency_limit_zero_is_no_cap_and_negative_is_an_error() -> None:
     assert sent[0]["status"] == 200
     with pytest.raises(ValueError, match="SHOPML_MAX_CONCURRENCY"):
         ConcurrencyLimit(app, limit=-1)
+
+
+def test_forecast_of_a_mid_week_as_of_counts_from_as_of() -> None:
+    """Known answer: an artifact made on a Saturday (week 1 = the 2 units of the weekend, 2/7 of
+    a week, share 0.25 of the week's units): the answer says so per week, and the lead time of 1
+    week from as_of holds 2 + 5/7 x 7 = 7 units, not week 1 + week 2 = 9."""
+    import numpy as np
+
+    from serving.runtime import DemandView
+    from shopml.artifacts.demand import DemandArtifact
+
+    q = np.full((3, 1, 12), 7.0)
+    q[:, :, 0] = 2.0
+    art = DemandArtifact.build(
+        items=pd.Index(["a"]),
+        origin=pd.Timestamp("2011-12-04"),
+        quantiles=q,
+        point=q[1],
+        history=np.zeros((1, 4)),
+        history_weeks=pd.date_range("2011-11-13", periods=4, freq="7D"),
+        price=np.array([2.0]),
+        category=np.array(["c"], dtype=object),
+        names=np.array(["n"], dtype=object),
+        meta={"as_of": "2011-12-10", "first_week_share": 0.25, "first_week_span": 2 / 7},
+    )
+    out = DemandView(art, "1").forecast(["a"], 3, 1.0, 0.95, {"a": 12.0})
+    row = out["items"][0]
+    assert [w["share_ahead"] for w in row["weeks"]] == [0.25, 1.0, 1.0]
+    assert row["weeks"][0]["p50"] == 2.0 and row["weeks"][0]["week_ending"] == "2011-12-11"
+    assert row["expected_lead_time_demand"] == pytest.approx(7.0)
+    assert row["reorder_point"] == pytest.approx(7.0)
+    assert row["weeks_of_cover"] == pytest.approx(12.0 / 7.0)
+    # an artifact without the fields (made before them, or on a Monday): whole weeks
+    art.meta = {"as_of": "2011-12-05"}
+    whole = DemandView(art, "1").forecast(["a"], 2, 1.0, 0.95, {"a": 12.0})["items"][0]
+    assert [w["share_ahead"] for w in whole["weeks"]] == [1.0, 1.0]
+    assert whole["expected_lead_time_demand"] == pytest.approx(2.0)

@@ -8,11 +8,13 @@ Column names are those of the API (``churn_probability``, ``week_ending``,
   horizon, in the shop's currency), ``value_at_risk`` (churn probability x value),
   ``churn_reasons`` and ``repurchase_reasons`` (plain phrases joined by ``"; "``), ``as_of``;
 - ``forecasts.parquet``: one row per item and week: ``item_id``, ``week_ending`` (Sunday),
-  ``weeks_ahead`` (1..12), ``p10``/``p50``/``p90`` and ``point_forecast`` (units sold that week);
+  ``weeks_ahead`` (1..12), ``p10``/``p50``/``p90`` and ``point_forecast`` (units sold that week
+  from ``as_of`` on: when ``as_of`` falls mid-week, week 1 is only the rest of that week, as in
+  the API, whose weeks carry the share ``share_ahead``);
 - ``inventory.parquet``: one row per item: ``item_id``, ``name``, ``category``,
   ``stock_on_hand`` (units: ``--items``, else the items table the model was
   trained with; empty when unknown), ``lead_time_weeks``,
-  ``service_level``, then reorder point, safety stock, order-up-to level (units) and, only where
+  ``service_level``, then reorder point (lead time counted from ``as_of``), safety stock, order-up-to level (units) and, only where
   the stock is known, ``order_quantity``, ``stockout_probability``, ``weeks_of_cover``, the
   ``stockout_risk``/``overstock`` flags and ``revenue_at_risk``/``overstock_value`` (currency).
   An item without a known stock is not reported as out of stock.
@@ -87,7 +89,9 @@ def forecast_table(artifact: object) -> pd.DataFrame:
         columns={"week": "week_ending", "h": "weeks_ahead", "point": "point_forecast"}
     )
     frame["week_ending"] = pd.to_datetime(frame["week_ending"]).dt.date
-    return frame
+    # week 1 of a mid-week as_of is already the demand still ahead (the model's
+    # ``first_week_share`` of the week); the share itself is in the API's answer, not here yet
+    return frame.drop(columns="share_ahead", errors="ignore")
 
 
 def inventory_table(
@@ -124,6 +128,7 @@ def inventory_table(
         lead_time=lead_time_weeks,
         service_level=service_level,
         on_hand=np.where(known, on_hand, 0.0),
+        first_week_span=float(getattr(artifact, "first_week_span", 1.0)),
         price=info["price"].to_numpy(),
     )
     result["stockout_probability"] = result.pop("p_stockout")

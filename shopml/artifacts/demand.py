@@ -51,6 +51,10 @@ class DemandArtifact:
     ``quantiles[k, i, h]`` is the P10/P50/P90 (k = 0, 1, 2) of item ``i`` in week ``h + 1`` after
     ``origin`` (the last complete week of the training data); ``point[i, h]`` is the point forecast
     (combination chosen for low MASE with honest totals; use it for expected volume).
+
+    When ``as_of`` falls mid-week, week 1 is the current week and holds only the demand still
+    ahead of ``as_of``: :attr:`first_week_share` of a week's units (from the shop's weekday
+    profile), over :attr:`first_week_span` of a week of calendar time (1 and 1 otherwise).
     """
 
     items: pd.Index
@@ -89,6 +93,22 @@ class DemandArtifact:
             [self.origin + pd.Timedelta(days=7 * k) for k in range(1, self.horizon + 1)]
         )
 
+    @property
+    def first_week_share(self) -> float:
+        """Share of week 1's units still ahead of ``as_of`` (1: the whole week is ahead)."""
+        return float(self.meta.get("first_week_share", 1.0))
+
+    @property
+    def first_week_span(self) -> float:
+        """Calendar share of week 1 still ahead of ``as_of`` (2/7 from a Saturday 00:00)."""
+        return float(self.meta.get("first_week_span", 1.0))
+
+    def share_ahead(self, horizon: int) -> np.ndarray:
+        """Per week ahead 1..horizon, the share of that week's units the forecast covers."""
+        out = np.ones(horizon)
+        out[0] = self.first_week_share
+        return out
+
     def positions(self, item_ids: list[str] | pd.Index | np.ndarray) -> np.ndarray:
         """Row positions of ``item_ids``; KeyError naming the unknown ones."""
         ids = pd.Index(np.asarray(item_ids, dtype=object).astype(str))
@@ -108,7 +128,9 @@ class DemandArtifact:
         return {"p10": q[0], "p50": q[1], "p90": q[2], "point": self.point[pos, :horizon]}
 
     def forecast(self, item_ids: list[str] | pd.Index | np.ndarray, horizon: int) -> pd.DataFrame:
-        """Long table: item_id, week (Sunday), h, p10, p50, p90, point (units per week).
+        """Long table: item_id, week (Sunday), h, p10, p50, p90, point (units per week),
+        share_ahead (the share of the week's units still ahead of ``as_of``: below 1 only for
+        week 1 of a mid-week ``as_of``, whose forecast is that remaining demand).
 
         Quantiles never cross and are never negative. ``horizon`` in 1..12 (ValueError otherwise);
         an unknown item raises KeyError.
@@ -122,6 +144,7 @@ class DemandArtifact:
                 "week": np.tile(self.weeks[:horizon].to_numpy(), n),
                 "h": np.tile(np.arange(1, horizon + 1), n),
                 **{k: v.reshape(-1) for k, v in arrays.items()},
+                "share_ahead": np.tile(self.share_ahead(horizon), n),
             }
         )
 

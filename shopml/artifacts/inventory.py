@@ -9,7 +9,10 @@ Distributional assumption (documented here once, used everywhere):
    deviation ``(P90 - P10) / 2.563`` (the P10-P90 width of a normal).
 2. Weeks are independent, so demand over a span of ``x`` weeks (fractional spans take the matching
    share of the last week; spans beyond the forecast table repeat its last week) has the summed
-   mean and variance.
+   mean and variance. Spans start at ``as_of``: when it falls mid-week, the table's first week
+   holds only the demand still ahead in that week (see :mod:`training.demand`) and lasts
+   ``first_week_span`` of a week (2/7 from a Saturday), so a lead time of 2 weeks covers the rest
+   of this week, next week and 5/7 of the week after.
 3. Demand over a span is Gamma-distributed with that mean and variance (non-negative and
    right-skewed like intermittent shop demand); with variance 0 it is the constant mean.
 
@@ -50,24 +53,34 @@ def weekly_moments(
     return mean, sd**2
 
 
-def span_weights(weeks: np.ndarray | float, available: int) -> np.ndarray:
-    """Weights (n, available) of weeks 1..available covered by a span of ``weeks`` (per item).
+def week_starts(available: int, first_week_span: float = 1.0) -> np.ndarray:
+    """Start (weeks after ``as_of``) and length of each table week: (2, available)."""
+    length = np.ones(available)
+    length[0] = first_week_span
+    return np.stack([np.concatenate([[0.0], np.cumsum(length)[:-1]]), length])
+
+
+def span_weights(
+    weeks: np.ndarray | float, available: int, first_week_span: float = 1.0
+) -> np.ndarray:
+    """Weights (n, available) of weeks 1..available covered by a span of ``weeks`` (per item)
+    counted from ``as_of`` (the first table week lasts ``first_week_span`` of a week).
 
     The last table week absorbs any span beyond the table (its values repeat).
     """
     w = np.atleast_1d(_arr(weeks, "span"))[:, None]
-    k = np.arange(available)[None, :]
-    cover = np.clip(w - k, 0.0, 1.0)
-    cover[:, -1] = np.maximum(w[:, 0] - (available - 1), 0.0)
+    start, length = week_starts(available, first_week_span)
+    cover = np.clip((w - start[None, :]) / length[None, :], 0.0, 1.0)
+    cover[:, -1] = np.maximum((w[:, 0] - start[-1]) / length[-1], 0.0)
     return np.asarray(cover)
 
 
 def span_moments(
-    mean: np.ndarray, var: np.ndarray, weeks: np.ndarray | float
+    mean: np.ndarray, var: np.ndarray, weeks: np.ndarray | float, first_week_span: float = 1.0
 ) -> tuple[np.ndarray, np.ndarray]:
     """Mean and variance of demand over ``weeks`` (independent weeks; fractional spans prorated)."""
     mean, var = np.atleast_2d(mean), np.atleast_2d(var)
-    w = span_weights(np.broadcast_to(weeks, (mean.shape[0],)), mean.shape[1])
+    w = span_weights(np.broadcast_to(weeks, (mean.shape[0],)), mean.shape[1], first_week_span)
     # a fraction f of a week: mean f*m, variance f*v (sum of f independent "sub-weeks")
     return (w * mean).sum(axis=1), (w * var).sum(axis=1)
 
@@ -119,13 +132,15 @@ def expected_shortfall(mean: np.ndarray, var: np.ndarray, x: np.ndarray) -> np.n
     return np.asarray(np.where(ok, np.maximum(gamma_part, 0.0), np.maximum(mean - x, 0.0)))
 
 
-def weeks_of_cover(mean: np.ndarray, stock: np.ndarray) -> np.ndarray:
-    """Weeks until cumulative expected demand reaches ``stock`` (interpolated inside a week).
+def weeks_of_cover(mean: np.ndarray, stock: np.ndarray, first_week_span: float = 1.0) -> np.ndarray:
+    """Weeks from ``as_of`` until cumulative expected demand reaches ``stock`` (interpolated
+    inside a week; the first table week lasts ``first_week_span``).
 
     Beyond the table the last week's rate continues; ``inf`` when that rate is 0 and the table's
     demand never reaches the stock, or when the cover exceeds float64's range.
     """
     mean = np.atleast_2d(mean)
+    start, length = week_starts(mean.shape[1], first_week_span)
     stock = np.broadcast_to(np.asarray(stock, dtype=float), (mean.shape[0],))
     cum = np.cumsum(mean, axis=1)
     out = np.empty(mean.shape[0])
@@ -136,11 +151,12 @@ def weeks_of_cover(mean: np.ndarray, stock: np.ndarray) -> np.ndarray:
         k = int(np.searchsorted(cum[i], stock[i], side="left"))
         if k < mean.shape[1]:
             before = cum[i, k - 1] if k > 0 else 0.0
-            out[i] = k + (stock[i] - before) / mean[i, k]
+            out[i] = start[k] + length[k] * (stock[i] - before) / mean[i, k]
         else:
-            rate = mean[i, -1]
+            rate = mean[i, -1] / length[-1]
+            end = start[-1] + length[-1]
             with np.errstate(over="ignore"):  # cover beyond float64's range is inf
-                out[i] = np.inf if rate <= 0 else mean.shape[1] + (stock[i] - cum[i, -1]) / rate
+                out[i] = np.inf if rate <= 0 else end + (stock[i] - cum[i, -1]) / rate
     return out
 
 
@@ -166,6 +182,7 @@ def plan(
     on_order: float | np.ndarray = 0.0,
     price: float | np.ndarray | None = None,
     overstock_factor: float = 2.0,
+    first_week_span: float = 1.0,
 ) -> dict[str, np.ndarray]:
     """Inventory plan per item from weekly quantiles (n, weeks); see the module docstring.
 
@@ -173,8 +190,10 @@ def plan(
     ``safety_stock``, ``order_quantity`` (up to ``order_up_to`` when the position is at or below
     the reorder point, else 0), ``p_stockout``, ``weeks_of_cover``, ``stockout_risk`` (flag:
     ``p_stockout > 1 - service_level``), ``overstock`` (flag: cover > ``overstock_factor`` x the
-    table's weeks), ``revenue_at_risk`` (expected units short over the lead time x price) and
+    table's span), ``revenue_at_risk`` (expected units short over the lead time x price) and
     ``overstock_value`` (position beyond the table's expected demand x price).
+    ``first_week_span`` (0, 1]: the part of the first table week still ahead of ``as_of`` (its
+    quantiles are then the demand of that part): spans and cover count from ``as_of``.
     """
     p10, p50, p90 = (
         np.atleast_2d(_arr(a, n)) for a, n in ((p10, "p10"), (p50, "p50"), (p90, "p90"))
@@ -191,10 +210,13 @@ def plan(
         raise ValueError("on_hand and on_order must be >= 0 units")
     if overstock_factor <= 0:
         raise ValueError(f"overstock_factor must be > 0, got {overstock_factor}")
+    if not 0.0 < float(first_week_span) <= 1.0:
+        raise ValueError(f"first_week_span must be in (0, 1], got {first_week_span}")
     pr = np.broadcast_to(_arr(1.0 if price is None else price, "price"), (n,))
     mean, var = weekly_moments(p10, p50, p90)
-    m_l, v_l = span_moments(mean, var, lt)
-    m_lr, v_lr = span_moments(mean, var, lt + rp)
+    m_l, v_l = span_moments(mean, var, lt, first_week_span)
+    m_lr, v_lr = span_moments(mean, var, lt + rp, first_week_span)
+    table_weeks = weeks - 1 + float(first_week_span)
     rop = gamma_quantile(m_l, v_l, service_level)
     s_level = gamma_quantile(m_lr, v_lr, service_level)
     # sums and products beyond float64's range (stock near 1e308) saturate to inf, unwarned
@@ -203,7 +225,7 @@ def plan(
         excess = np.maximum(position - mean.sum(axis=1), 0.0)
         overstock_value = excess * pr
     p_out = gamma_sf(m_l, v_l, position)
-    cover = weeks_of_cover(mean, position)
+    cover = weeks_of_cover(mean, position, first_week_span)
     short = expected_shortfall(m_l, v_l, position)
     return {
         "expected_lead_time_demand": m_l,
@@ -214,7 +236,7 @@ def plan(
         "p_stockout": p_out,
         "weeks_of_cover": cover,
         "stockout_risk": p_out > 1.0 - service_level,
-        "overstock": cover > overstock_factor * weeks,
+        "overstock": cover > overstock_factor * table_weeks,
         "revenue_at_risk": short * pr,
-        "overstock_value": np.where(cover > overstock_factor * weeks, overstock_value, 0.0),
+        "overstock_value": np.where(cover > overstock_factor * table_weeks, overstock_value, 0.0),
     }
