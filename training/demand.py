@@ -1060,7 +1060,8 @@ class DemandModel:
     """Weekly P10/P50/P90 and point demand forecasts per item (see the module docstring).
 
     ``fit(orders, as_of, items=None)`` uses order lines strictly before ``as_of``; the forecast
-    starts with the week after the last complete week before ``as_of``.
+    starts with the week after the last complete week before ``as_of`` (the current week when
+    ``as_of`` falls mid-week: then week 1 is only the demand still ahead, point 6 above).
     """
 
     kind: ClassVar[str] = "demand"
