@@ -501,3 +501,60 @@ def test_quiet_registry_keeps_mlflow_warnings(
     assert logging.getLogger("mlflow").propagate is False
     logging_utils.eprint("printed again")
     assert "printed again" in capfd.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("val_ok", "now_ok", "chosen", "blend", "expected"),
+    [
+        (True, True, "lightgbm", True, None),
+        (
+            False,
+            False,
+            "lightgbm",
+            False,
+            "churn: BG/NBD did not converge at the validation cutoff 2011-08-01 and 2011-12-10 "
+            "(parameter(s) a on the bound): it is not eligible to be served nor blended with "
+            "LightGBM; its backtest score is a reference only (serving lightgbm)",
+        ),
+        (
+            True,
+            False,
+            "lightgbm",
+            True,
+            "churn: BG/NBD did not converge at 2011-12-10 (parameter(s) a on the bound): "
+            "lightgbm is served with these parameters, noted in the model's notes",
+        ),
+        (
+            True,
+            False,
+            "lightgbm",
+            False,
+            "churn: BG/NBD did not converge at 2011-12-10 (parameter(s) a on the bound): not used "
+            "(serving lightgbm)",
+        ),
+    ],
+)
+def test_unconverged_bgnbd_is_one_line_saying_what_is_done(
+    caplog: pytest.LogCaptureFixture,
+    val_ok: bool,
+    now_ok: bool,
+    chosen: str,
+    blend: bool,
+    expected: str | None,
+) -> None:
+    import logging
+
+    from training.btyd import BtydFit
+    from training.customers import ChurnModel
+
+    def fit(ok: bool) -> BtydFit:
+        return BtydFit({"a": 1e-4}, -1.0, ok, "" if ok else "parameter(s) a on the bound", [])
+
+    model = ChurnModel()
+    model.bgnbd_fit_ = fit(now_ok)
+    with caplog.at_level(logging.INFO, logger="training.customers"):
+        model._report_bgnbd(
+            fit(val_ok), pd.Timestamp("2011-08-01"), pd.Timestamp("2011-12-10"), chosen, blend
+        )
+    lines = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert lines == ([] if expected is None else [expected])

@@ -68,7 +68,7 @@ from shopml.artifacts.customers import (
     blend_stats,
 )
 from training.base import check_fitted
-from training.btyd import fit_bgnbd_on
+from training.btyd import BtydFit, fit_bgnbd_on
 from training.calibration import (
     CV_FOLDS,
     SAMPLED_CV_FOLDS,
@@ -547,6 +547,7 @@ class _CustomerModel(CustomerArtifactIO):
                 best_base,
             )
             chosen = best_base
+        self._report_bgnbd(bg_val, val_cut, as_of, chosen, blend)
         for name, art in cands.items():
             art.metrics = {
                 "validation": self.validation_[name],
@@ -571,19 +572,60 @@ class _CustomerModel(CustomerArtifactIO):
         if score:
             self.artifact_.scores = self.score_table(hist, as_of, features=all_now)
         # one line per fit; each snapshot's own line is DEBUG (`shopml -v`)
+        n_snapshots = len(set(feats_at) | {as_of})
+        n_computed = min(len(cache.computed) - computed_before, n_snapshots)
         log.info(
-            "%s fit as of %s: %d snapshots (%d computed, the rest from the shared cache), "
-            "%s customers, %.1f s (user features %.1f s), training population %s",
+            "%s fit as of %s: %d snapshots (%d computed, %d cached), %s customers%s, %.1f s "
+            "(features %.1f s)",
             self.task,
             as_of.date(),
-            len(set(feats_at) | {as_of}),
-            len(cache.computed) - computed_before,
+            n_snapshots,
+            n_computed,
+            n_snapshots - n_computed,
             f"{len(all_now):,}",
+            "" if pop is None else f", trained on a sample of {len(pop):,}",
             time.perf_counter() - t0,
             cache.seconds - features_s,
-            "all" if pop is None else f"{len(pop):,} (sample)",
         )
         return self
+
+    def _report_bgnbd(
+        self,
+        bg_val: BtydFit | None,
+        val_cut: pd.Timestamp,
+        as_of: pd.Timestamp,
+        chosen: str,
+        blend: bool,
+    ) -> None:
+        """One warning line per fit when BG/NBD did not converge, saying what shopml does about
+        it (BENCHMARKS.md: a fit that does not converge is reported, never used silently)."""
+        failed = [
+            (when, fit)
+            for when, fit in (
+                (f"the validation cutoff {val_cut.date()}", bg_val),
+                (str(as_of.date()), self.bgnbd_fit_),
+            )
+            if fit is not None and not fit.converged
+        ]
+        if not failed:
+            return
+        at_val = bg_val is not None and not bg_val.converged
+        if at_val:
+            action = (
+                "it is not eligible to be served nor blended with LightGBM; its backtest score "
+                f"is a reference only (serving {chosen})"
+            )
+        elif chosen == "baseline-bgnbd" or (chosen == "lightgbm" and blend):
+            action = f"{chosen} is served with these parameters, noted in the model's notes"
+        else:
+            action = f"not used (serving {chosen})"
+        log.warning(
+            "%s: BG/NBD did not converge at %s (%s): %s",
+            self.task,
+            " and ".join(when for when, _ in failed),
+            failed[0][1].message,
+            action,
+        )
 
     def _bgnbd_logit(
         self, feats: pd.DataFrame, params: dict[str, float], as_of: pd.Timestamp

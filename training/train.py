@@ -194,8 +194,7 @@ def _train_kind(
         verdict = "promoted to champion" if decision.promote else "NOT promoted"
         seconds = time.perf_counter() - start
         log.info(
-            "%s: version %s %s: %s (%.0f s: backtest %.0f s, fit %.0f s, log, register and "
-            "gate %.0f s)",
+            "%s: version %s %s: %s (%.0f s: backtest %.0f s, fit %.0f s, registry %.0f s)",
             kind,
             version.version,
             verdict,
