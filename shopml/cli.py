@@ -72,15 +72,15 @@ def _status(text: str) -> contextlib.AbstractContextManager[Any]:
 
 @contextlib.contextmanager
 def training_progress() -> Iterator[Callable[[int, int, str], None]]:
-    """A progress bar over the stages of a training's models (``churn (1/4): fit``, stages done,
-    time in this stage, time in all), above which log lines scroll; off when not
+    """A progress bar over the stages of a training's models (``churn (1/4): fit``, time in this
+    stage, stages done of all, time in all), above which log lines scroll; off when not
     :func:`live_display`. Yields the ``progress`` callback of :func:`training.train.train`."""
     from rich.progress import (
         BarColumn,
+        MofNCompleteColumn,
         Progress,
         ProgressColumn,
         SpinnerColumn,
-        TaskProgressColumn,
         TextColumn,
         TimeElapsedColumn,
     )
@@ -96,7 +96,8 @@ def training_progress() -> Iterator[Callable[[int, int, str], None]]:
         TextColumn("[bold]{task.description}"),
         StageElapsed(),
         BarColumn(),
-        TaskProgressColumn(),
+        MofNCompleteColumn(),
+        TextColumn("stages"),
         TimeElapsedColumn(),
         console=console,
         transient=True,
