@@ -194,6 +194,7 @@ def test_score_writes_batch_outputs_and_logs_them(
         "p50",
         "p90",
         "point_forecast",
+        "share_ahead",
     ]
     assert sorted(forecasts["weeks_ahead"].unique()) == list(range(1, 13))
     assert (inventory["reorder_point"] >= inventory["safety_stock"]).all()

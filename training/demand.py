@@ -1209,7 +1209,7 @@ class DemandModel:
             hist = wd.units[rows, : o + 1]
             scale = np.abs(np.diff(hist, axis=1)).mean(axis=1)
             vals.append(Validation(comp, wd.units[rows, o + 1 : o + 1 + hv], scale))
-            log.info(
+            log.debug(  # per origin: -v shows them; the combination line sums them up
                 "demand: validation origin %s: %s %d items, %d weeks, in %.1f s",
                 wd.weeks[o].date(),
                 "shared boosters," if shared else "boosters fitted,",

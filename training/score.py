@@ -10,7 +10,7 @@ Column names are those of the API (``churn_probability``, ``week_ending``,
 - ``forecasts.parquet``: one row per item and week: ``item_id``, ``week_ending`` (Sunday),
   ``weeks_ahead`` (1..12), ``p10``/``p50``/``p90`` and ``point_forecast`` (units sold that week
   from ``as_of`` on: when ``as_of`` falls mid-week, week 1 is only the rest of that week, as in
-  the API, whose weeks carry the share ``share_ahead``);
+  the API) and ``share_ahead`` (the share of the week's units still ahead: 1 but for that week);
 - ``inventory.parquet``: one row per item: ``item_id``, ``name``, ``category``,
   ``stock_on_hand`` (units: ``--items``, else the items table the model was
   trained with; empty when unknown), ``lead_time_weeks``,
@@ -89,9 +89,8 @@ def forecast_table(artifact: object) -> pd.DataFrame:
         columns={"week": "week_ending", "h": "weeks_ahead", "point": "point_forecast"}
     )
     frame["week_ending"] = pd.to_datetime(frame["week_ending"]).dt.date
-    # week 1 of a mid-week as_of is already the demand still ahead (the model's
-    # ``first_week_share`` of the week); the share itself is in the API's answer, not here yet
-    return frame.drop(columns="share_ahead", errors="ignore")
+    # week 1 of a mid-week as_of is the demand still ahead: share_ahead < 1 says so, as in the API
+    return frame
 
 
 def inventory_table(
