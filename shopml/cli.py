@@ -26,7 +26,11 @@ app = typer.Typer(
 )
 bench_app = typer.Typer(help="Benchmarks (write experiments/results/*.json).", no_args_is_help=True)
 app.add_typer(bench_app, name="bench")
-console = Console(stderr=True)
+#: a log file or pipe gets 120 columns (rich's default of 80 wrapped most training lines); a
+#: terminal keeps its own width, and $COLUMNS still decides when set
+console = Console(
+    stderr=True, width=None if sys.stderr.isatty() or "COLUMNS" in os.environ else 120
+)
 
 #: an --as-of this long after the last order is probably a typo (every customer looks gone)
 STALE_AS_OF_DAYS = 365
