@@ -198,7 +198,7 @@ def demo_data(
     except ValueError as exc:
         raise CliError(str(exc)) from exc
     try:
-        counts = write_shop(config, out)
+        counts = write_shop(config, out, progress=live_display())
     except OSError as exc:
         if exc.strerror is None:  # atomic_dir's own refusal names the folder already
             raise CliError(str(exc)) from exc
