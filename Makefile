@@ -53,7 +53,7 @@ soak: install-test
 lint: install-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shopml features training serving
+	$(BIN)/mypy shopml features training serving tests
 
 format: install-test
 	$(BIN)/ruff format .

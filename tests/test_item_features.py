@@ -69,7 +69,7 @@ def test_popularity_repeat_and_returns(table: pd.DataFrame) -> None:
     assert f.loc["tea", "popularity_rank"] == 1
     assert f.loc["tea", "repeat_rate"] == pytest.approx(0.5)  # c1 re-bought, c2 did not
     assert f.loc["tea", "repeat_interval_days"] == pytest.approx(20.0)
-    assert f.loc["mug", "repeat_rate"] == 0 and np.isnan(f.loc["mug", "repeat_interval_days"])
+    assert f.loc["mug", "repeat_rate"] == 0 and f["repeat_interval_days"].isna()["mug"]
     assert f.loc["mug", "return_rate"] == pytest.approx(0.5)
     assert f.loc["tea", "return_rate"] == 0
 
@@ -78,7 +78,7 @@ def test_category_from_items_table(table: pd.DataFrame) -> None:
     items = pd.DataFrame({"item_id": ["tea", "mug"], "category": ["drinks", "kitchen"]})
     f = item_features(table, AS_OF, items=items)
     assert f.loc["tea", "category"] == "drinks"
-    assert pd.isna(f.loc["lamp", "category"])
+    assert f["category"].isna()["lamp"]
 
 
 def test_rows_on_or_after_as_of_change_nothing(table: pd.DataFrame) -> None:

@@ -626,6 +626,11 @@ def test_keyring_parsing() -> None:
     assert not is_loopback("0.0.0.0") and not is_loopback(None) and not is_loopback("testserver")
 
 
+async def _empty_body() -> dict[str, Any]:
+    """ASGI ``receive`` of a request without a body (the middleware never reads it)."""
+    return {"type": "http.request", "body": b"", "more_body": False}
+
+
 def test_concurrency_limit_sheds_beyond_the_cap_with_retry_after() -> None:
     """Cap 2: two /v1 requests hold the app, the third is 429 at once; health paths pass."""
 
@@ -649,7 +654,7 @@ def test_concurrency_limit_sheds_beyond_the_cap_with_retry_after() -> None:
             async def send(message: dict[str, Any]) -> None:
                 sent.append(message)
 
-            await limit({"type": "http", "path": path}, None, send)
+            await limit({"type": "http", "path": path}, _empty_body, send)
             headers = {k.decode(): v.decode() for k, v in sent[0].get("headers", [])}
             answers.append((sent[0]["status"], headers, json.loads(sent[1]["body"])))
 
@@ -693,7 +698,7 @@ def test_requests_arriving_together_are_counted_together() -> None:
                 if message["type"] == "http.response.start":
                     statuses.append(message["status"])
 
-            await limit({"type": "http", "path": "/v1/noop"}, None, send)
+            await limit({"type": "http", "path": "/v1/noop"}, _empty_body, send)
 
         await asyncio.gather(*(call() for _ in range(5)))
         return statuses
@@ -712,7 +717,7 @@ def test_concurrency_limit_zero_is_no_cap_and_negative_is_an_error() -> None:
 
     open_ = ConcurrencyLimit(app, limit=0)
     open_.in_progress = 10**6
-    asyncio.run(open_({"type": "http", "path": "/v1/noop"}, None, send))
+    asyncio.run(open_({"type": "http", "path": "/v1/noop"}, _empty_body, send))
     assert sent[0]["status"] == 200
     with pytest.raises(ValueError, match="SHOPML_MAX_CONCURRENCY"):
         ConcurrencyLimit(app, limit=-1)

@@ -149,8 +149,8 @@ def test_a_burst_above_the_limit_is_shed_with_429_and_the_server_recovers(
             c.request("POST", "/v1/churn_risk", body=body, headers=headers)
         answers = []
         for c in conns:
-            r = c.getresponse()
-            answers.append((r.status, r.getheader("Retry-After"), r.read()))
+            resp = c.getresponse()
+            answers.append((resp.status, resp.getheader("Retry-After"), resp.read()))
     finally:
         for c in conns:
             c.close()
