@@ -594,8 +594,8 @@ def test_season_window_weights_known_answer() -> None:
 
 def test_season_log_ratio_known_answers() -> None:
     from features.demand import WeeklyDemand
-    from training.demand import december_ratio, item_level, ramp_phi
-    from training.seasonality import item_statics, season_log_ratio
+    from training.demand import december_ratio, item_level, item_statics, ramp_phi
+    from training.seasonality import season_log_ratio
 
     weeks, units, names, cats = _season_weeks()
     wd = WeeklyDemand(pd.Index([f"i{k}" for k in range(30)]), weeks, units, np.ones_like(units))

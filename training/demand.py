@@ -209,6 +209,21 @@ class ItemStatics:
 KEY_SHRINK = 2.0
 
 
+def item_statics(
+    units: np.ndarray, names: np.ndarray, categories: list[str] | np.ndarray
+) -> ItemStatics:
+    """The items' :class:`ItemStatics`: category codes, first week with a sale, name-word and
+    category keys (:func:`item_keys`)."""
+    cats = [str(c) for c in categories]
+    codes = pd.Index(sorted(set(cats)))
+    nz = units > 0
+    return ItemStatics(
+        category=codes.get_indexer(pd.Index(cats)).astype(np.int64),
+        first_week=np.where(nz.any(axis=1), nz.argmax(axis=1), units.shape[1]),
+        keys=item_keys(np.asarray(names, dtype=object), cats),
+    )
+
+
 def item_keys(names: list[str] | np.ndarray, categories: list[str]) -> sparse.csr_matrix:
     """Item x key incidence (0/1): the words of 3+ letters in each item's name and its category.
 
@@ -284,6 +299,33 @@ def december_ratio(
     return np.asarray(np.where(existed, weight * raw + (1 - weight) * prior, prior))
 
 
+def net_lift(
+    units: np.ndarray, weeks: pd.DatetimeIndex, t: int, statics: ItemStatics, dec: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Each item's log lift at week ``t`` (last 8 weeks) over its off-season level (weeks ending
+    8 January to 31 March after last December), net of the shop's growth measured on the items
+    that do not rise for December (``dec`` below the median); with both levels and the items that
+    existed in the off-season: ``(lift, off_season, recent, existed)``. None without those weeks.
+    """
+    dw = december_weeks(weeks, t)
+    if len(dw) < 2 or units.shape[0] == 0:
+        return None
+    year = weeks[dw[-1]].year + 1
+    w = weeks[: t + 1]
+    off = np.flatnonzero(
+        (w >= pd.Timestamp(year=year, month=1, day=8))
+        & (w <= pd.Timestamp(year=year, month=3, day=31))
+    )
+    if len(off) < 4 or off[-1] >= t - 8:
+        return None
+    ref = units[:, off].mean(axis=1)
+    now = units[:, t - 7 : t + 1].mean(axis=1)
+    existed = statics.first_week <= off[0]
+    flat = existed & (dec <= np.median(dec[existed])) if existed.any() else existed
+    growth = np.log((now[flat].sum() + 1.0) / (ref[flat].sum() + 1.0))
+    return np.log((now + 1.0) / (ref + 1.0)) - growth, ref, now, existed
+
+
 def remaining_ramp(
     units: np.ndarray, weeks: pd.DatetimeIndex, t: int, statics: ItemStatics, dec: np.ndarray
 ) -> np.ndarray:
@@ -295,24 +337,10 @@ def remaining_ramp(
     and clipped to ``[0, dec]``. Before the autumn it is about 0 and the whole ratio remains;
     once the season has started, only what is left of it. Items with ``dec <= 0`` keep ``dec``.
     """
-    n = units.shape[0]
-    dw = december_weeks(weeks, t)
-    if len(dw) < 2 or n == 0:
+    lifted = net_lift(units, weeks, t, statics, dec)
+    if lifted is None:
         return dec
-    year = weeks[dw[-1]].year + 1
-    w = weeks[: t + 1]
-    off = np.flatnonzero(
-        (w >= pd.Timestamp(year=year, month=1, day=8))
-        & (w <= pd.Timestamp(year=year, month=3, day=31))
-    )
-    if len(off) < 4 or off[-1] >= t - 8:
-        return dec
-    ref = units[:, off].mean(axis=1)
-    now = units[:, t - 7 : t + 1].mean(axis=1)
-    existed = statics.first_week <= off[0]
-    flat = existed & (dec <= np.median(dec[existed])) if existed.any() else existed
-    growth = np.log((now[flat].sum() + 1.0) / (ref[flat].sum() + 1.0))
-    raw = np.log((now + 1.0) / (ref + 1.0)) - growth
+    raw, ref, now, existed = lifted
     weight = (now + ref) / (now + ref + 20.0)
     cats = statics.category
     ncat = int(cats.max()) + 1
@@ -334,25 +362,10 @@ def season_index(
     ``dec``, over the items with ``dec > 0``: 0 while the seasonal items sell like the rest, 1
     when they stand as far above the others as last December. 0 without the inputs.
     """
-    dw = december_weeks(weeks, t)
-    if len(dw) < 2 or units.shape[0] == 0:
+    lifted = net_lift(units, weeks, t, statics, dec)
+    if lifted is None or not lifted[3].any():
         return 0.0
-    year = weeks[dw[-1]].year + 1
-    w = weeks[: t + 1]
-    off = np.flatnonzero(
-        (w >= pd.Timestamp(year=year, month=1, day=8))
-        & (w <= pd.Timestamp(year=year, month=3, day=31))
-    )
-    if len(off) < 4 or off[-1] >= t - 8:
-        return 0.0
-    ref = units[:, off].mean(axis=1)
-    now = units[:, t - 7 : t + 1].mean(axis=1)
-    existed = statics.first_week <= off[0]
-    if not existed.any():
-        return 0.0
-    flat = existed & (dec <= np.median(dec[existed]))
-    growth = np.log((now[flat].sum() + 1.0) / (ref[flat].sum() + 1.0))
-    lift = np.log((now + 1.0) / (ref + 1.0)) - growth
+    lift, ref, now, existed = lifted
     m = existed & (dec > 0)
     wt = now[m] + ref[m]
     den = float((wt * dec[m] ** 2).sum())
@@ -1163,13 +1176,8 @@ class DemandModel:
         if t < 13:
             raise ValueError(f"need at least 14 complete weeks before as_of, got {t + 1}")
         cat_names = _categories(wd.items, items)
-        codes = pd.Index(sorted(set(cat_names)))
+        statics = item_statics(wd.units, _names(wd.items, items), cat_names)
         nz = wd.units > 0
-        statics = ItemStatics(
-            category=codes.get_indexer(pd.Index(cat_names)).astype(np.int64),
-            first_week=np.where(nz.any(axis=1), nz.argmax(axis=1), len(wd.weeks)),
-            keys=item_keys(_names(wd.items, items), cat_names),
-        )
         h = self.horizon
         models = list(self.models)
         quant_names, point_names = component_names(models)

@@ -27,10 +27,9 @@ import pandas as pd
 from features.demand import WeeklyDemand, last_full_week, weekly_demand
 from features.schema import QUANTITY, UNIT_PRICE
 from training.demand import (
-    ItemStatics,
     december_ratio,
-    item_keys,
     item_level,
+    item_statics,
     remaining_ramp,
     season_phi,
 )
@@ -47,19 +46,6 @@ def weekly_units(orders: pd.DataFrame, as_of: pd.Timestamp) -> WeeklyDemand | No
         return weekly_demand(orders, as_of)
     except ValueError:  # no purchase / no complete week before as_of
         return None
-
-
-def item_statics(units: np.ndarray, names: np.ndarray, categories: np.ndarray) -> ItemStatics:
-    """:class:`training.demand.ItemStatics` as the demand model builds them (category codes,
-    first week with a sale, name-word and category keys)."""
-    cats = np.asarray(categories, dtype=str)
-    codes = pd.Index(sorted(set(cats.tolist())))
-    nz = units > 0
-    return ItemStatics(
-        category=codes.get_indexer(pd.Index(cats)).astype(np.int64),
-        first_week=np.where(nz.any(axis=1), nz.argmax(axis=1), units.shape[1]),
-        keys=item_keys(np.asarray(names, dtype=object), cats.tolist()),
-    )
 
 
 def window_weights(origin: pd.Timestamp, start: pd.Timestamp, days: int) -> np.ndarray:
