@@ -429,6 +429,17 @@ HostOpt = Annotated[str, typer.Option(help="bind address (127.0.0.1 keeps it on 
 PortOpt = Annotated[int, typer.Option(min=1, max=65535, help="port")]
 
 
+def _require_free_port(host: str, port: int) -> None:
+    """Stop with one line naming the port when something already listens there."""
+    from shopml.deploy import port_in_use
+
+    if port_in_use(host, port):
+        raise CliError(
+            f"port {port} on {host} is already in use: stop what runs there or pass --port "
+            f"(make run PORT={port + 1})"
+        )
+
+
 @app.command()
 def serve(
     host: HostOpt = "127.0.0.1",
@@ -439,14 +450,10 @@ def serve(
     ] = None,
 ) -> None:
     """Pack the MLflow champions into the BentoML store and serve the API (foreground)."""
-    from shopml.deploy import curl_examples, pack_champions, port_in_use
+    from shopml.deploy import curl_examples, pack_champions
     from shopml.deploy import serve as run_server
 
-    if port_in_use(host, port):
-        raise CliError(
-            f"port {port} on {host} is already in use: stop what runs there or pass --port "
-            f"(make run PORT={port + 1})"
-        )
+    _require_free_port(host, port)
     with _status("packing the champion models ..."):
         tags = pack_champions(tracking_uri)
     if not tags:
@@ -476,14 +483,9 @@ def run_all(
     """
     from features.io import folder_fingerprint
     from shopml.config import MODEL_KINDS
-    from shopml.deploy import port_in_use
     from training.tracking import Tracker, safe_uri
 
-    if port_in_use(host, port):  # before a training that could take minutes
-        raise CliError(
-            f"port {port} on {host} is already in use: stop what runs there or pass --port "
-            f"(make run PORT={port + 1})"
-        )
+    _require_free_port(host, port)  # before a training that could take minutes
     tracker = Tracker()
     fingerprint = folder_fingerprint(data)
     missing: list[str] = []
