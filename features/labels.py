@@ -16,7 +16,7 @@ from features.schema import CUSTOMER_ID, IS_RETURN, ORDERED_AT, QUANTITY, UNIT_P
 
 
 def _window_purchases(
-    orders: pd.DataFrame, as_of: object, horizon_days: int
+    orders: pd.DataFrame, as_of: object, horizon_days: int, *, returns: bool = False
 ) -> tuple[pd.DataFrame, pd.Timestamp]:
     if horizon_days <= 0:
         raise ValueError(f"horizon_days must be positive, got {horizon_days}")
@@ -24,7 +24,7 @@ def _window_purchases(
     end = start + pd.Timedelta(days=horizon_days)
     when = orders[ORDERED_AT]
     keep = (when >= start) & (when < end)
-    if IS_RETURN in orders:
+    if IS_RETURN in orders and not returns:
         keep &= ~orders[IS_RETURN].astype(bool)
     return orders.loc[keep], end
 
@@ -69,11 +69,7 @@ def future_spend(
     """Net spend per customer in the label window: purchased value (quantity x unit price) minus
     the value of the returns made in it, at least 0. A customer who buys and returns everything
     is worth nothing to the shop, however large the order."""
-    start = as_timestamp(as_of)
-    if horizon_days <= 0:
-        raise ValueError(f"horizon_days must be positive, got {horizon_days}")
-    when = orders[ORDERED_AT]
-    window = orders.loc[(when >= start) & (when < start + pd.Timedelta(days=horizon_days))]
+    window, _ = _window_purchases(orders, as_of, horizon_days, returns=True)
     qty = window[QUANTITY].to_numpy(dtype=np.float64)
     if IS_RETURN in window:  # a return line's quantity counts against the spend, whatever its sign
         qty = np.where(window[IS_RETURN].astype(bool).to_numpy(), -np.abs(qty), qty)
