@@ -198,6 +198,67 @@ def test_blend_standardised_once_on_validation(
     assert abs(raw.mean()) > 1e-3  # not re-centred on the population at as_of
 
 
+def no_dropout_bgnbd() -> Any:
+    """A real BG/NBD fit that does not converge: customers who never drop out (Poisson buying
+    on [0, T]) put maximum likelihood on the bound a -> 0, as daily Online Retail data does."""
+    rng = np.random.default_rng(0)
+    T = rng.uniform(100, 400, 2000)
+    x = rng.poisson(rng.gamma(0.8, 1 / 25, 2000) * T)
+    t_x = np.where(x > 0, T * rng.beta(np.maximum(x, 1), 1), 0.0)
+    return fit_bgnbd(x, t_x, T)
+
+
+def test_bgnbd_on_the_bound_is_not_converged() -> None:
+    fit = no_dropout_bgnbd()
+    assert not fit.converged and fit.at_bound == ["a"]
+    assert "on the bound" in fit.message
+
+
+def test_unconverged_bgnbd_at_a_calibration_cutoff_drops_the_blend(
+    orders: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # the blend's calibration cutoffs are 2023-09-01 (also the validation cutoff), 08-01 and
+    # 07-01; BG/NBD fitted at 07-01 does not converge: that fit must not be used, the blend is
+    # dropped and the served model is exactly LightGBM alone (as with blend_weight 0), said in
+    # a warning, the model's notes and its calibration record
+    import training.customers as tc
+
+    kw: dict[str, Any] = {**FAST, "baselines": ()}  # LightGBM (blended or not) is served
+    cache = UserSnapshots(orders)
+    blended = RepurchaseModel(**kw).fit(orders, AS_OF, snapshots=cache)
+    assert blended.blend_ and "bgnbd_unconverged_cutoffs" not in blended.calibration_
+    assert blended.calibration_["cutoffs"] == ["2023-09-01", "2023-08-01", "2023-07-01"]
+    bad_frame, bad_fit = cache.features(pd.Timestamp("2023-07-01")), no_dropout_bgnbd()
+    real = tc.fit_bgnbd_on
+    seen: list[bool] = []
+
+    def fit_on(feats: pd.DataFrame) -> Any:
+        seen.append(feats is bad_frame)
+        return bad_fit if feats is bad_frame else real(feats)
+
+    monkeypatch.setattr(tc, "fit_bgnbd_on", fit_on)
+    with caplog.at_level(logging.WARNING, logger="training.customers"):
+        m = RepurchaseModel(**kw).fit(orders, AS_OF, snapshots=cache)
+    assert any(seen)
+    assert not m.blend_ and m.chosen_ == "lightgbm"
+    assert m.calibration_["bgnbd_unconverged_cutoffs"] == {"2023-07-01": bad_fit.message}
+    assert not m.calibration_["blended_with_bgnbd"]
+    assert m.validation_["lightgbm"] == blended.validation_["lightgbm-alone"]
+    art = m.artifact_
+    assert art is not None and art.blend == {} and art.btyd == {}
+    assert any("blend dropped" in n and "2023-07-01" in n for n in art.notes)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert [w for w in warned if "calibration cutoff 2023-07-01" in w] == [
+        "repurchase: BG/NBD did not converge at the calibration cutoff 2023-07-01 "
+        f"({bad_fit.message}): those fits are not used: the LightGBM + BG/NBD blend is "
+        "dropped, noted in the model's notes (serving lightgbm)"
+    ]
+    alone = RepurchaseModel(**{**kw, "blend_weight": 0.0}).fit(orders, AS_OF, snapshots=cache)
+    feats = cache.features(AS_OF)
+    np.testing.assert_array_equal(m.predict_proba(feats), alone.predict_proba(feats))
+    assert not np.allclose(m.predict_proba(feats), blended.predict_proba(feats))
+
+
 def test_short_history_trains_on_the_short_label(orders: pd.DataFrame) -> None:
     # as_of 2022-07-01: the validation cutoff 2022-04-01 has no 90-day-labelled cutoff before it,
     # but 2022-03-01 has a 30-day label: the LightGBM trains on that, no lightgbm-rfm reference

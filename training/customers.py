@@ -20,6 +20,11 @@ Discipline (BENCHMARKS.md protocol C):
   mean probability at as_of on the calibration cutoffs' mean rate +0.1% (5 of 11), on the
   latest rate -1.2% (10 of 11), standardising scores per population -0.5% (6 of 11), Platt on
   the latest cutoff only -1.3%, exponentially weighted cutoffs -1.4%;
+- BG/NBD enters the blend only where its maximum-likelihood fits converged (BENCHMARKS.md: on
+  daily Online Retail data ``a`` can sit on its bound): at the validation cutoff (else it is a
+  reference only) and at every cutoff of the blend's cross-fitted calibration (else the blend is
+  dropped and LightGBM alone is served with its own cross-fitted calibration; one warning line,
+  the model's notes and ``calibration_["bgnbd_unconverged_cutoffs"]`` say so);
 - if the LightGBM did not beat the best baseline on validation, a warning is logged and the best
   baseline is served instead, through the same
   :class:`~shopml.artifacts.customers.CustomerArtifact` API.
@@ -460,6 +465,31 @@ class _CustomerModel(CustomerArtifactIO):
                     self.validation_["lightgbm"] = self.validation_["lightgbm+bgnbd"]
                     art = cands["lightgbm"]
                     art.blend, art.btyd, art.calibration = stats, dict(bg_fit.params), cal
+
+        # BG/NBD at each cutoff of the served blend's cross-fitted calibration (the blended
+        # out-of-fold scores use them, as the served score uses the fit at as_of). A fit there
+        # that does not converge is not used: the blend is dropped and LightGBM alone is served
+        # with its own cross-fitted calibration (BENCHMARKS.md: never used silently)
+        all_cuts = horizon_cuts[label_h][1]
+        cal_cuts = [c for c in all_cuts if c + pd.Timedelta(days=H) <= as_of]
+        bg_cal: dict[pd.Timestamp, BtydFit] = {}
+        self.bgnbd_unconverged_: dict[str, str] = {}  # calibration cutoff -> the fit's message
+        if blend and self.refit:
+            bg_cal = {c: fit_bgnbd_on(feats_at[c]) for c in cal_cuts}
+            self.bgnbd_unconverged_ = {
+                str(c.date()): fit.message for c, fit in bg_cal.items() if not fit.converged
+            }
+            if self.bgnbd_unconverged_:
+                blend, bg_cal = False, {}
+                self.validation_["lightgbm"] = self.validation_.pop("lightgbm-alone")
+                art = cands["lightgbm"]
+                art.blend, art.btyd = {}, {}
+                art.calibration = fit_calibration(val_raw["lightgbm"], y_val, self.calibration)
+                art.notes.append(
+                    "LightGBM + BG/NBD blend dropped: BG/NBD did not converge at the calibration "
+                    "cutoff(s) "
+                    + ", ".join(f"{d} ({m})" for d, m in self.bgnbd_unconverged_.items())
+                )
         self.blend_ = blend
 
         # BG/NBD at as_of (the baseline's and the blend's parameters)
@@ -479,7 +509,6 @@ class _CustomerModel(CustomerArtifactIO):
         # refit on all usable cutoffs at as_of, with a cross-fitted calibration (otherwise the
         # validation booster is served with the calibration fitted on it); the lightgbm-rfm
         # reference stays the booster of one earlier cutoff, calibrated on validation
-        all_cuts = horizon_cuts[label_h][1]
         calibration_info: dict[str, Any] = {
             "method": cands["lightgbm"].calibration.method,
             "cutoffs": [str(val_cut.date())],
@@ -491,11 +520,10 @@ class _CustomerModel(CustomerArtifactIO):
                 if c + pd.Timedelta(days=H) <= as_of:
                     label(c, H)
             bg_logit = None
-            if blend:  # BG/NBD fitted at each calibration cutoff, as at as_of
+            if blend:  # BG/NBD fitted at each calibration cutoff (all converged), as at as_of
                 bg_logit = {
-                    c: self._bgnbd_logit(feats_at[c], fit_bgnbd_on(feats_at[c]).params, as_of)
-                    for c in all_cuts
-                    if c + pd.Timedelta(days=H) <= as_of
+                    c: self._bgnbd_logit(feats_at[c], fit.params, as_of)
+                    for c, fit in bg_cal.items()
                 }
             # above the cap (a sampled population) fewer folds: each fold booster costs as much
             # as the served one, and ~100,000 customers leave plenty of out-of-fold rows
@@ -523,6 +551,8 @@ class _CustomerModel(CustomerArtifactIO):
                 art.booster, art.calibration, calibration_info = refit
         else:
             all_cuts = horizon_cuts[label_h][0]
+        if self.bgnbd_unconverged_:
+            calibration_info["bgnbd_unconverged_cutoffs"] = dict(self.bgnbd_unconverged_)
         self.calibration_ = calibration_info
 
         # choose
@@ -547,7 +577,9 @@ class _CustomerModel(CustomerArtifactIO):
                 best_base,
             )
             chosen = best_base
-        self._report_bgnbd(bg_val, val_cut, as_of, chosen, blend)
+        self._report_bgnbd(
+            bg_val, val_cut, as_of, chosen, blend, calibration=self.bgnbd_unconverged_
+        )
         for name, art in cands.items():
             art.metrics = {
                 "validation": self.validation_[name],
@@ -596,24 +628,45 @@ class _CustomerModel(CustomerArtifactIO):
         as_of: pd.Timestamp,
         chosen: str,
         blend: bool,
+        *,
+        calibration: dict[str, str] | None = None,
     ) -> None:
         """One warning line per fit when BG/NBD did not converge, saying what shopml does about
-        it (BENCHMARKS.md: a fit that does not converge is reported, never used silently)."""
+        it (BENCHMARKS.md: a fit that does not converge is reported, never used silently).
+        ``calibration``: the blend's calibration cutoffs whose fit did not converge (date ->
+        the fit's message); the blend was dropped for them."""
+        calibration = calibration or {}
         failed = [
-            (when, fit)
+            (when, fit.message)
             for when, fit in (
                 (f"the validation cutoff {val_cut.date()}", bg_val),
                 (str(as_of.date()), self.bgnbd_fit_),
             )
             if fit is not None and not fit.converged
         ]
+        if calibration:
+            dates = ", ".join(calibration)
+            plural = "s" if len(calibration) > 1 else ""
+            first = next(iter(calibration.values()))
+            failed.insert(0, (f"the calibration cutoff{plural} {dates}", first))
         if not failed:
             return
+        now_failed = self.bgnbd_fit_ is not None and not self.bgnbd_fit_.converged
         at_val = bg_val is not None and not bg_val.converged
         if at_val:
             action = (
                 "it is not eligible to be served nor blended with LightGBM; its backtest score "
                 f"is a reference only (serving {chosen})"
+            )
+        elif calibration:
+            served = (
+                f"{chosen} with the parameters at {as_of.date()}, noted in the model's notes"
+                if chosen == "baseline-bgnbd" and now_failed
+                else chosen
+            )
+            action = (
+                "those fits are not used: the LightGBM + BG/NBD blend is dropped, noted in the "
+                f"model's notes (serving {served})"
             )
         elif chosen == "baseline-bgnbd" or (chosen == "lightgbm" and blend):
             action = f"{chosen} is served with these parameters, noted in the model's notes"
@@ -623,7 +676,7 @@ class _CustomerModel(CustomerArtifactIO):
             "%s: BG/NBD did not converge at %s (%s): %s",
             self.task,
             " and ".join(when for when, _ in failed),
-            failed[0][1].message,
+            failed[0][1],
             action,
         )
 
