@@ -41,6 +41,7 @@ from training.demand import (
     december_ratio,
     demand_class,
     item_keys,
+    item_season_phi,
     pooled_ratio,
     ramp,
     ramp_phi,
@@ -325,6 +326,53 @@ def test_season_pace_is_carried_forward_from_the_data() -> None:
     assert phi[~after_new_year] == pytest.approx(0.125 * np.arange(1, 5), abs=0.02)
 
 
+def test_item_pace_follows_each_items_own_rise() -> None:
+    """Known answer, origin 2011-10-02: 10 early December sellers with 10x the volume stand at
+    exp(0.9 x their December log ratio 1.6) in the last 8 weeks (at their off-season level
+    before), 10 late ones have not risen yet, 20 flat items. The shop-wide season index is
+    0.87 with a pace of 0.11 a week, so the shop's share of the remaining lift is 1 from
+    week 2 on for every item (the late sellers' whole December lift by mid-October). Per item:
+    an early seller's rise (0.18 a week against 0.16 left) reaches what is left within a week;
+    a late seller, which has not risen, follows the calendar prior (7 / 75 a week from 1
+    October). When every December seller rises alike (the pace test above), each item gets the
+    shop's share; before its progress can be measured twice, the shop's share too."""
+    weeks = pd.date_range("2010-12-05", "2011-10-02", freq="7D")
+    in_dec = np.asarray((weeks.month == 12) & (weeks.day <= 24))
+    base = np.r_[np.full(10, 10_000.0), np.full(30, 1000.0)]
+    units = np.repeat(base[:, None], len(weeks), axis=1)
+    units[:20, in_dec] *= np.exp(1.6)
+    statics = ItemStatics(category=np.zeros(40, dtype=int), first_week=np.zeros(40, dtype=int))
+    t = len(weeks) - 1
+    dec = december_ratio(units, weeks, t, statics, units[:, -12:].mean(axis=1))
+    units[:10, -8:] *= np.exp(0.9 * 1.6)
+    assert dec[:20] == pytest.approx(1.6, abs=0.01)
+    shop = season_phi(units, weeks, t, statics, dec, 8)
+    assert season_index(units, weeks, t, statics, dec) == pytest.approx(0.867, abs=0.01)
+    assert (shop[1:] == 1.0).all()
+    phi = item_season_phi(units, weeks, t, statics, dec, 8)
+    prior = ramp_phi(weeks[t], 8)
+    assert phi.shape == (40, 8)
+    assert phi[:10] == pytest.approx(np.ones((10, 8)), abs=1e-9)  # early: own pace, fast
+    assert phi[10:20] == pytest.approx(np.tile(prior, (10, 1)), abs=1e-9)  # late: the prior
+    assert prior[0] == pytest.approx(7 / 75) and prior[-1] < 0.8
+    # the ramp a late seller gets: exp(1.6 x prior), not exp(1.6) from week 2
+    left = np.maximum(remaining_ramp(units, weeks, t, statics, dec), 0.0)
+    assert left[10:20] == pytest.approx(1.6, abs=0.02) and left[:10].max() < 0.25
+    # all December sellers alike (index 0.5, pace 0.0625 a week): the shop's share for each
+    alike = np.repeat(base[:, None], len(weeks), axis=1)
+    alike[:20, in_dec] *= np.exp(1.6)
+    alike[:20, -8:] *= np.exp(0.5 * 1.6)
+    assert item_season_phi(alike, weeks, t, statics, dec, 8)[:20] == pytest.approx(
+        np.tile(season_phi(alike, weeks, t, statics, dec, 8), (20, 1)), abs=0.02
+    )
+    # an origin in May: no progress 8 weeks earlier to measure, so the shop's share
+    tm = int(np.flatnonzero(weeks == pd.Timestamp("2011-05-29"))[0])
+    early = item_season_phi(units[:, : tm + 1], weeks, tm, statics, dec, 8)
+    assert np.array_equal(
+        early, np.tile(season_phi(units[:, : tm + 1], weeks, tm, statics, dec, 8), (40, 1))
+    )
+
+
 def test_item_keys_are_name_words_and_category() -> None:
     keys = item_keys(["PAPER CHAIN KIT 50S CHRISTMAS", "Star tree-light", ""], ["KIT", "x", "x"])
     assert keys.shape[0] == 3 and keys.sum(axis=1).A1.tolist() == [5.0, 4.0, 1.0]
@@ -462,6 +510,8 @@ def test_bad_parameters(fitted: DemandModel, shop: tuple[pd.DataFrame, pd.DataFr
         small_model(max_train_rows=0).fit(shop[0], AS_OF, shop[1])
     with pytest.raises(ValueError, match="max_validation_items"):
         small_model(max_validation_items=-5).fit(shop[0], AS_OF, shop[1])
+    with pytest.raises(ValueError, match="season_pace"):
+        small_model(season_pace="category").fit(shop[0], AS_OF, shop[1])
 
 
 def _weekly(volumes: list[float], weeks: int = 30) -> WeeklyDemand:

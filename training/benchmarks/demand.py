@@ -8,6 +8,10 @@ Run with ``python -m training.benchmarks.demand`` (test origins, ``online-retail
 ``python -m training.benchmarks.demand --validation``: the same rows at validation origins whose
 windows end by 2011-07-31, before every test window (``online-retail-D-validation.json``). Model
 choices are made there (and on the synthetic shop), never on the test windows.
+``--season-check`` fits a synthetic gift-season shop whose December sellers rise at different
+times (:func:`season_shop`) with the shop-wide and the per-item season pace
+(``online-retail-D-season-synthetic.json``): no Online Retail window before the test holds the
+autumn.
 """
 
 from __future__ import annotations
@@ -23,7 +27,18 @@ import numpy as np
 import pandas as pd
 
 from features.demand import WeeklyDemand, active_items, calendar_features, weekly_demand
-from features.schema import purchases
+from features.schema import (
+    CATEGORY,
+    CUSTOMER_ID,
+    IS_RETURN,
+    ITEM_ID,
+    ITEM_NAME,
+    ORDER_ID,
+    ORDERED_AT,
+    QUANTITY,
+    UNIT_PRICE,
+    purchases,
+)
 from training.benchmarks import next_test_look, write_results
 
 log = logging.getLogger(__name__)
@@ -292,6 +307,105 @@ def validate(dataset: Any) -> list[dict[str, Any]]:
     return rows
 
 
+#: origins of the season check (h): the autumn, when the season pace matters
+SEASON_ORIGINS: dict[str, int] = {"2011-09-11": 12, "2011-10-02": 8, "2011-10-16": 8}
+
+
+def _season_multiplier(days: pd.DatetimeIndex, onset: int, full: int, peak: float) -> np.ndarray:
+    """``peak ** ramp``: log-linear from day of year ``onset`` to ``full``, ``peak`` from then to
+    24 December, 1 from 25 December."""
+    doy = days.day_of_year.to_numpy()
+    ramp = np.clip((doy - onset) / (full - onset), 0.0, 1.0)
+    in_dec = np.asarray((days.month == 12) & (days.day <= 24))
+    return np.asarray(np.where(in_dec, peak, np.where(days.month == 12, 1.0, peak**ramp)))
+
+
+def season_shop(
+    seed: int, n_items: int = 240, end: str = "2011-12-20"
+) -> tuple[pd.DataFrame, pd.DataFrame, np.ndarray]:
+    """A seeded one-year shop (daily Poisson units from 2010-12-01) with a known gift season:
+    a sixth of the items are early December sellers with 3x the volume, rising log-linearly from
+    1 June to their full 4x December level by 15 October (as Online Retail's December sellers
+    rose from the summer, season index 0.89 at 2011-10-02); a sixth are late ones, rising from
+    1 October to 4x by 15 December (the calendar prior's shape); the rest are flat. All
+    December sellers share one category. Returns (orders, items, kind: 0 early, 1 late, 2 flat).
+    """
+    rng = np.random.default_rng(seed)
+    days = pd.date_range("2010-12-01", end, freq="D")
+    kind = np.minimum(np.arange(n_items) % 6, 2)
+    base = np.exp(rng.uniform(np.log(0.3), np.log(10), n_items)) * np.where(kind == 0, 3.0, 1.0)
+    rates = np.ones((n_items, len(days))) * base[:, None]
+    rates[kind == 0] *= _season_multiplier(days, 152, 288, 4.0)[None]
+    rates[kind == 1] *= _season_multiplier(days, 274, 349, 4.0)[None]
+    k = rng.poisson(rates)
+    ii, dd = np.nonzero(k)
+    ids = np.array([str(10000 + i) for i in range(n_items)])
+    orders = pd.DataFrame(
+        {
+            CUSTOMER_ID: [f"c{x}" for x in rng.integers(500, size=len(ii))],
+            ORDER_ID: [f"o{j}" for j in range(len(ii))],
+            ITEM_ID: ids[ii],
+            ORDERED_AT: days[dd] + pd.Timedelta(hours=10),
+            QUANTITY: k[ii, dd].astype(float),
+            UNIT_PRICE: 1.0 + ii % 3,
+            IS_RETURN: False,
+        }
+    )
+    items = pd.DataFrame(
+        {
+            ITEM_ID: ids,
+            ITEM_NAME: [f"item {i}" for i in range(n_items)],
+            CATEGORY: np.where(kind < 2, "XMAS", "PLAIN"),
+        }
+    )
+    return orders, items, kind
+
+
+def season_check(seeds: tuple[int, ...] = (0, 1), write: bool = True) -> list[dict[str, Any]]:
+    """Protocol D's metrics on :func:`season_shop` at :data:`SEASON_ORIGINS`, with the
+    shop-wide and the per-item season pace, and MASE per kind of December seller."""
+    from training.demand import DemandModel
+
+    rows: list[dict[str, Any]] = []
+    for seed in seeds:
+        orders, items, kind = season_shop(seed)
+        for pace in ("shop", "item"):
+            per: list[dict[str, Any]] = []
+            for origin, horizon in SEASON_ORIGINS.items():
+                wd = weekly_demand(orders, origin_as_of(origin))
+                sel = np.flatnonzero(active_items(wd.units, MIN_WEEKS))
+                hist, y = wd.units[sel], actuals(orders, wd.items[sel], origin, horizon)
+                model = DemandModel(horizon=horizon, num_threads=NUM_THREADS, season_pace=pace)
+                fc = model.fit(orders, origin_as_of(origin), items).artifact_.forecast_arrays(
+                    wd.items[sel], horizon
+                )
+                quant = np.stack([fc["p10"], fc["p50"], fc["p90"]])
+                k = kind[wd.items[sel].astype(int) - 10000]
+                row = _row(
+                    f"D@{origin}", f"shopml season_pace={pace}", seed=seed,
+                    **point_metrics(hist, y, fc["point"]), **quantile_metrics(y, quant),
+                    mase_early=point_metrics(hist[k == 0], y[k == 0], fc["point"][k == 0])["mase"],
+                    mase_late=point_metrics(hist[k == 1], y[k == 1], fc["point"][k == 1])["mase"],
+                )  # fmt: skip
+                per.append(row)
+                log.info("%s", row)
+            keys = [k for k in per[0] if isinstance(per[0][k], float)]
+            mean = {k: float(np.mean([r[k] for r in per])) for k in keys}
+            rows += [*per, _row("D-mean", f"shopml season_pace={pace}", seed=seed, **mean)]
+            log.info("%s", rows[-1])
+    if write:
+        write_results(
+            "online-retail",
+            "D",
+            rows,
+            as_of=max(SEASON_ORIGINS),
+            stem="online-retail-D-season-synthetic",
+            note="synthetic gift-season shops (training.benchmarks.demand.season_shop, seeds "
+            f"{list(seeds)}): early and late December sellers, shop-wide vs per-item season pace",
+        )
+    return rows
+
+
 def main() -> None:
     """Load ../shared/data Online Retail and run protocol D."""
     from features.io import load_dataset
@@ -303,7 +417,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--validation", action="store_true", help="validation origins only")
     parser.add_argument("--note", default=None, help="what changed since the last test look")
+    parser.add_argument(
+        "--season-check",
+        action="store_true",
+        help="synthetic gift-season shops, shop-wide vs per-item season pace (no real data)",
+    )
     args = parser.parse_args()
+    if args.season_check:
+        season_check()
+        return
     dataset = load_dataset(DATA / "online_retail.parquet")
     rows = validate(dataset) if args.validation else run(dataset, note=args.note)
     for r in rows:
