@@ -822,3 +822,41 @@ def test_shared_cache_computes_each_cutoff_once(orders: pd.DataFrame) -> None:
     assert churn.artifact_ is not None and rep.artifact_ is not None and alone.artifact_ is not None
     assert alone.artifact_.scores is not None and rep.artifact_.scores is not None
     pd.testing.assert_frame_equal(alone.artifact_.scores, rep.artifact_.scores)
+
+
+def test_customer_signals_known_answer() -> None:
+    from features.purchases import Purchases
+    from training.customer_signals import customer_signals
+
+    rows = [  # customer, order, item, day, quantity, price
+        ("A", "o1", "x", "2023-10-10", 1.0, 2.0),
+        ("A", "o1", "y", "2023-10-10", 1.0, 3.0),
+        ("A", "o2", "x", "2024-02-10", 2.0, 2.0),
+        ("B", "o3", "x", "2023-11-20", 1.0, 10.0),
+        ("B", "o4", "y", "2023-12-15", 1.0, 1.0),
+        ("B", "o5", "y", "2024-03-01", 9.0, 9.0),  # at as_of: not read
+    ]
+    df = pd.DataFrame(
+        rows, columns=["customer_id", "order_id", "item_id", "ordered_at", "quantity", "unit_price"]
+    )
+    df["ordered_at"] = pd.to_datetime(df["ordered_at"]).astype("datetime64[us]")
+    df["is_return"] = False
+    got = customer_signals(Purchases.of(df, "2024-03-01"))
+    assert list(got.index) == ["A", "B"]
+    # Oct-Dec share of each item's other lines (x: 2 of 3 lines, y: 2 of 2; shop 4/5), prior 20
+    seasonal_a = (17 / 22 + 17 / 21 + 18 / 22) / 3
+    seasonal_b = (17 / 22 + 17 / 21) / 2
+    # 90-day outcome known for o1 (next order 123 days later: no) and o3 (o4 25 days later: yes)
+    shop = 1 / 3
+    ret_a = ((1 + 20 * shop) / 21 + (20 * shop) / 20 + (1 + 20 * shop) / 22) / 3
+    ret_b = ((0 + 20 * shop) / 21 + (0 + 20 * shop) / 21) / 2
+    expected = pd.DataFrame(
+        {
+            "seasonal_item_share": [seasonal_a, seasonal_b],
+            "item_retention90": [ret_a, ret_b],
+            "own_repeat_share": [0.5, 0.0],
+            "q4_spend_share": [5 / 9, 1.0],
+        },
+        index=got.index,
+    )
+    pd.testing.assert_frame_equal(got, expected)
