@@ -222,7 +222,7 @@ def evaluate_origin(
             mase_p50=p50["mase"], wape_p50=p50["wape"], bias_p50=p50["bias"],
             fit_s=fit_s, predict_s=predict_s,
             combination={k: getattr(model.combination_, k) for k in
-                         ("gamma", "point_weights", "interval_scale")},
+                         ("gamma", "point_weights", "interval_scale", "median_point")},
             validation=model.combination_.scores,
         )
     )  # fmt: skip
