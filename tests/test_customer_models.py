@@ -214,6 +214,32 @@ def test_bgnbd_on_the_bound_is_not_converged() -> None:
     assert "on the bound" in fit.message
 
 
+def test_a_likelihood_flat_towards_the_bound_is_not_converged() -> None:
+    from training.btyd import LOG_BOUND, _flat_to_bound
+
+    # the optimizer stopped at log a = -8 (a = 0.0003) on a likelihood still rising towards
+    # the bound -9 (or flat there): maximum likelihood is on the bound
+    rising = lambda t: 0.01 * (t[0] + 12.0) ** 2 + (t[1] - 1.0) ** 2  # noqa: E731
+    flat = lambda t: (t[1] - 1.0) ** 2  # noqa: E731
+    interior = lambda t: (t[0] + 8.0) ** 2 + (t[1] - 1.0) ** 2  # noqa: E731
+    x = np.array([-8.0, 1.0])
+    for negll, expected in ((rising, ["a"]), (flat, ["a"]), (interior, [])):
+        assert _flat_to_bound(["a", "b"], negll, x, float(negll(x)), []) == expected
+    far = np.array([-LOG_BOUND + 3.5, 1.0])  # not near a bound: not checked
+    assert _flat_to_bound(["a", "b"], rising, far, float(rising(far)), []) == []
+
+
+@pytest.mark.realdata
+def test_bgnbd_on_online_retail_daily_is_on_the_bound(online_retail) -> None:  # type: ignore[no-untyped-def]
+    # BENCHMARKS.md: on Online Retail daily data plain maximum likelihood sits on a bound
+    # (a -> 0). At 2011-06-01 the optimizer stops at a ~ 0.0002 (inside the bound 1.2e-4),
+    # yet the likelihood with a at its bound is as high: not converged
+    feats = customer_features(online_retail.orders, "2011-06-01")
+    fit = fit_bgnbd_on(feats)
+    assert not fit.converged and "a" in fit.at_bound
+    assert fit.params["a"] > np.exp(-9.0) * 1.01  # not literally on the bound
+
+
 def test_unconverged_bgnbd_at_a_calibration_cutoff_drops_the_blend(
     orders: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
