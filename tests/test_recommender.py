@@ -561,14 +561,18 @@ def test_fusion_lists_known_answers(model: RecommenderModel) -> None:
 
     art = model.artifact
     users = art.user_ids[:6].tolist()
-    # weight 0: the model's own all-items lists; weight 1: buy-again scored among allowed items
+    # weight 0: the model's own all-items lists (or a named strategy's); weight 1: buy-again
+    # scored among allowed items
     assert fusion_lists(model, users, weight=0.0) == art.recommend_batch(users, 10, exclude="auto")
+    ranker = _with_strategy(model, strategy_all="ranker")
+    alone = fusion_lists(model, users, weight=0.0, strategy="ranker")
+    assert alone == ranker.recommend_batch(users, 10, exclude="auto")
     rows = np.arange(6)
     allowed = art._allowed(rows, "auto", None, ())
     ba = np.where(allowed, art.scores(rows, "buy-again", art._parts(rows)), -np.inf)
     want = [art.item_ids[t].tolist() for t in np.argsort(-ba, axis=1, kind="stable")[:, :10]]
     assert fusion_lists(model, users, weight=1.0) == want
-    assert fusion_lists(model, users, weight=0.0) != want  # the two rankings differ here
+    assert alone != want  # the two rankings differ here
     assert fusion_lists(model, ["nobody", users[0]], weight=1.0) == [[], want[0]]
 
 
@@ -688,3 +692,155 @@ def test_season_prior_moves_gift_items_up_in_september(gift_shop: tuple, tmp_pat
     loaded = RecommenderModel.load(tmp_path / "rec")
     np.testing.assert_array_equal(loaded.artifact.item_season, art.item_season)
     assert loaded.recommend_batch(users[:200], 10) == on.recommend_batch(users[:200], 10)
+
+
+# ------------------------------------------------------------------ fusion with buy-again
+def _with_strategy(model: RecommenderModel, **params: object) -> RecommenderModel:
+    """A copy of the fitted model whose artifact uses ``params`` (lists precomputed again)."""
+    import copy
+
+    other = copy.copy(model)
+    art = copy.copy(model.artifact)
+    art.params = {**art.params, **params}
+    art.precompute(art.params["precomputed_width"])
+    other.state_ = art
+    return other
+
+
+def test_capped_ranks_known_answer() -> None:
+    from shopml.artifacts.recommender import _capped_ranks
+
+    s = np.array([[0.5, 0.9, 0.5, -1.0, 0.1], [1.0, 2.0, 3.0, 4.0, 5.0]])
+    # ties to the lower column; ranks beyond the depth count as the depth
+    assert _capped_ranks(s, 3).tolist() == [[1, 0, 2, 3, 3], [3, 3, 2, 1, 0]]
+    assert _capped_ranks(s, 10).tolist() == [[1, 0, 2, 4, 3], [4, 3, 2, 1, 0]]
+
+
+def test_fusion_strategy_known_answers(model: RecommenderModel) -> None:
+    art = model.artifact
+    assert art.ranker is not None
+    users = art.user_ids.tolist()
+    rows = np.arange(art.n_users)
+    parts = art._parts(rows)
+    ranker = art._dense_scores(rows, "ranker", parts, None)
+    again = art.scores(rows, "buy-again", parts)
+    fused = _with_strategy(model, strategy_all="fusion", fusion_weight=0.3, fusion_k=10)
+    f = fused.artifact._dense_scores(rows, "fusion", parts, None)
+    # ranks: highest score first, ties to the lower column
+    order_r, order_a = (np.argsort(-s, axis=1, kind="stable") for s in (ranker, again))
+    for q in (0, 7):  # (1 - a) / (c + rank by the ranker) + a / (c + rank by buy-again)
+        j, i = order_r[q, 0], order_a[q, 0]
+        rank_a = int(np.flatnonzero(order_a[q] == j)[0])
+        assert f[q, j] == pytest.approx(0.7 / 10 + 0.3 / (10 + rank_a))
+        assert f[q, i] == pytest.approx(0.7 / (10 + np.flatnonzero(order_r[q] == i)[0]) + 0.03)
+    # weight 0: the re-ranker's lists; weight 1: buy-again's; precomputed = live for both
+    for weight, strategy in ((0.0, "ranker"), (1.0, "buy-again")):
+        m = _with_strategy(model, strategy_all="fusion", fusion_weight=weight)
+        ref = _with_strategy(model, strategy_all=strategy)
+        for policy in ("auto", "never"):
+            want = ref.recommend_batch(users, 10, exclude=policy)
+            assert m.recommend_batch(users, 10, exclude=policy) == want, (weight, policy)
+    a = fused.artifact
+    assert a.recommend_batch(users, 10) != model.recommend_batch(users, 10)
+    for user in users[:25]:
+        for policy in ("auto", "always", "never"):
+            assert a.recommend(user, 10, exclude=policy) == a.recommend_live(
+                user, 10, exclude=policy
+            )
+        # new items only are the re-ranker's, unchanged by the fusion
+        assert a.recommend(user, 10, exclude="always") == art.recommend(user, 10, exclude="always")
+    recs = a.recommend(users[0], 8, category="toys")
+    assert len(recs) == 8 and {r.strategy for r in recs} <= {"personalized", "buy-again", "popular"}
+    # without a re-ranker, fusion falls back to buy-again like the ranker strategy
+    assert a._strategy("auto", "fusion") == "fusion"
+    a.ranker, saved = None, a.ranker
+    assert a._strategy("auto", "fusion") == "buy-again" and a._strategy("always", "fusion") == "als"
+    a.ranker = saved
+
+
+def test_fusion_is_chosen_only_by_the_out_of_time_check(model: RecommenderModel) -> None:
+    from training.strategy_validation import _fusion
+
+    art = model.artifact
+    rows = np.arange(art.n_users)
+    truth = [
+        set(art.hist_indices[art.hist_indptr[r] : art.hist_indptr[r + 1]].tolist()) for r in rows
+    ]
+    best = (0.5, {"strategy_all": "ranker"})
+    again = (0.4, {"ba_pop_weight": 0.1})
+    calls: list[dict] = []
+
+    def check(result: tuple[float, float]):  # type: ignore[no-untyped-def]
+        def run(extra: dict) -> tuple[float, float, int]:
+            calls.append(extra)
+            return result[0], result[1], 9
+
+        return run
+
+    scores = {"popular": 0.1}
+    got, info = _fusion(art, rows, truth, best, again, scores, 0.2, check((0.30, 0.31)))
+    assert got[1] == {"strategy_all": "fusion", "ba_pop_weight": 0.1, "fusion_weight": 0.2}
+    assert round(got[0], 5) == scores["fusion"] > scores["popular"]
+    assert info == {"ranker": 0.3, "fusion": 0.31, "users": 9, **calls[0]}
+    # out of time the fusion loses (or ties): the re-ranker stays
+    assert (
+        _fusion(art, rows, truth, best, again, {"popular": 0.1}, 0.2, check((0.3, 0.3)))[0] == best
+    )
+    # never below popularity on the validation window, never without the check
+    assert (
+        _fusion(art, rows, truth, best, again, {"popular": 2.0}, 0.2, check((0.3, 0.4)))[0] == best
+    )
+    assert _fusion(art, rows, truth, best, again, {"popular": 0.1}, 0.2, None) == (best, {})
+    # buy-again no better than popularity: no check, no fusion
+    n = len(calls)
+    assert (
+        _fusion(art, rows, truth, best, (0.1, {}), {"popular": 0.1}, 0.2, check((0, 1)))[0] == best
+    )
+    assert len(calls) == n
+
+
+def test_fusion_check_labels_before_its_window(orders: pd.DataFrame) -> None:
+    from training.ranker import relabel
+
+    y = np.array([True, True, False, False])
+    short = np.array([True, False, False, False])
+    rng = np.random.default_rng(0)
+    keep = relabel(y, short, rng, 0.0)
+    assert keep.tolist() == [True, False, True, True]  # the turned negative kept at rate 0
+    assert relabel(y, short, rng, 1.0).all()
+    fitted = small_model().fit(orders, AS_OF, items=make_items(), customers=make_customers())
+    val = fitted.artifact.params["validation"]
+    off = small_model(fusion_weight=0.0).fit(
+        orders, AS_OF, items=make_items(), customers=make_customers()
+    )
+    assert "fusion_check" not in off.artifact.params["validation"]
+    assert off.artifact.params["strategy_all"] != "fusion"
+    if "fusion_check" in val:  # the check ran: its users bought in the last 45 days
+        assert 0 < val["fusion_check"]["users"] <= fitted.artifact.n_users
+    # a re-ranker alone (fusion off) ranks exactly as the fitted model's re-ranker
+    users = fitted.artifact.user_ids.tolist()
+    fitted.artifact.params["strategy_all"] = "ranker"
+    fitted.artifact.precompute(fitted.artifact.params["precomputed_width"])
+    if off.artifact.params["strategy_all"] == "ranker":
+        assert fitted.recommend_batch(users, 10) == off.recommend_batch(users, 10)
+
+
+def test_validation_scores_the_ranker_once_and_ranks_as_serving(model: RecommenderModel) -> None:
+    from shopml.artifacts.recommender import _topk
+    from training.metrics import ndcg_at_k
+    from training.strategy_validation import evaluate_strategies
+
+    art = model.artifact
+    rows = np.arange(art.n_users)
+    parts = art._parts(rows)
+    truth = [{int(r) % art.n_items, (3 * int(r)) % art.n_items} for r in rows]
+    scores = art._dense_scores(rows, "ranker", parts, None)
+    for exclude in ("auto", "always"):
+        allowed = art._allowed(rows, exclude, None, ())
+        served, _, _ = art._rank(rows, 10, exclude, allowed, strategy="ranker", parts=parts)
+        masked, _ = _topk(np.where(allowed, scores, -np.inf), 10)
+        np.testing.assert_array_equal(masked, served)
+        (value,) = evaluate_strategies(art, rows, truth, exclude, [("ranker", {})])
+        assert value == ndcg_at_k([t[t >= 0].tolist() for t in served], truth)
+    with pytest.raises(ValueError, match="auto' or 'always"):
+        evaluate_strategies(art, rows, truth, "never", [("ranker", {})])

@@ -59,8 +59,21 @@ def training_rows(
 
     Every positive candidate is kept, negatives with probability ``negative_rate``.
     """
+    F, y, r, _ = labelled_rows(state, users, truth, rng, negative_rate, chunk)
+    return F, y, r
+
+
+def labelled_rows(
+    state: RecommenderArtifact,
+    users: np.ndarray,
+    truth: sp.csr_matrix,
+    rng: np.random.Generator,
+    negative_rate: float,
+    chunk: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`training_rows` and each row's item column (to label the same rows again)."""
     chunk = chunk or row_chunk(state.n_items)
-    Fs, ys, rs = [], [], []
+    Fs, ys, rs, cs = [], [], [], []
     for start in range(0, len(users), chunk):
         rows = users[start : start + chunk]
         parts = state._parts(rows)
@@ -71,9 +84,24 @@ def training_rows(
         Fs.append(state.features(rows, r, c, parts))
         ys.append(y)
         rs.append(r + start)
+        cs.append(c)
     if not Fs:
-        return np.zeros((0, len(FEATURES))), np.zeros(0, dtype=bool), np.zeros(0, dtype=np.int64)
-    return np.vstack(Fs), np.concatenate(ys), np.concatenate(rs)
+        empty = np.zeros(0, dtype=np.int64)
+        return np.zeros((0, len(FEATURES))), np.zeros(0, dtype=bool), empty, empty
+    return np.vstack(Fs), np.concatenate(ys), np.concatenate(rs), np.concatenate(cs)
+
+
+def relabel(
+    y: np.ndarray,
+    labels: np.ndarray,
+    rng: np.random.Generator,
+    negative_rate: float,
+) -> np.ndarray:
+    """Rows of :func:`labelled_rows` (labels ``y``) to keep for other ``labels`` of the same
+    candidates that are positive only where ``y`` is (e.g. a shorter window from the same
+    cutoff): every new positive, and the rows that turn negative with probability
+    ``negative_rate``, so each negative is kept at that rate as in the original rows."""
+    return labels | ~y | (rng.random(len(y)) < negative_rate)
 
 
 def fit_ranker(F: np.ndarray, y: np.ndarray, groups: np.ndarray, params: dict[str, Any]) -> Any:

@@ -12,6 +12,10 @@ for ``exclude="always"``) are chosen on a validation window at fit time:
 - ``ranker``: candidates from the user's history, ALS, item-kNN and recent popularity, scored by
   the re-ranker on :data:`FEATURES`, plus (when fitted with it) each item's gift-season log
   demand ratio ``item_season`` on the log-odds scale;
+- ``fusion`` (all items only): the ``ranker``'s list rank-fused with ``buy-again``'s,
+  ``(1 - a) / (c + rank by the ranker) + a / (c + rank by buy-again)`` (``params``
+  ``fusion_weight`` = a, ``fusion_k`` = c; ranks 0-based over every item, before any filter,
+  capped at :data:`FUSION_DEPTH`), so filters apply to one fused order as for the others;
 - ``buy-again``: own items by ``n_orders * (1 + item repeat rate) + w * recent popularity``;
 - ``als`` / ``knn``: collaborative scores; ``popular``: recent popularity.
 
@@ -46,7 +50,10 @@ ARRAYS_FILE = "arrays.npz"
 RANKER_FILE = "ranker.txt"
 MAX_K = 100
 EXCLUDE_POLICIES = ("auto", "always", "never")
-STRATEGIES = ("ranker", "buy-again", "als", "knn", "popular")
+STRATEGIES = ("ranker", "fusion", "buy-again", "als", "knn", "popular")
+#: ranks beyond this count as this in the ``fusion`` strategy (an item that deep in both lists
+#: scores below every item ranked above it in either list, so the top of the fused list is kept)
+FUSION_DEPTH = 256
 NOT_BOUGHT_DAYS = 999.0
 PRECOMPUTE_WIDTH = 120
 #: dense (users x items) cells per chunk of users ranked at once: bounds memory on big catalogues
@@ -102,6 +109,8 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "n_als": 50,
     "n_knn": 50,
     "n_pop": 30,
+    "fusion_weight": 0.2,
+    "fusion_k": 10,
 }
 
 
@@ -451,10 +460,16 @@ class RecommenderArtifact:
         dense: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         per_mode = []
         targets = np.zeros(bought.shape, dtype=bool)
-        for exclude in ("never", "always"):
-            strategy = self._strategy(exclude)
+        strategies = [self._strategy(exclude) for exclude in ("never", "always")]
+        if "fusion" in strategies:  # the ranker's scores, computed once for both lists
+            s = self._dense_scores(rows, "ranker", parts, None, threads)
+            dense["ranker"] = (s, self._personal(parts, "ranker"))
+        for exclude, strategy in zip(("never", "always"), strategies, strict=True):
             if strategy not in dense:
-                s = self._dense_scores(rows, strategy, parts, None, threads)
+                if strategy == "fusion":
+                    s = self._fusion_scores(rows, parts, threads, dense["ranker"][0])
+                else:
+                    s = self._dense_scores(rows, strategy, parts, None, threads)
                 dense[strategy] = (s, self._personal(parts, strategy))
             s, personal = dense[strategy]
             if exclude == "always":
@@ -475,7 +490,7 @@ class RecommenderArtifact:
 
     def _personal(self, parts: dict[str, Any], strategy: str) -> np.ndarray:
         """Boolean (rows, n_items): items in the user's ALS or kNN top (for the reason)."""
-        if strategy in ("ranker", "als", "knn"):
+        if strategy in ("ranker", "fusion", "als", "knn"):
             return self._collab(parts)
         return np.zeros(parts["bought"].shape, dtype=bool)
 
@@ -846,7 +861,7 @@ class RecommenderArtifact:
         """The strategy answering ``exclude`` (the ranker's fallback when there is none)."""
         if strategy is None:
             strategy = self.params["strategy_new" if exclude == "always" else "strategy_all"]
-        if strategy == "ranker" and self.ranker is None:
+        if strategy in ("ranker", "fusion") and self.ranker is None:
             strategy = "buy-again" if exclude != "always" else "als"
         return str(strategy)
 
@@ -863,6 +878,8 @@ class RecommenderArtifact:
         For the ranker, candidates outside ``allowed`` are not scored; ALS/kNN candidates are
         picked among unbought allowed items, so "never" and "always" share one score matrix.
         """
+        if strategy == "fusion":
+            return self._fusion_scores(rows, parts, threads)
         if strategy != "ranker":
             return self.scores(rows, strategy, parts)
         cand = self.candidates(rows, parts, allowed)
@@ -876,6 +893,25 @@ class RecommenderArtifact:
         # pad with popular items below every ranked candidate
         pop = self.pop90 / max(float(self.pop90.max()), 1.0)
         return np.where(np.isfinite(s), s, pop[None] - 1e6)
+
+    def _fusion_scores(
+        self,
+        rows: np.ndarray,
+        parts: dict[str, Any],
+        threads: int = 1,
+        ranker: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Dense scores of the ``fusion`` strategy (module docstring): reciprocal ranks of the
+        ranker's scores over every item (``ranker``: those scores when already computed) and of
+        buy-again's, weighted ``1 - fusion_weight`` and ``fusion_weight``. Filters are applied
+        afterwards, so a precomputed list filtered later and a live ranking agree."""
+        if ranker is None:
+            ranker = self._dense_scores(rows, "ranker", parts, None, threads)
+        again = self.scores(rows, "buy-again", parts)
+        a, c = float(self.params["fusion_weight"]), float(self.params["fusion_k"])
+        return (1 - a) / (c + _capped_ranks(ranker, FUSION_DEPTH)) + a / (
+            c + _capped_ranks(again, FUSION_DEPTH)
+        )
 
     def _ranker_scores(self, feats: np.ndarray, cols: np.ndarray, threads: int = 1) -> np.ndarray:
         """The re-ranker's P(buy) of candidate items ``cols``, with :attr:`item_season` added on
@@ -1022,6 +1058,16 @@ def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     out_idx[r, rank] = np.where(np.isfinite(v), c, -1)
     out_val[r, rank] = v
     return out_idx, out_val
+
+
+def _capped_ranks(scores: np.ndarray, depth: int) -> np.ndarray:
+    """Per row, the 0-based rank of each column by score (highest first, ties to the lower
+    column, as :func:`_topk`), or ``depth`` beyond the first ``depth``."""
+    top, _ = _topk(scores, depth)
+    ranks = np.full(scores.shape, float(depth))
+    r, pos = np.nonzero(top >= 0)
+    ranks[r, top[r, pos]] = pos
+    return ranks
 
 
 def _ranges(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
