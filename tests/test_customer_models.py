@@ -199,8 +199,9 @@ def test_blend_standardised_once_on_validation(
 
 
 def no_dropout_bgnbd() -> Any:
-    """A real BG/NBD fit that does not converge: customers who never drop out (Poisson buying
-    on [0, T]) put maximum likelihood on the bound a -> 0, as daily Online Retail data does."""
+    """A real BG/NBD fit on its a -> 0 bound: customers who never drop out (Poisson buying on
+    [0, T], rates ~ Gamma(r = 0.8, alpha = 25)) put maximum likelihood on the bound a -> 0, as
+    daily Online Retail data does."""
     rng = np.random.default_rng(0)
     T = rng.uniform(100, 400, 2000)
     x = rng.poisson(rng.gamma(0.8, 1 / 25, 2000) * T)
@@ -208,10 +209,40 @@ def no_dropout_bgnbd() -> Any:
     return fit_bgnbd(x, t_x, T)
 
 
-def test_bgnbd_on_the_bound_is_not_converged() -> None:
+def test_bgnbd_with_a_on_its_bound_is_the_no_dropout_limit() -> None:
+    from training.btyd import BGNBD_A_LIMIT, LOG_BOUND
+
+    # maximum likelihood on a -> 0 is the nested NBD model: a fixed at its bound, r and alpha
+    # re-fitted recover the Poisson-Gamma buyers' r = 0.8, alpha = 25; converged, and said
     fit = no_dropout_bgnbd()
-    assert not fit.converged and fit.at_bound == ["a"]
-    assert "on the bound" in fit.message
+    assert fit.converged and fit.limit == BGNBD_A_LIMIT and fit.at_bound == ["a"]
+    assert fit.params["a"] == np.exp(-LOG_BOUND)
+    assert fit.message.startswith(BGNBD_A_LIMIT + ": maximum likelihood has a on its bound")
+    assert abs(fit.params["r"] - 0.8) < 0.05 and abs(fit.params["alpha"] - 25) < 2.5
+
+
+def test_only_a_on_its_lower_bound_is_a_model() -> None:
+    from training.btyd import BGNBD_A_LIMIT, _fit
+
+    # log-likelihoods over (r, alpha, a, b) with the optimum at log r = 0, log alpha = 3,
+    # log b = 5 and a's (or another parameter's) optimum beyond a bound
+    def quad(**opt: float):  # type: ignore[no-untyped-def]
+        at = {"r": 0.0, "alpha": 3.0, "a": -1.0, "b": 5.0, **opt}
+        c = np.array([at[n] for n in ("r", "alpha", "a", "b")])
+        return lambda t: float(np.sum((t - c) ** 2))
+
+    x0 = np.zeros(4)
+    names = ["r", "alpha", "a", "b"]
+    a_low = _fit(names, quad(a=-12.0), x0, "t", limits=True)
+    assert a_low.converged and a_low.limit == BGNBD_A_LIMIT and a_low.at_bound == ["a"]
+    assert np.log(a_low.params["a"]) == -9.0
+    assert abs(np.log(a_low.params["b"]) - 5.0) < 1e-3  # the others re-fitted
+    for opt in ({"a": 12.0}, {"a": -12.0, "r": -12.0}, {"a": -12.0, "b": -12.0}, {"r": 12.0}):
+        fit = _fit(names, quad(**opt), x0, "t", limits=True)
+        assert not fit.converged and not fit.limit, opt
+    assert not _fit(names, quad(a=-12.0), x0, "t").converged  # Gamma-Gamma: no limit model
+    interior = _fit(names, quad(), x0, "t", limits=True)
+    assert interior.converged and not interior.limit and interior.at_bound == []
 
 
 def test_a_likelihood_flat_towards_the_bound_is_not_converged() -> None:
@@ -233,28 +264,36 @@ def test_a_likelihood_flat_towards_the_bound_is_not_converged() -> None:
 def test_bgnbd_on_online_retail_daily_is_on_the_bound(online_retail) -> None:  # type: ignore[no-untyped-def]
     # BENCHMARKS.md: on Online Retail daily data plain maximum likelihood sits on a bound
     # (a -> 0). At 2011-06-01 the optimizer stops at a ~ 0.0002 (inside the bound 1.2e-4),
-    # yet the likelihood with a at its bound is as high: not converged
+    # yet the likelihood with a at its bound is as high: the fit is the no-dropout limit, with a
+    # on its bound and the others re-fitted there
+    from training.btyd import BGNBD_A_LIMIT
+
     feats = customer_features(online_retail.orders, "2011-06-01")
     fit = fit_bgnbd_on(feats)
-    assert not fit.converged and "a" in fit.at_bound
-    assert fit.params["a"] > np.exp(-9.0) * 1.01  # not literally on the bound
+    assert fit.converged and fit.limit == BGNBD_A_LIMIT and "a" in fit.at_bound
+    assert fit.params["a"] == np.exp(-9.0)
 
 
 def test_unconverged_bgnbd_at_a_calibration_cutoff_drops_the_blend(
     orders: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     # the blend's calibration cutoffs are 2023-09-01 (also the validation cutoff), 08-01 and
-    # 07-01; BG/NBD fitted at 07-01 does not converge: that fit must not be used, the blend is
-    # dropped and the served model is exactly LightGBM alone (as with blend_weight 0), said in
-    # a warning, the model's notes and its calibration record
+    # 07-01; BG/NBD fitted at 07-01 does not converge (an optimizer failure, not a boundary
+    # optimum): that fit must not be used, the blend is dropped and the served model is exactly
+    # LightGBM alone (as with blend_weight 0), said in a warning, the model's notes and its
+    # calibration record
     import training.customers as tc
+    from training.btyd import BtydFit
 
     kw: dict[str, Any] = {**FAST, "baselines": ()}  # LightGBM (blended or not) is served
     cache = UserSnapshots(orders)
     blended = RepurchaseModel(**kw).fit(orders, AS_OF, snapshots=cache)
     assert blended.blend_ and "bgnbd_unconverged_cutoffs" not in blended.calibration_
     assert blended.calibration_["cutoffs"] == ["2023-09-01", "2023-08-01", "2023-07-01"]
-    bad_frame, bad_fit = cache.features(pd.Timestamp("2023-07-01")), no_dropout_bgnbd()
+    bad_frame = cache.features(pd.Timestamp("2023-07-01"))
+    bad_fit = BtydFit(
+        {"r": 0.5, "alpha": 20.0, "a": 0.8, "b": 2.5}, -1e4, False, "ABNORMAL_TERMINATION_IN_LNSRCH"
+    )
     real = tc.fit_bgnbd_on
     seen: list[bool] = []
 
@@ -282,6 +321,63 @@ def test_unconverged_bgnbd_at_a_calibration_cutoff_drops_the_blend(
     alone = RepurchaseModel(**{**kw, "blend_weight": 0.0}).fit(orders, AS_OF, snapshots=cache)
     feats = cache.features(AS_OF)
     np.testing.assert_array_equal(m.predict_proba(feats), alone.predict_proba(feats))
+    assert not np.allclose(m.predict_proba(feats), blended.predict_proba(feats))
+
+
+def test_bgnbd_at_its_a_limit_keeps_the_blend_and_says_so(
+    orders: pd.DataFrame, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # BG/NBD fitted at the calibration cutoff 2023-07-01 has a on its bound: the no-dropout (NBD)
+    # limit fit is used in the blend's cross-fitted calibration like an interior fit (the blend
+    # is kept, not dropped), said in one INFO line, the model's notes and its calibration record
+    import training.customers as tc
+    from training.btyd import BGNBD_A_LIMIT
+
+    kw: dict[str, Any] = {**FAST, "baselines": ()}
+    cache = UserSnapshots(orders)
+    blended = RepurchaseModel(**kw).fit(orders, AS_OF, snapshots=cache)
+    assert blended.blend_ and "bgnbd_a_limit_cutoffs" not in blended.calibration_
+    limit_frame, limit_fit = cache.features(pd.Timestamp("2023-07-01")), no_dropout_bgnbd()
+    assert limit_fit.limit == BGNBD_A_LIMIT
+    real = tc.fit_bgnbd_on
+    logits: list[dict[str, float]] = []
+    real_logit = tc.RepurchaseModel._bgnbd_logit
+
+    def fit_on(feats: pd.DataFrame) -> Any:
+        return limit_fit if feats is limit_frame else real(feats)
+
+    def logit(self: Any, feats: pd.DataFrame, params: dict[str, float], as_of: Any) -> Any:
+        logits.append(params)
+        return real_logit(self, feats, params, as_of)
+
+    monkeypatch.setattr(tc, "fit_bgnbd_on", fit_on)
+    monkeypatch.setattr(tc.RepurchaseModel, "_bgnbd_logit", logit)
+    with caplog.at_level(logging.INFO, logger="training.customers"):
+        m = RepurchaseModel(**kw).fit(orders, AS_OF, snapshots=cache)
+    assert m.blend_ and m.chosen_ == "lightgbm"
+    assert limit_fit.params in logits  # the limit fit's parameters scored the 07-01 rows
+    assert m.calibration_["bgnbd_a_limit_cutoffs"] == ["2023-07-01"]
+    assert "bgnbd_unconverged_cutoffs" not in m.calibration_
+    assert m.validation_ == blended.validation_  # validation cutoff 09-01: an interior fit
+    art = m.artifact_
+    assert art is not None and art.blend == blended.artifact_.blend  # type: ignore[union-attr]
+    assert art.btyd == m.bgnbd_fit_.params  # type: ignore[union-attr]
+    assert any(
+        n.startswith(BGNBD_A_LIMIT + " at the calibration cutoff 2023-07-01") for n in art.notes
+    )
+    said = [r for r in caplog.records if BGNBD_A_LIMIT in r.getMessage()]
+    assert [(r.levelno, r.getMessage()) for r in said] == [
+        (
+            logging.INFO,
+            f"repurchase: {BGNBD_A_LIMIT} at the calibration cutoff 2023-07-01 (maximum "
+            "likelihood has a on its bound; r, alpha, b re-fitted with a there): used for the "
+            "LightGBM + BG/NBD blend, noted in the model's notes (serving lightgbm)",
+        )
+    ]
+    assert not [
+        r for r in caplog.records if r.levelno >= logging.WARNING and "BG/NBD" in r.getMessage()
+    ]
+    feats = cache.features(AS_OF)
     assert not np.allclose(m.predict_proba(feats), blended.predict_proba(feats))
 
 

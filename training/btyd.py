@@ -8,9 +8,19 @@ bound, as BG/NBD's ``a -> 0`` on daily Online Retail data) is flagged in :class:
 logged as a warning; callers decide what to do with it. "On its bound" includes a parameter the
 optimizer left near the bound on a likelihood that is as high at the bound (a flat or rising
 ridge, :func:`_flat_to_bound`): on Online Retail every monthly fit from 2011-02-01 to
-2011-09-01 stopped at ``a`` = 0.0001-0.002 with the likelihood at the bound 0.0000-0.004 higher,
-and only 2011-08-01 was flagged before; CDNOW's fits are 500-1,500 log-likelihood units from
-the bound and unchanged.
+2011-09-01 stopped at ``a`` = 0.0001-0.002 with the likelihood at the bound 0.0000-0.004 higher;
+CDNOW's fits are 500-1,500 log-likelihood units from the bound and unchanged.
+
+One boundary optimum is a model of its own, and :func:`fit_bgnbd` returns it as such: BG/NBD's
+``a`` on its lower bound is the nested no-dropout model (the dropout probability p ~ Beta(a, b)
+has all its mass at 0 as ``a -> 0``: the NBD / Poisson-Gamma model). Its fit, ``a`` fixed at the
+bound and r, alpha, b re-fitted there, is returned converged with ``limit`` =
+:data:`BGNBD_A_LIMIT` and a message saying so (:func:`_a_limit`); callers use it and report it.
+The other bounds are not models shopml serves and stay "not converged": ``a`` at its upper
+bound, r or alpha at either bound, b at its lower bound (p's mass at 1); b at its *upper* bound
+together with ``a`` at its lower one is the same no-dropout limit (b has no effect there). So is
+an optimizer failure that is not a boundary optimum (no bound, or the fit with ``a`` at its
+bound fails or is less likely).
 """
 
 from __future__ import annotations
@@ -32,6 +42,8 @@ LOG_BOUND = 9.0  # parameters live in [exp(-9), exp(9)] ~ [1.2e-4, 8100]
 #: likelihood that is flat or rising towards the bound (:func:`_flat_to_bound`)
 NEAR_BOUND = 3.0
 PROFILE_TOL = 1e-6  # mean log-likelihood per customer: "at least as likely" up to this
+#: what a BG/NBD fit whose ``a`` is on its lower bound is (:func:`_a_limit`)
+BGNBD_A_LIMIT = "BG/NBD at its a -> 0 limit (no dropout, the NBD model)"
 #: BG/NBD and Gamma-Gamma are fitted on at most this many customers (a fixed hash sample; CDNOW's
 #: 23,570 and Online Retail's 3,314 are below it) and then score every customer.
 BTYD_FIT_CUSTOMERS = 30_000
@@ -43,13 +55,18 @@ class ConvergenceError(RuntimeError):
 
 @dataclass
 class BtydFit:
-    """Fitted parameters, the log-likelihood and whether the fit converged (with a reason)."""
+    """Fitted parameters, the log-likelihood and whether the fit converged (with a reason).
+
+    ``limit``: the nested model a boundary optimum is (e.g. :data:`BGNBD_A_LIMIT`); such a fit
+    is ``converged`` (the constrained fit did) and ``at_bound`` names the parameters on bounds.
+    """
 
     params: dict[str, float]
     loglik: float
     converged: bool
     message: str = ""
     at_bound: list[str] = field(default_factory=list)
+    limit: str = ""
 
 
 def _flat_to_bound(
@@ -64,22 +81,72 @@ def _flat_to_bound(
     :data:`PROFILE_TOL` per customer), maximum likelihood is on the bound.
     """
     flat: list[str] = []
-    bounds = [(-LOG_BOUND, LOG_BOUND)] * (len(x) - 1)
     for i, (name, v) in enumerate(zip(names, x, strict=True)):
         if name in done or abs(v) < LOG_BOUND - NEAR_BOUND:
             continue
-        edge = float(np.copysign(LOG_BOUND, v))
-
-        def fixed(theta: np.ndarray, i: int = i, edge: float = edge) -> float:
-            return float(negll(np.insert(theta, i, edge)))
-
-        res = minimize(fixed, np.delete(x, i), method="L-BFGS-B", bounds=bounds)
+        res = _fit_fixed(negll, x, i, float(np.copysign(LOG_BOUND, v)))
         if res.fun <= fun + PROFILE_TOL:
             flat.append(name)
     return flat
 
 
-def _fit(names: list[str], negll, x0: np.ndarray, what: str, quick: bool = False) -> BtydFit:  # type: ignore[no-untyped-def]
+def _fit_fixed(negll, x: np.ndarray, i: int, edge: float):  # type: ignore[no-untyped-def]
+    """L-BFGS-B over the other parameters, parameter ``i`` fixed at ``edge`` (log scale), from
+    ``x``; the result's ``x`` has parameter ``i`` back in place."""
+
+    def fixed(theta: np.ndarray) -> float:
+        return float(negll(np.insert(theta, i, edge)))
+
+    bounds = [(-LOG_BOUND, LOG_BOUND)] * (len(x) - 1)
+    res = minimize(fixed, np.delete(x, i), method="L-BFGS-B", bounds=bounds)
+    res.x = np.insert(res.x, i, edge)
+    return res
+
+
+def _a_limit(names: list[str], negll, fit: BtydFit, what: str) -> BtydFit:  # type: ignore[no-untyped-def]
+    """BG/NBD's ``a`` on its lower bound: the fit of the nested no-dropout model.
+
+    ``a`` is fixed at its bound and r, alpha, b re-fitted (from the fit's point, as
+    :func:`_flat_to_bound` does). Returned converged with ``limit`` = :data:`BGNBD_A_LIMIT` when
+    that fit succeeds, is at least as likely (:data:`PROFILE_TOL` per customer) and has r and
+    alpha off their bounds and b off its lower bound; otherwise ``fit`` unchanged (not
+    converged). ``fit.loglik`` is the mean log-likelihood per customer here.
+    """
+    logs = {n: float(np.log(v)) for n, v in fit.params.items()}
+    others = set(fit.at_bound) - {"a"}
+    if (
+        "a" not in fit.at_bound
+        or logs["a"] > -LOG_BOUND + NEAR_BOUND
+        or others - {"b"}
+        or ("b" in others and logs["b"] < 0)
+    ):
+        return fit
+    x = np.array([logs[n] for n in names])
+    i = names.index("a")
+    res = _fit_fixed(negll, x, i, -LOG_BOUND)
+    if not (res.success and np.isfinite(res.fun) and res.fun <= -fit.loglik + PROFILE_TOL):
+        return fit
+    lows = [n for n, v in zip(names, res.x, strict=True) if v <= -LOG_BOUND + 1e-3 and n != "a"]
+    highs = [n for n, v in zip(names, res.x, strict=True) if v >= LOG_BOUND - 1e-3]
+    done = ["a", "b"] if res.x[names.index("b")] > 0 else ["a"]
+    if lows or set(highs) - {"b"} or _flat_to_bound(names, negll, res.x, float(res.fun), done):
+        return fit  # r or alpha on a bound, or b at its lower one: not the no-dropout model
+    params = {n: float(np.exp(v)) for n, v in zip(names, res.x, strict=True)}
+    msg = (
+        f"{BGNBD_A_LIMIT}: maximum likelihood has a on its bound ({params['a']:.3g}); r, alpha, "
+        "b re-fitted with a there"
+    )
+    log.debug("%s: %s; params %s", what, msg, params)
+    at_bound = ["a", *(["b"] if "b" in highs or "b" in others else [])]
+    return BtydFit(params, -float(res.fun), True, msg, at_bound, BGNBD_A_LIMIT)
+
+
+def _fit(  # type: ignore[no-untyped-def]
+    names: list[str], negll, x0: np.ndarray, what: str, quick: bool = False, limits: bool = False
+) -> BtydFit:
+    """Maximum likelihood over the log-parameters in [-LOG_BOUND, LOG_BOUND]; ``limits``: a
+    boundary optimum with ``a`` on its lower bound is returned as BG/NBD's no-dropout limit
+    (:func:`_a_limit`). ``loglik`` is per customer (callers scale it)."""
     bounds = [(-LOG_BOUND, LOG_BOUND)] * len(names)
     best = None
     for start in (x0,) if quick else (x0, x0 + 0.5, x0 - 0.5):
@@ -112,9 +179,12 @@ def _fit(names: list[str], negll, x0: np.ndarray, what: str, quick: bool = False
             msg += f" (the likelihood with {', '.join(flat)} at its bound is as high)"
         at_bound = at_bound + flat
     params = {n: float(np.exp(v)) for n, v in zip(names, best_x, strict=True)}
-    if not converged:
+    fit = BtydFit(params, -float(best_fun), bool(converged), msg, at_bound)
+    if not converged and limits and np.isfinite(best_fun):
+        fit = _a_limit(names, negll, fit, what)
+    if not fit.converged:
         log.warning("%s fit did not converge (%s); params %s", what, msg, params)
-    return BtydFit(params, -float(best_fun), bool(converged), msg, at_bound)
+    return fit
 
 
 def _aggregate(*cols: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
@@ -129,7 +199,9 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, *, quick: bool = Fa
     ``x`` = repeat purchases, ``t_x`` = time of the last purchase since the first, ``T`` = time
     since the first purchase (any unit; predictions use the same unit). ``quick``: one L-BFGS-B
     run instead of three starts and a Nelder-Mead polish (~10x fewer likelihood evaluations;
-    for large samples, where the likelihood surface is well determined).
+    for large samples, where the likelihood surface is well determined). Maximum likelihood
+    with ``a`` on its lower bound returns the no-dropout (NBD) limit fit, converged, ``limit``
+    set and said in ``message`` (see the module docstring).
     """
     x, t_x, T = (np.asarray(v, dtype=np.float64) for v in (x, t_x, T))
     if len(x) == 0:
@@ -145,7 +217,7 @@ def fit_bgnbd(x: np.ndarray, t_x: np.ndarray, T: np.ndarray, *, quick: bool = Fa
 
     scale = float(np.mean(T)) or 1.0
     x0 = np.log(np.array([0.5, scale / 10, 0.8, 2.5]))
-    fit = _fit(["r", "alpha", "a", "b"], negll, x0, "BG/NBD", quick)
+    fit = _fit(["r", "alpha", "a", "b"], negll, x0, "BG/NBD", quick, limits=True)
     fit.loglik *= n
     return fit
 

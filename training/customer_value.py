@@ -84,6 +84,8 @@ class ValueModel(CustomerArtifactIO):
         for what, fit in (("BG/NBD", bg), ("Gamma-Gamma", gg)):
             if not fit.converged:
                 art.notes.append(f"{what} did not converge: {fit.message}")
+            elif fit.limit:  # BG/NBD's a -> 0: the no-dropout (NBD) model, used and said
+                art.notes.append(fit.message)
         return art
 
     def fit(

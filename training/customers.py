@@ -20,11 +20,17 @@ Discipline (BENCHMARKS.md protocol C):
   mean probability at as_of on the calibration cutoffs' mean rate +0.1% (5 of 11), on the
   latest rate -1.2% (10 of 11), standardising scores per population -0.5% (6 of 11), Platt on
   the latest cutoff only -1.3%, exponentially weighted cutoffs -1.4%;
-- BG/NBD enters the blend only where its maximum-likelihood fits converged (BENCHMARKS.md: on
-  daily Online Retail data ``a`` can sit on its bound): at the validation cutoff (else it is a
-  reference only) and at every cutoff of the blend's cross-fitted calibration (else the blend is
-  dropped and LightGBM alone is served with its own cross-fitted calibration; one warning line,
-  the model's notes and ``calibration_["bgnbd_unconverged_cutoffs"]`` say so);
+- BG/NBD enters the blend only where its maximum-likelihood fits converged: at the validation
+  cutoff (else it is a reference only) and at every cutoff of the blend's cross-fitted
+  calibration (else the blend is dropped and LightGBM alone is served with its own cross-fitted
+  calibration; one warning line, the model's notes and
+  ``calibration_["bgnbd_unconverged_cutoffs"]`` say so). A fit whose ``a`` is on its bound
+  (BENCHMARKS.md: on daily Online Retail data maximum likelihood sits on ``a -> 0``) is the
+  nested no-dropout model, :data:`~training.btyd.BGNBD_A_LIMIT` (:func:`~training.btyd.fit_bgnbd`:
+  ``a`` fixed at its bound, r, alpha, b re-fitted): it converged and is used for the baseline
+  and the blend like an interior fit, said in one INFO line, the notes of the models that use it
+  and ``calibration_["bgnbd_a_limit_cutoffs"]``. On Online Retail every fit since 2011-02 is that
+  limit; CDNOW's are interior;
 - if the LightGBM did not beat the best baseline on validation, a warning is logged and the best
   baseline is served instead, through the same
   :class:`~shopml.artifacts.customers.CustomerArtifact` API.
@@ -73,7 +79,7 @@ from shopml.artifacts.customers import (
     blend_stats,
 )
 from training.base import check_fitted
-from training.btyd import BtydFit, fit_bgnbd_on
+from training.btyd import BGNBD_A_LIMIT, BtydFit, fit_bgnbd_on
 from training.calibration import (
     CV_FOLDS,
     SAMPLED_CV_FOLDS,
@@ -106,6 +112,14 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+def _cutoffs_phrase(dates: list[str]) -> list[str]:
+    """``["the calibration cutoff(s) d1, d2"]`` (empty for no dates)."""
+    if not dates:
+        return []
+    return [f"the calibration cutoff{'s' if len(dates) > 1 else ''} {', '.join(dates)}"]
+
 
 #: weight of the BG/NBD score in the LightGBM + BG/NBD blend (kept only when it ranks better on the
 #: validation cutoff). 0.2 was best or next to best on 12 validation cutoffs of Online Retail and
@@ -440,6 +454,8 @@ class _CustomerModel(CustomerArtifactIO):
             self.validation_[name] = classification_metrics(y_val, art.calibration(raw))
         if bg_val is not None:
             self.validation_["baseline-bgnbd"]["converged"] = bg_val.converged
+            if bg_val.limit:
+                self.validation_["baseline-bgnbd"]["limit"] = bg_val.limit
 
         # LightGBM + BG/NBD blend, kept when it ranks better on the validation cutoff. Both
         # scores are standardised with their mean and std on the validation cutoff, and that one
@@ -448,6 +464,7 @@ class _CustomerModel(CustomerArtifactIO):
         # the calibration cutoffs' churn rate whatever the features say; on 7 validation replays
         # where the blend was kept that raised the Brier score in 6 (Online Retail, CDNOW)
         blend = False
+        bg_fit = bg_val
         if self.blend_weight > 0 and set(BTYD_INPUTS) <= set(names):
             bg_fit = bg_val or fit_bgnbd_on(X_val)
             if bg_fit.converged:
@@ -492,6 +509,10 @@ class _CustomerModel(CustomerArtifactIO):
                 )
         self.blend_ = blend
 
+        # where BG/NBD is used at its a -> 0 limit (the no-dropout NBD model): reported, not silent
+        val_limit = [f"the validation cutoff {val_cut.date()}"] if bg_fit and bg_fit.limit else []
+        cal_limit = [str(c.date()) for c, fit in bg_cal.items() if fit.limit]
+
         # BG/NBD at as_of (the baseline's and the blend's parameters)
         self.bgnbd_fit_ = None
         all_now = cache.features(as_of)  # every customer: scored below
@@ -505,6 +526,16 @@ class _CustomerModel(CustomerArtifactIO):
                         cands[name].notes.append(
                             f"BG/NBD did not converge: {self.bgnbd_fit_.message}"
                         )
+        now_limit = [f"as_of {as_of.date()}"] if self.bgnbd_fit_ and self.bgnbd_fit_.limit else []
+        base_at = [*val_limit, *now_limit] if "baseline-bgnbd" in cands else []
+        blend_at = [*val_limit, *_cutoffs_phrase(cal_limit), *now_limit] if blend else []
+        self.bgnbd_limits_ = blend_at or base_at  # where the baseline / blend use that limit
+        for name, at in (("baseline-bgnbd", base_at), ("lightgbm", blend_at)):
+            if at:
+                cands[name].notes.append(
+                    f"{BGNBD_A_LIMIT} at {'; '.join(at)} (maximum likelihood has a on its bound; "
+                    "r, alpha, b re-fitted with a there)"
+                )
 
         # refit on all usable cutoffs at as_of, with a cross-fitted calibration (otherwise the
         # validation booster is served with the calibration fitted on it); the lightgbm-rfm
@@ -553,6 +584,8 @@ class _CustomerModel(CustomerArtifactIO):
             all_cuts = horizon_cuts[label_h][0]
         if self.bgnbd_unconverged_:
             calibration_info["bgnbd_unconverged_cutoffs"] = dict(self.bgnbd_unconverged_)
+        if blend and cal_limit:
+            calibration_info["bgnbd_a_limit_cutoffs"] = cal_limit
         self.calibration_ = calibration_info
 
         # choose
@@ -580,6 +613,20 @@ class _CustomerModel(CustomerArtifactIO):
         self._report_bgnbd(
             bg_val, val_cut, as_of, chosen, blend, calibration=self.bgnbd_unconverged_
         )
+        if self.bgnbd_limits_:
+            users = [
+                *(["the bg/nbd baseline"] if "baseline-bgnbd" in cands else []),
+                *(["the LightGBM + BG/NBD blend"] if blend else []),
+            ]
+            log.info(
+                "%s: %s at %s (maximum likelihood has a on its bound; r, alpha, b re-fitted with "
+                "a there): used for %s, noted in the model's notes (serving %s)",
+                self.task,
+                BGNBD_A_LIMIT,
+                "; ".join(self.bgnbd_limits_),
+                " and ".join(users),
+                chosen,
+            )
         for name, art in cands.items():
             art.metrics = {
                 "validation": self.validation_[name],

@@ -130,6 +130,7 @@ def evaluate(
             "params": model.bgnbd_fit_.params,
             "converged": model.bgnbd_fit_.converged,
             "message": model.bgnbd_fit_.message,
+            "limit": model.bgnbd_fit_.limit,
         },
     }
     for name, art in [("shopml", model.artifact_), *model.candidates_.items()]:
