@@ -948,7 +948,7 @@ def test_shared_cache_computes_each_cutoff_once(orders: pd.DataFrame) -> None:
 
 def test_customer_signals_known_answer() -> None:
     from features.purchases import Purchases
-    from training.customer_signals import customer_signals
+    from training.benchmarks.customer_signals import customer_signals
 
     rows = [  # customer, order, item, day, quantity, price
         ("A", "o1", "x", "2023-10-10", 1.0, 2.0),
@@ -982,3 +982,43 @@ def test_customer_signals_known_answer() -> None:
         index=got.index,
     )
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_customer_signals_paired_changes_known_answer() -> None:
+    from training.benchmarks.customer_signals import paired_changes
+
+    def rec(task: str, day: str, variant: str, auc: float, brier: float) -> dict[str, Any]:
+        return {"task": task, "as_of": day, "variant": variant, "auc": auc, "brier": brier}
+
+    records = [
+        rec("churn90", "d1", "base", 0.70, 0.20),
+        rec("churn90", "d1", "all", 0.72, 0.19),
+        rec("repurchase30", "d1", "base", 0.80, 0.10),
+        rec("repurchase30", "d1", "all", 0.79, 0.12),
+        rec("repurchase30", "d2", "all", 0.99, 0.01),  # no base on this replay: not paired
+    ]
+    assert paired_changes(records) == {
+        "all": {
+            "replays": {"churn90@d1": 0.02, "repurchase30@d1": -0.01},
+            "mean_auc_change": 0.005,
+            "mean_brier_change": 0.005,
+            "better": 1,
+            "n": 2,
+        }
+    }
+
+
+def test_signal_snapshots_join_the_signals(orders: pd.DataFrame) -> None:
+    from features.purchases import Purchases
+    from training.benchmarks.customer_signals import (
+        SIGNAL_COLUMNS,
+        SignalSnapshots,
+        customer_signals,
+    )
+
+    cut = pd.Timestamp("2023-07-01")
+    got = SignalSnapshots(orders).features(cut)
+    plain = UserSnapshots(orders).features(cut)
+    pd.testing.assert_frame_equal(got[list(plain.columns)], plain)
+    signals = customer_signals(Purchases.of(orders, cut)).reindex(plain.index)
+    pd.testing.assert_frame_equal(got[SIGNAL_COLUMNS], signals)
