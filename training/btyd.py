@@ -26,16 +26,21 @@ bound fails or is less likely).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import minimize
+from scipy.optimize import OptimizeResult, minimize
 
 from shopml.artifacts.customers import bgnbd_loglik, gamma_gamma_loglik
 from training.snapshots import sample_ids
 
 log = logging.getLogger(__name__)
+
+#: negative mean log-likelihood of the log-parameters
+NegLogLik = Callable[[np.ndarray], Any]
 
 LOG_BOUND = 9.0  # parameters live in [exp(-9), exp(9)] ~ [1.2e-4, 8100]
 #: a fitted parameter this close to a bound (in log: within a factor ~20) is checked for a
@@ -70,8 +75,8 @@ class BtydFit:
 
 
 def _flat_to_bound(
-    names: list[str], negll, x: np.ndarray, fun: float, done: list[str]
-) -> list[str]:  # type: ignore[no-untyped-def]
+    names: list[str], negll: NegLogLik, x: np.ndarray, fun: float, done: list[str]
+) -> list[str]:
     """Parameters near a bound (within :data:`NEAR_BOUND` in log) whose bound fits as well.
 
     On a likelihood that keeps rising (or stays flat) towards a bound, as BG/NBD's ``a -> 0``
@@ -90,7 +95,7 @@ def _flat_to_bound(
     return flat
 
 
-def _fit_fixed(negll, x: np.ndarray, i: int, edge: float):  # type: ignore[no-untyped-def]
+def _fit_fixed(negll: NegLogLik, x: np.ndarray, i: int, edge: float) -> OptimizeResult:
     """L-BFGS-B over the other parameters, parameter ``i`` fixed at ``edge`` (log scale), from
     ``x``; the result's ``x`` has parameter ``i`` back in place."""
 
@@ -103,7 +108,7 @@ def _fit_fixed(negll, x: np.ndarray, i: int, edge: float):  # type: ignore[no-un
     return res
 
 
-def _a_limit(names: list[str], negll, fit: BtydFit, what: str) -> BtydFit:  # type: ignore[no-untyped-def]
+def _a_limit(names: list[str], negll: NegLogLik, fit: BtydFit, what: str) -> BtydFit:
     """BG/NBD's ``a`` on its lower bound: the fit of the nested no-dropout model.
 
     ``a`` is fixed at its bound and r, alpha, b re-fitted (from the fit's point, as
@@ -141,8 +146,13 @@ def _a_limit(names: list[str], negll, fit: BtydFit, what: str) -> BtydFit:  # ty
     return BtydFit(params, -float(res.fun), True, msg, at_bound, BGNBD_A_LIMIT)
 
 
-def _fit(  # type: ignore[no-untyped-def]
-    names: list[str], negll, x0: np.ndarray, what: str, quick: bool = False, limits: bool = False
+def _fit(
+    names: list[str],
+    negll: NegLogLik,
+    x0: np.ndarray,
+    what: str,
+    quick: bool = False,
+    limits: bool = False,
 ) -> BtydFit:
     """Maximum likelihood over the log-parameters in [-LOG_BOUND, LOG_BOUND]; ``limits``: a
     boundary optimum with ``a`` on its lower bound is returned as BG/NBD's no-dropout limit
