@@ -440,6 +440,13 @@ def season_index(
     return float((wt * lift[m] * dec[m]).sum() / den) if den > 0 else 0.0
 
 
+def _before_new_year(week: pd.Timestamp, horizon: int) -> np.ndarray:
+    """Whether each of the ``horizon`` weeks after ``week`` ends in the same year (the season
+    pace ends with the year)."""
+    ahead = week + pd.to_timedelta(7 * np.arange(1, horizon + 1), unit="D")
+    return np.asarray(ahead.year == week.year)
+
+
 def season_phi(
     units: np.ndarray,
     weeks: pd.DatetimeIndex,
@@ -461,8 +468,7 @@ def season_phi(
     pos = float(np.clip(now, 0.0, 0.95))
     pace = max(now - before, 0.0) / k
     ahead = np.minimum(pos + pace * np.arange(1, horizon + 1), 1.0)
-    ahead_weeks = weeks[t] + pd.to_timedelta(7 * np.arange(1, horizon + 1), unit="D")
-    in_season = np.asarray(ahead_weeks.year == weeks[t].year)
+    in_season = _before_new_year(weeks[t], horizon)
     return np.asarray(np.where(in_season, np.maximum(prior, (ahead - pos) / (1.0 - pos)), prior))
 
 
@@ -499,8 +505,7 @@ def item_season_phi(
     with np.errstate(divide="ignore", invalid="ignore"):
         own = np.where(left[:, None] > 0, rise[:, None] * steps[None, :] / left[:, None], 0.0)
     own = np.minimum(own, 1.0)
-    ahead_weeks = weeks[t] + pd.to_timedelta(7 * steps.astype(int), unit="D")
-    in_season = np.asarray(ahead_weeks.year == weeks[t].year)
+    in_season = _before_new_year(weeks[t], horizon)
     return np.asarray(np.where(in_season[None, :], np.maximum(prior[None, :], own), prior[None, :]))
 
 
