@@ -8,7 +8,7 @@ import lightgbm as lgb
 import numpy as np
 import scipy.sparse as sp
 
-from shopml.artifacts.recommender import FEATURES, RecommenderArtifact, row_chunk
+from shopml.artifacts.recommender import FEATURES, RankerEnsemble, RecommenderArtifact, row_chunk
 
 Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # re-ranker features, labels, user positions
 
@@ -104,9 +104,33 @@ def relabel(
     return labels | ~y | (rng.random(len(y)) < negative_rate)
 
 
-def fit_ranker(F: np.ndarray, y: np.ndarray, groups: np.ndarray, params: dict[str, Any]) -> Any:
+def bag_seed(seed: int | None, b: int) -> int | None:
+    """LightGBM ``random_state`` of the ``b``-th re-ranker of an ensemble: ``seed`` itself for
+    the first (so one bag is the single re-ranker), distinct fixed offsets for the others."""
+    if b == 0:
+        return seed
+    return (int(seed or 0) + 104_729 * b) % 2**31
+
+
+def fit_ranker(
+    F: np.ndarray, y: np.ndarray, groups: np.ndarray, params: dict[str, Any], bags: int = 1
+) -> Any:
     """LightGBM re-ranker: a binary classifier, or a ranker over ``groups`` (contiguous ids)
-    when ``params["objective"]`` is a ranking objective. Returns the booster."""
+    when ``params["objective"]`` is a ranking objective. Returns the booster, or with
+    ``bags`` > 1 a :class:`RankerEnsemble` of boosters fitted with :func:`bag_seed` seeds on
+    the same rows (their bagging and feature subsampling differ: ``subsample`` and
+    ``colsample_bytree`` < 1)."""
+    if bags < 1:
+        raise ValueError(f"bags must be >= 1, got {bags}")
+    boosters = [
+        _fit_one(F, y, groups, {**params, "random_state": bag_seed(params.get("random_state"), b)})
+        for b in range(bags)
+    ]
+    return boosters[0] if bags == 1 else RankerEnsemble(boosters)
+
+
+def _fit_one(F: np.ndarray, y: np.ndarray, groups: np.ndarray, params: dict[str, Any]) -> Any:
+    """One LightGBM booster (see :func:`fit_ranker`)."""
     if params.get("objective") in ("lambdarank", "rank_xendcg"):
         starts = np.flatnonzero(np.r_[True, groups[1:] != groups[:-1]])
         sizes = np.diff(np.r_[starts, len(groups)])

@@ -173,6 +173,7 @@ class RecommenderModel:
         max_users: int | None = None,
         season_prior: bool = True,
         fusion_weight: float = 0.2,
+        ranker_bags: int = 1,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -200,6 +201,9 @@ class RecommenderModel:
         self.max_users = max_users
         self.season_prior = season_prior
         self.fusion_weight = fusion_weight
+        self.ranker_bags = ranker_bags
+        if isinstance(ranker_bags, bool) or int(ranker_bags) < 1:
+            raise ValueError(f"ranker_bags must be a positive integer, got {ranker_bags!r}")
         for name in (
             "max_precompute_users",
             "max_snapshot_users",
@@ -440,7 +444,7 @@ class RecommenderModel:
             return None
         rparams = {**DEFAULT_RANKER_PARAMS, **(self.ranker_params or {})}
         rparams.update(random_state=self.random_state, n_jobs=self.num_threads)
-        oot = fit_ranker(F[keep], labels, r[keep], rparams)
+        oot = fit_ranker(F[keep], labels, r[keep], rparams, self.ranker_bags)
         cutoff = _ago(as_of, days)
         truth = shop.truth(cutoff, days, codes)
         rows = np.flatnonzero(truth.getnnz(axis=1) > 0)
@@ -491,7 +495,7 @@ class RecommenderModel:
             keep = ~np.concatenate(hs)
             F, y = np.vstack(Xs)[keep], np.concatenate(ys)[keep]
             if y.any() and not y.all():
-                ranker = fit_ranker(F, y, np.concatenate(gs)[keep], rparams)
+                ranker = fit_ranker(F, y, np.concatenate(gs)[keep], rparams, self.ranker_bags)
         strategies, scored = choose_strategies(
             state, rows, truth, ranker, self.ba_pop_weights, self.fusion_weight, fusion_check
         )

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from shopml.artifacts.recommender import RecommenderArtifact, _topk, row_chunk
+from shopml.artifacts.recommender import RecommenderArtifact, row_chunk, topk
 from training.encoded_shop import Shop
 from training.metrics import ndcg_at_k
 from training.recommender_caps import capped_sample
@@ -58,7 +58,7 @@ def evaluate_strategies(
                     s = ranker
                     if strategy == "fusion":
                         s = state._fusion_scores(sub, parts, ranker=ranker)
-                    top, _ = _topk(np.where(allowed, s, -np.inf), 10)
+                    top, _ = topk(np.where(allowed, s, -np.inf), 10)
                 else:
                     top, _, _ = state._rank(sub, 10, exclude, allowed, strategy=name, parts=parts)
                 recs[o] += [t[t >= 0].tolist() for t in top]

@@ -114,6 +114,43 @@ DEFAULT_PARAMS: dict[str, Any] = {
 }
 
 
+class RankerEnsemble:
+    """Re-rankers fitted on the same rows with different seeds (so their bagging and feature
+    subsampling differ), scored as one: the mean of their raw scores (log-odds for the binary
+    objective), which :meth:`predict` maps through the sigmoid like a single binary booster.
+    Averaging lowers the variance of the scores: the ranking depends less on one seed's
+    subsample and on tiny differences of the features (e.g. ALS factors across machines)."""
+
+    def __init__(self, boosters: Sequence[Any]) -> None:
+        if not boosters:
+            raise ValueError("a ranker ensemble needs at least one booster")
+        self.boosters = list(boosters)
+        objectives = {str(b.params.get("objective", "")).split()[0] for b in self.boosters}
+        self.binary = objectives == {"binary"}
+
+    def predict(self, X: np.ndarray, num_threads: int = 1, raw_score: bool = False) -> np.ndarray:
+        """Mean raw score of the boosters (its sigmoid for the binary objective unless
+        ``raw_score``; a ranking objective's score is raw either way)."""
+        raw = np.mean(
+            [b.predict(X, num_threads=num_threads, raw_score=True) for b in self.boosters], axis=0
+        )
+        if raw_score or not self.binary:
+            return np.asarray(raw)
+        return np.asarray(1.0 / (1.0 + np.exp(-raw)))
+
+
+def ranker_boosters(ranker: Any) -> list[Any]:
+    """The LightGBM boosters of a re-ranker (one booster or a :class:`RankerEnsemble`)."""
+    if ranker is None:
+        return []
+    return list(ranker.boosters) if isinstance(ranker, RankerEnsemble) else [ranker]
+
+
+def ranker_file(b: int) -> str:
+    """File of the ``b``-th booster of a saved re-ranker (``ranker.txt`` for the first)."""
+    return RANKER_FILE if b == 0 else f"ranker-{b}.txt"
+
+
 class Recommendation(NamedTuple):
     """One recommended item: id, score (higher is better), a plain reason, the strategy."""
 
@@ -191,7 +228,7 @@ class RecommenderArtifact:
     hist_decay: np.ndarray
     item_age: np.ndarray
     params: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PARAMS))
-    ranker: Any = None  # lightgbm.Booster or None
+    ranker: Any = None  # lightgbm.Booster, RankerEnsemble (seed-averaged boosters) or None
     pre_indptr: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     pre_items: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int32))
     pre_scores: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float64))
@@ -474,7 +511,7 @@ class RecommenderArtifact:
             s, personal = dense[strategy]
             if exclude == "always":
                 s = np.where(bought, -np.inf, s)
-            top, vals = _topk(s, width)
+            top, vals = topk(s, width)
             valid = top >= 0  # a prefix of each row
             tc = np.maximum(top, 0)
             kind = np.where(bought[local, tc], 2, np.where(personal[local, tc], 1, 0))
@@ -853,7 +890,7 @@ class RecommenderArtifact:
             parts = self._parts(rows)
         parts = dict(parts)
         s = self._dense_scores(rows, strategy, parts, allowed)
-        top, vals = _topk(np.where(allowed, s, -np.inf), k)
+        top, vals = topk(np.where(allowed, s, -np.inf), k)
         parts["strategy"] = strategy
         return top, vals, parts
 
@@ -948,7 +985,7 @@ class RecommenderArtifact:
             mask[cat_items] = True
         bad = [self._item_index[t] for t in map(str, exclude_items) if t in self._item_index]
         mask[bad] = False
-        top, vals = _topk(np.where(mask, s, -np.inf)[None], k)
+        top, vals = topk(np.where(mask, s, -np.inf)[None], k)
         return [
             Recommendation(str(self.item_ids[j]), float(v), self._popular_reason(j), "popular")
             for j, v in zip(top[0], vals[0], strict=True)
@@ -995,7 +1032,8 @@ class RecommenderArtifact:
 
     # ------------------------------------------------------------------ persistence
     def save(self, folder: Path | str) -> None:
-        """Write ``arrays.npz`` (no pickle), ``meta.json`` and ``ranker.txt`` (if any)."""
+        """Write ``arrays.npz`` (no pickle), ``meta.json`` and ``ranker.txt`` (if any; an
+        ensemble's further boosters in ``ranker-1.txt``, ``ranker-2.txt``, ...)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         arrays = {
@@ -1004,8 +1042,9 @@ class RecommenderArtifact:
             if f.name not in ("as_of", "params", "ranker")
         }
         np.savez(folder / ARRAYS_FILE, **arrays)  # type: ignore[arg-type]
-        if self.ranker is not None:
-            (folder / RANKER_FILE).write_text(self.ranker.model_to_string())
+        boosters = ranker_boosters(self.ranker)
+        for b, booster in enumerate(boosters):
+            (folder / ranker_file(b)).write_text(booster.model_to_string())
         write_meta(
             folder,
             KIND,
@@ -1015,6 +1054,7 @@ class RecommenderArtifact:
             n_users=self.n_users,
             n_items=self.n_items,
             ranker=self.ranker is not None,
+            ranker_models=len(boosters),
         )
 
     @classmethod
@@ -1032,11 +1072,13 @@ class RecommenderArtifact:
         if meta.get("ranker"):
             import lightgbm as lgb
 
-            ranker = lgb.Booster(model_file=str(folder / RANKER_FILE))
+            n = int(meta.get("ranker_models", 1))
+            loaded = [lgb.Booster(model_file=str(folder / ranker_file(b))) for b in range(n)]
+            ranker = loaded[0] if n == 1 else RankerEnsemble(loaded)
         return cls(as_of=str(meta["as_of"]), params=dict(meta["params"]), ranker=ranker, **arrays)
 
 
-def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-row top-k columns and values, ties broken by the lower column; -1 where -inf."""
     n_rows, n = scores.shape
     k_eff = min(k, n)
@@ -1062,8 +1104,8 @@ def _topk(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _capped_ranks(scores: np.ndarray, depth: int) -> np.ndarray:
     """Per row, the 0-based rank of each column by score (highest first, ties to the lower
-    column, as :func:`_topk`), or ``depth`` beyond the first ``depth``."""
-    top, _ = _topk(scores, depth)
+    column, as :func:`topk`), or ``depth`` beyond the first ``depth``."""
+    top, _ = topk(scores, depth)
     ranks = np.full(scores.shape, float(depth))
     r, pos = np.nonzero(top >= 0)
     ranks[r, top[r, pos]] = pos

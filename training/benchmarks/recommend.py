@@ -428,50 +428,23 @@ def candidate_recall(
     }
 
 
-#: rank fusion of a strategy with the buy-again scored reference, a validation diagnostic:
-#: weight of the reference and the reciprocal-rank constant (the ``fusion`` strategy's defaults)
-FUSION_WEIGHT = 0.2
-FUSION_RRF_K = 10
-
-
-def fusion_lists(
-    model: RecommenderModel,
-    user_ids: list[str],
-    weight: float = FUSION_WEIGHT,
-    rrf_k: float = FUSION_RRF_K,
-    k: int = K,
-    strategy: str | None = None,
+def ranker_alone_lists(
+    model: RecommenderModel, user_ids: list[str], k: int = K, chunk: int = 256
 ) -> list[list[str]]:
-    """R-all lists (``exclude="auto"``) ranked by ``(1 - weight) / (rrf_k + rank by
-    strategy) + weight / (rrf_k + rank by buy-again scored)``, ranks 0-based among the allowed
-    items (``strategy``: the model's all-items strategy when None); users the model does not
-    know get no list. With ``weight`` 0 and ``strategy="ranker"``: the re-ranker alone, the
-    diagnostic of :func:`validate` (is the shipped fusion better out of time?)."""
+    """R-all lists (``exclude="auto"``) of the model's re-ranker alone, fusion with buy-again
+    off: the product's live ranking (:meth:`RecommenderArtifact._rank`) with strategy
+    ``ranker``, so the diagnostic of :func:`validate` (is the shipped fusion better out of
+    time?) cannot drift from serving. Users the model does not know get no list."""
     art = model.artifact
     rows = pd.Index(art.user_ids).get_indexer(pd.Index(user_ids, dtype=str)).astype(np.int64)
     out: list[list[str]] = [[] for _ in user_ids]
     known = np.flatnonzero(rows >= 0)
-
-    def ranks(s: np.ndarray) -> np.ndarray:
-        order = np.argsort(-s, axis=1, kind="stable")
-        r = np.empty_like(order)
-        np.put_along_axis(r, order, np.arange(s.shape[1])[None], axis=1)
-        return r
-
-    for start in range(0, len(known), 256):
-        pos = known[start : start + 256]
-        sub = rows[pos]
-        parts = art._parts(sub)
-        allowed = art._allowed(sub, "auto", None, ())
-        chosen = art._strategy("auto", strategy)
-        model_s = np.where(allowed, art._dense_scores(sub, chosen, parts, allowed), -np.inf)
-        ref_s = np.where(allowed, art.scores(sub, "buy-again", parts), -np.inf)
-        fused = (1 - weight) / (rrf_k + ranks(model_s)) + weight / (rrf_k + ranks(ref_s))
-        fused = np.where(allowed, fused, -np.inf)
-        top = np.argsort(-fused, axis=1, kind="stable")[:, :k]
-        vals = np.take_along_axis(fused, top, axis=1)
-        for j, t, v in zip(pos, top, vals, strict=True):
-            out[j] = art.item_ids[t[np.isfinite(v)]].tolist()
+    for start in range(0, len(known), chunk):
+        pos = known[start : start + chunk]
+        allowed = art._allowed(rows[pos], "auto", None, ())
+        top, _, _ = art._rank(rows[pos], k, "auto", allowed, strategy="ranker")
+        for j, t in zip(pos, top, strict=True):
+            out[j] = art.item_ids[t[t >= 0]].tolist()
     return out
 
 
@@ -490,7 +463,7 @@ def validate(
     (:func:`candidate_recall`) of the first seed's model, every reference row on the same replay
     (``with_references``) and R-all NDCG@10 by user segment against the buy-again scored
     reference (:func:`segments`) and the shipped lists against the re-ranker alone (paired, the
-    ``fusion`` strategy's out-of-time gain; :func:`fusion_lists`) with each seed's all-items
+    ``fusion`` strategy's out-of-time gain; :func:`ranker_alone_lists`) with each seed's all-items
     strategy. Results of another ``as_of`` go to ``online-retail-R-validation-<date>``."""
     as_of = pd.Timestamp(as_of)
     if as_of + pd.Timedelta(days=TEST_DAYS) > AS_OF:
@@ -513,7 +486,7 @@ def validate(
         rows += [{**r, "model": f"shopml seed {seed}"} for r in got]
         per_seed.append(user_ndcg(recs, p.truth_all))
         warm_ids = p.user_ids[p.warm].tolist()
-        alone.append(user_ndcg(fusion_lists(model, warm_ids, 0.0, strategy="ranker"), p.truth_all))
+        alone.append(user_ndcg(ranker_alone_lists(model, warm_ids), p.truth_all))
         chosen.append(str(model.artifact.params["strategy_all"]))
         if not diagnostics:
             warm = p.user_ids[p.warm].tolist()
