@@ -415,6 +415,48 @@ def test_simple_components_include_the_26_week_median() -> None:
     assert np.allclose(comp.point[-1], expected[:, None])
 
 
+def test_winsorise_caps_bulk_weeks_at_a_multiple_of_the_typical_week() -> None:
+    from training.demand import winsorise
+
+    hist = np.array(
+        [
+            [1.0, 2.0, 2.0, 0.0, 50.0],  # typical selling week 2 -> cap 6
+            [0.0, 0.0, 0.0, 0.0, 0.0],  # never sold: stays 0
+            [0.0, 0.0, 0.5, 0.0, 2.0],  # typical 1.25 -> cap 3.75: nothing capped
+            [0.0, 0.3, 0.0, 0.0, 3.0],  # typical 1.65 -> cap 4.95: nothing capped
+        ]
+    )
+    out = winsorise(hist, 3.0)
+    expected = hist.copy()
+    expected[0, 4] = 6.0
+    assert np.allclose(out, expected)
+    # typical week 0.2 is floored at 1 unit: cap 3
+    assert np.allclose(winsorise(np.array([[0.0, 0.2, 0.2, 9.0]]), 3.0), [[0.0, 0.2, 0.2, 3.0]])
+    # only the last `window` weeks set the typical week; earlier weeks are capped too
+    assert np.allclose(winsorise(np.array([[40.0, 1.0, 1.0, 1.0]]), 2.0, window=3), [[2, 1, 1, 1]])
+
+
+def test_bulk_cap_winsorises_the_mean_and_tsb_components_only() -> None:
+    from training.demand import DemandModel, components, tsb, winsorise
+
+    weeks = pd.date_range("2011-01-02", periods=40, freq="7D")
+    units = np.full((2, 40), 4.0)
+    units[0, 34] = 400.0  # one bulk order 2 weeks before the origin
+    wd = WeeklyDemand(pd.Index(["a", "b"]), weeks, units, np.ones_like(units))
+    statics = ItemStatics(category=np.zeros(2, dtype=np.int64), first_week=np.zeros(2, dtype=int))
+    plain = components(wd, 35, statics, np.arange(2), {}, 3)
+    capped = components(wd, 35, statics, np.arange(2), {}, 3, bulk_cap=3.0)
+    # mean4: (4 + 400 + 4 + 4) / 4 = 103 as sold, (4 + 12 + 4 + 4) / 4 = 6 capped at 3 x 4
+    assert np.allclose(plain.point[0, 0], 103.0) and np.allclose(capped.point[0, 0], 6.0)
+    assert np.allclose(capped.point[1, 0], tsb(winsorise(units[:1, :36], 3.0))[0])
+    assert capped.point[1, 0, 0] < plain.point[1, 0, 0]
+    assert np.allclose(capped.point[2], plain.point[2])  # med26 unchanged
+    assert np.allclose(capped.quant, plain.quant)  # the quantile components see the units
+    assert np.allclose(capped.point[:, 1], plain.point[:, 1])  # no bulk week: no change
+    with pytest.raises(ValueError, match="bulk_cap"):
+        DemandModel(bulk_cap=0.5)._check()
+
+
 def test_ramp_is_the_remaining_december_ratio_along_the_season() -> None:
     from training.demand import Components
 

@@ -191,9 +191,13 @@ def _row(task: str, model: str, **metrics: Any) -> dict[str, Any]:
 
 
 def evaluate_origin(
-    orders: pd.DataFrame, items: pd.DataFrame | None, origin: str, horizon: int
+    orders: pd.DataFrame,
+    items: pd.DataFrame | None,
+    origin: str,
+    horizon: int,
+    model_kw: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every row (shopml and references) for one origin."""
+    """Every row (shopml and references) for one origin; ``model_kw`` go to the DemandModel."""
     from training.demand import DemandModel, tsb
 
     task = f"D@{origin}"
@@ -206,7 +210,7 @@ def evaluate_origin(
     out: list[dict[str, Any]] = []
 
     started = time.perf_counter()
-    model = DemandModel(horizon=horizon, num_threads=NUM_THREADS).fit(
+    model = DemandModel(horizon=horizon, num_threads=NUM_THREADS, **(model_kw or {})).fit(
         orders, origin_as_of(origin), items
     )
     fit_s = time.perf_counter() - started
@@ -290,19 +294,22 @@ def run(dataset: Any, note: str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
-def validate(dataset: Any) -> list[dict[str, Any]]:
-    """Every row at :data:`VALIDATION_ORIGINS` (no test window); writes the validation results."""
+def validate(dataset: Any, bulk_cap: float | None = None) -> list[dict[str, Any]]:
+    """Every row at :data:`VALIDATION_ORIGINS` (no test window); writes the validation results
+    (``bulk_cap``: the model's option, to ``online-retail-D-validation-bulk-cap<cap>``)."""
     rows: list[dict[str, Any]] = []
+    kw = {} if bulk_cap is None else {"bulk_cap": bulk_cap}
     for origin, horizon in VALIDATION_ORIGINS.items():
-        rows += evaluate_origin(dataset.orders, dataset.items, origin, horizon)
+        rows += evaluate_origin(dataset.orders, dataset.items, origin, horizon, kw)
     rows += mean_rows(rows, VALIDATION_ORIGINS, quoted=False)
+    note = "validation origins only: windows end by 2011-07-31, before every test window"
     write_results(
         "online-retail",
         "D",
         rows,
         as_of=max(VALIDATION_ORIGINS),
-        stem="online-retail-D-validation",
-        note="validation origins only: windows end by 2011-07-31, before every test window",
+        stem="online-retail-D-validation" + ("" if bulk_cap is None else f"-bulk-cap{bulk_cap:g}"),
+        note=note + ("" if bulk_cap is None else f"; DemandModel(bulk_cap={bulk_cap:g})"),
     )
     return rows
 
@@ -422,12 +429,20 @@ def main() -> None:
         action="store_true",
         help="synthetic gift-season shops, shop-wide vs per-item season pace (no real data)",
     )
+    parser.add_argument(
+        "--bulk-cap",
+        type=float,
+        default=None,
+        help="with --validation: DemandModel(bulk_cap=...) (mean4/tsb on winsorised history)",
+    )
     args = parser.parse_args()
+    if args.bulk_cap is not None and not args.validation:
+        parser.error("--bulk-cap is a validation option (test looks run the default model)")
     if args.season_check:
         season_check()
         return
     dataset = load_dataset(DATA / "online_retail.parquet")
-    rows = validate(dataset) if args.validation else run(dataset, note=args.note)
+    rows = validate(dataset, args.bulk_cap) if args.validation else run(dataset, note=args.note)
     for r in rows:
         if r["model"] == "shopml":
             log.info("%s", {k: v for k, v in r.items() if k != "combination"})
