@@ -932,3 +932,14 @@ def test_batch_and_serving_agree_at_a_mid_week_as_of(fitted_saturday: DemandMode
     assert row["reorder_point"] == pytest.approx(expected["reorder_point"][0])
     whole = plan(f["p10"], f["p50"], f["p90"], lead_time=1.0)
     assert expected["expected_lead_time_demand"][0] > whole["expected_lead_time_demand"][0]
+
+
+def test_weekly_validation_origins_end_before_the_first_test_origin() -> None:
+    from training.benchmarks.demand import ORIGINS, WEEKLY_VALIDATION_ORIGINS
+
+    first_test = min(pd.Timestamp(o) for o in ORIGINS)
+    origins = pd.DatetimeIndex(list(WEEKLY_VALIDATION_ORIGINS))
+    assert len(origins) == 9 and (origins[1:] - origins[:-1] == pd.Timedelta(days=7)).all()
+    for origin, h in WEEKLY_VALIDATION_ORIGINS.items():
+        end = pd.Timestamp(origin) + pd.Timedelta(days=7 * h)
+        assert end <= first_test and (h == 12 or end == first_test)
