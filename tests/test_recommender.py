@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -930,3 +931,49 @@ def test_ranker_ensemble_fit_is_deterministic_and_round_trips(
         ]
     with pytest.raises(ValueError, match="ranker_bags must be a positive integer"):
         small_model(ranker_bags=0)
+
+
+def test_averaged_als_known_answers() -> None:
+    import scipy.sparse as sp
+
+    from training.recommender_components import fit_als
+
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix((rng.random((40, 25)) < 0.2).astype(np.float32) * 3)
+    kw: dict[str, Any] = dict(
+        factors=4, regularization=0.05, iterations=5, bm25_k1=100.0, bm25_b=0.8, num_threads=1
+    )
+    u0, i0 = fit_als(X, random_state=1, **kw)
+    u1, i1 = fit_als(X, random_state=1 + 7919, **kw)
+    u, i = fit_als(X, random_state=1, fits=2, **kw)
+    assert u.shape == (40, 8) and i.shape == (25, 8) and u.dtype == np.float32
+    # user . item of the concatenation = the mean of the two fits' scores
+    np.testing.assert_allclose(u @ i.T, (u0 @ i0.T + u1 @ i1.T) / 2, rtol=1e-4, atol=1e-6)
+    assert not np.allclose(u0 @ i0.T, u1 @ i1.T, atol=1e-3)  # two different fits
+    again = fit_als(X, random_state=1, fits=2, **kw)
+    np.testing.assert_allclose(again[0], u, atol=1e-5)
+    # the exact (Cholesky) solver: another optimisation path, same model
+    ue, _ = fit_als(X, random_state=1, use_cg=False, **kw)
+    assert ue.shape == u0.shape and not np.array_equal(ue, u0)
+    empty = fit_als(sp.csr_matrix((3, 2), dtype=np.float32), random_state=0, fits=2, **kw)
+    assert empty[0].shape == (3, 8) and not empty[1].any()
+
+
+def test_model_ships_averaged_als_factors(model: RecommenderModel) -> None:
+    from training.recommender_components import fit_als
+
+    art = model.artifact  # small_model: 8 factors, 2 ALS fits by default
+    assert art.user_factors.shape == (art.n_users, 16) and art.item_factors.shape[1] == 16
+    # the 'als' scores the re-ranker sees are the mean of two fits of 8 factors
+    X = art._hist_sparse(np.arange(art.n_users), art.hist_n).astype(np.float32)
+    kw: dict[str, Any] = dict(
+        factors=8, regularization=0.05, iterations=5, bm25_k1=100.0, bm25_b=0.8, num_threads=1
+    )
+    u0, i0 = fit_als(X, random_state=0, **kw)
+    u1, i1 = fit_als(X, random_state=7919, **kw)
+    rows = np.arange(art.n_users)
+    np.testing.assert_allclose(
+        art._parts(rows)["als"], (u0 @ i0.T + u1 @ i1.T) / 2, rtol=1e-3, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="als_fits must be a positive integer"):
+        small_model(als_fits=0)

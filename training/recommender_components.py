@@ -36,6 +36,8 @@ def build_state(
     num_threads: int = 1,
     params: dict[str, Any] | None = None,
     user_mask: np.ndarray | None = None,
+    als_cg: bool = True,
+    als_fits: int = 1,
 ) -> RecommenderArtifact:
     """Fit every component on the shop's purchases before ``cutoff`` (all of its items), of
     every user or of the user codes where ``user_mask`` is True."""
@@ -94,6 +96,8 @@ def build_state(
         bm25_b=bm25_b,
         random_state=random_state,
         num_threads=num_threads,
+        use_cg=als_cg,
+        fits=als_fits,
     )
     nn_idx, nn_sim = cosine_neighbours(X, knn_k, num_threads)
     return RecommenderArtifact(
@@ -144,27 +148,40 @@ def fit_als(
     bm25_b: float,
     random_state: int,
     num_threads: int,
+    use_cg: bool = True,
+    fits: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """User and item factors of implicit ALS on the bm25-weighted user x item matrix."""
+    """User and item factors of implicit ALS on the bm25-weighted user x item matrix
+    (``use_cg``: implicit's conjugate-gradient solver, else the exact Cholesky solve).
+
+    With ``fits`` > 1, ALS is fitted with seeds ``random_state + 7919 * f`` and the factors
+    are concatenated, each scaled by ``1 / sqrt(fits)``: user . item is then the mean of the
+    fits' scores (an averaged ALS, less dependent on one fit's floating-point path)."""
     if not X.nnz:
+        width = factors * max(fits, 1)
         return (
-            np.zeros((X.shape[0], factors), dtype=np.float32),
-            np.zeros((X.shape[1], factors), dtype=np.float32),
+            np.zeros((X.shape[0], width), dtype=np.float32),
+            np.zeros((X.shape[1], width), dtype=np.float32),
         )
+    users, items = [], []
     with threadpool_limits(1, "blas"):
-        als = AlternatingLeastSquares(
-            factors=factors,
-            regularization=regularization,
-            iterations=iterations,
-            random_state=random_state,
-            num_threads=num_threads,
-        )
         weighted = bm25_weight(X, K1=bm25_k1, B=bm25_b).tocsr().astype(np.float32)
-        als.fit(weighted, show_progress=False)
-    return (
-        np.asarray(als.user_factors, dtype=np.float32),
-        np.asarray(als.item_factors, dtype=np.float32),
-    )
+        for f in range(max(fits, 1)):
+            als = AlternatingLeastSquares(
+                factors=factors,
+                regularization=regularization,
+                iterations=iterations,
+                random_state=random_state + 7919 * f,
+                num_threads=num_threads,
+                use_cg=use_cg,
+            )
+            als.fit(weighted, show_progress=False)
+            users.append(np.asarray(als.user_factors, dtype=np.float32))
+            items.append(np.asarray(als.item_factors, dtype=np.float32))
+    if len(users) == 1:
+        return users[0], items[0]
+    scale = np.float32(1.0 / np.sqrt(len(users)))
+    return np.hstack(users) * scale, np.hstack(items) * scale
 
 
 def cosine_neighbours(
