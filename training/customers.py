@@ -31,6 +31,10 @@ Discipline (BENCHMARKS.md protocol C):
   and the blend like an interior fit, said in one INFO line, the notes of the models that use it
   and ``calibration_["bgnbd_a_limit_cutoffs"]``. On Online Retail every fit since 2011-02 is that
   limit; CDNOW's are interior;
+- training cutoffs lie on month starts, or on the 1st and the 16th for small shops
+  (:func:`cutoffs_per_month`: fewer than :data:`MIN_MONTHLY_ROWS` customer-snapshot rows a
+  month over ``n_snapshots`` months), which doubles a small shop's training and calibration
+  rows; the validation cutoff of an ``as_of`` on a month start stays the same month start;
 - if the LightGBM did not beat the best baseline on validation, a warning is logged and the best
   baseline is served instead, through the same
   :class:`~shopml.artifacts.customers.CustomerArtifact` API.
@@ -94,6 +98,7 @@ from training.snapshots import (
     UserSnapshots,
     as_matrix,
     customer_features,
+    customers_before,
     default_features,
     monthly_cutoffs,
     select_rows,
@@ -126,6 +131,11 @@ def _cutoffs_phrase(dates: list[str]) -> list[str]:
 #: CDNOW (+0.0003..+0.0026 AUC over LightGBM alone); 0 turns the blend off.
 BLEND_WEIGHT = 0.2
 BTYD_INPUTS = ("repeat_days", "span_days", "tenure_days", "recency_days")
+#: months of training snapshots (``n_snapshots``)
+N_SNAPSHOTS = 6
+#: below this many monthly training rows (customers x ``n_snapshots``) the training cutoffs are
+#: taken twice a month, on the 1st and the 16th (:func:`cutoffs_per_month`)
+MIN_MONTHLY_ROWS = 50_000
 SHORT_HORIZON = 30  # days; the short label horizon tried for longer tasks (see _train_horizons)
 BASELINES = ("baseline-recency", "baseline-frequency", "baseline-bgnbd", "lightgbm-rfm")
 REFERENCE_NAMES = {
@@ -135,6 +145,23 @@ REFERENCE_NAMES = {
     "lightgbm-rfm": "lightgbm-rfm",
     "lightgbm": "lightgbm",
 }
+
+
+def cutoffs_per_month(n_customers: int, n_snapshots: int) -> int:
+    """Training cutoffs per month: 2 (the 1st and the 16th) when monthly snapshots of
+    ``n_customers`` over ``n_snapshots`` months give fewer than :data:`MIN_MONTHLY_ROWS` rows,
+    else 1 (month starts).
+
+    A small shop has few rows per snapshot; mid-month cutoffs double them with windows half a
+    month apart. Protocol-C validation replays (labels ending by the test as_of), mean of 3
+    seeds, twice-monthly vs monthly: Online Retail (3,300 customers, ~20,000 monthly rows) AUC
+    +0.0007 (4 of 6 replays better), Brier -0.00056 (4 of 6; churn90 -0.0003/-0.0012,
+    repurchase30 up to -0.0011); CDNOW (23,570 customers, ~141,000 rows; one seed) AUC -0.0002
+    (2 of 5), Brier +0.0001 (churn90 +0.0005) at twice the fit time, so large shops stay monthly.
+    Any threshold from ~20,100 to ~141,400 rows decides both data sets the same way; 50,000 is
+    a round number in that range, not tuned finer.
+    """
+    return 2 if n_customers * n_snapshots < MIN_MONTHLY_ROWS else 1
 
 
 class _CustomerModel(CustomerArtifactIO):
@@ -148,7 +175,8 @@ class _CustomerModel(CustomerArtifactIO):
         self,
         horizon_days: int | None = None,
         *,
-        n_snapshots: int = 6,
+        n_snapshots: int = N_SNAPSHOTS,
+        cutoffs_per_month: int | None = None,
         min_history_days: int = 30,
         num_boost_round: int = 300,
         params: dict[str, Any] | None = None,
@@ -176,7 +204,10 @@ class _CustomerModel(CustomerArtifactIO):
         self.cv_folds = cv_folds
         self.horizon_days = horizon_days
         self.train_horizons = train_horizons
+        if cutoffs_per_month is not None and cutoffs_per_month < 1:
+            raise ValueError(f"cutoffs_per_month must be >= 1, got {cutoffs_per_month}")
         self.n_snapshots = n_snapshots
+        self.cutoffs_per_month = cutoffs_per_month
         self.min_history_days = min_history_days
         self.num_boost_round = num_boost_round
         self.params = params
@@ -371,8 +402,13 @@ class _CustomerModel(CustomerArtifactIO):
                 labels[(c, h)] = self._labels(hist, c, feats(c).index, h)
             return labels[(c, h)]
 
+        # None: by the training population's size (:func:`cutoffs_per_month`)
+        n_customers = len(pop) if pop is not None else len(customers_before(orders, as_of))
+        step = self.cutoffs_per_month or cutoffs_per_month(n_customers, self.n_snapshots)
+        self.cutoffs_per_month_ = step
+        n_cuts = self.n_snapshots * step  # training snapshots: n_snapshots months' worth
         cutoffs = monthly_cutoffs(
-            first, as_of, H, self.min_history_days, self.n_snapshots + H // 28 + 2
+            first, as_of, H, self.min_history_days, n_cuts + step * (H // 28 + 2), step
         )
         if len(cutoffs) < 2:
             raise DataWindowError(
@@ -383,7 +419,7 @@ class _CustomerModel(CustomerArtifactIO):
         # cutoffs with a complete H-day label before the validation cutoff (the lightgbm-rfm
         # reference's); the LightGBM itself may train on a shorter label horizon only
         train_cuts = [c for c in cutoffs[1:] if c + pd.Timedelta(days=H) <= val_cut]
-        train_cuts = train_cuts[: self.n_snapshots]
+        train_cuts = train_cuts[:n_cuts]
         X_val, y_val = feats(val_cut), label(val_cut, H)
         if len(np.unique(y_val)) < 2:
             raise DataWindowError(
@@ -397,11 +433,16 @@ class _CustomerModel(CustomerArtifactIO):
         horizon_cuts: dict[int, tuple[list[pd.Timestamp], list[pd.Timestamp]]] = {}
         for h in self._train_horizons:
             cuts_h = monthly_cutoffs(
-                first, as_of, h, self.min_history_days, self.n_snapshots + (H + h) // 28 + 3
+                first,
+                as_of,
+                h,
+                self.min_history_days,
+                n_cuts + step * ((H + h) // 28 + 3),
+                step,
             )
-            val_tr = [c for c in cuts_h if c + pd.Timedelta(days=h) <= val_cut][: self.n_snapshots]
+            val_tr = [c for c in cuts_h if c + pd.Timedelta(days=h) <= val_cut][:n_cuts]
             if val_tr:
-                horizon_cuts[h] = (val_tr, cuts_h[: self.n_snapshots])
+                horizon_cuts[h] = (val_tr, cuts_h[:n_cuts])
         if not horizon_cuts:
             raise DataWindowError(
                 f"no training cutoff before the validation cutoff {val_cut.date()} with a "

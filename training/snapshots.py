@@ -95,26 +95,41 @@ def customer_features(
 
 
 def monthly_cutoffs(
-    first: pd.Timestamp, as_of: pd.Timestamp, horizon_days: int, min_history_days: int, n: int
+    first: pd.Timestamp,
+    as_of: pd.Timestamp,
+    horizon_days: int,
+    min_history_days: int,
+    n: int,
+    per_month: int = 1,
 ) -> list[pd.Timestamp]:
-    """Up to ``n`` month starts before ``as_of`` (latest first) whose label window ends by
+    """Up to ``n`` cutoffs before ``as_of`` (latest first) on a calendar grid of ``per_month``
+    points a month (1: month starts; 2: the 1st and the 16th), whose label window ends by
     ``as_of`` and that have at least ``min_history_days`` of history.
 
-    Cutoffs lie on one calendar grid whatever ``as_of`` is (for an ``as_of`` on a month start:
-    ``as_of - k months``), so the fits and backtests of one training, whose ``as_of`` differ,
-    share their snapshots' cutoffs (:class:`UserSnapshots` computes the
+    Cutoffs lie on one calendar grid whatever ``as_of`` is (for an ``as_of`` on a month start
+    and ``per_month`` 1: ``as_of - k months``), so the fits and backtests of one training, whose
+    ``as_of`` differ, share their snapshots' cutoffs (:class:`UserSnapshots` computes the
     item statistics of a cutoff once).
     """
-    anchor = pd.Timestamp(as_of).normalize().replace(day=1)  # month start on or before as_of
+    if per_month < 1:
+        raise ValueError(f"per_month must be >= 1, got {per_month}")
+    as_of = pd.Timestamp(as_of)
+    anchor = as_of.normalize().replace(day=1)  # month start on or before as_of
+    # day offsets of the grid points within a month, latest first (per_month 2: 15, 0)
+    offsets = [pd.Timedelta(days=(30 * i) // per_month) for i in reversed(range(per_month))]
     out: list[pd.Timestamp] = []
-    k = 0 if anchor < as_of else 1
+    k = 0
     while len(out) < n:
-        c = anchor - pd.DateOffset(months=k)
+        month = anchor - pd.DateOffset(months=k)
         k += 1
-        if c < first + pd.Timedelta(days=min_history_days):
-            break
-        if c + pd.Timedelta(days=horizon_days) <= as_of:
-            out.append(pd.Timestamp(c))
+        for off in offsets:
+            c = pd.Timestamp(month + off)
+            if c >= as_of:
+                continue
+            if c < first + pd.Timedelta(days=min_history_days):
+                return out
+            if c + pd.Timedelta(days=horizon_days) <= as_of and len(out) < n:
+                out.append(c)
     return out
 
 

@@ -121,6 +121,7 @@ def evaluate(
         "validation_cutoff": str(model.validation_cutoff_.date()),
         "training_cutoffs": [str(c.date()) for c in model.training_cutoffs_],
         "label_horizon_days": model.label_horizon_,
+        "cutoffs_per_month": model.cutoffs_per_month_,
         "calibration": model.calibration_,
         "blended_with_bgnbd": model.blend_,
         "validation": model.validation_,
