@@ -977,3 +977,32 @@ def test_model_ships_averaged_als_factors(model: RecommenderModel) -> None:
     )
     with pytest.raises(ValueError, match="als_fits must be a positive integer"):
         small_model(als_fits=0)
+
+
+def test_validation_scores_each_user_once_through_the_cache(
+    model: RecommenderModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from training.strategy_validation import evaluate_strategies
+
+    art = model.artifact
+    rows = np.arange(art.n_users)
+    truth = [{int(r) % art.n_items, (5 * int(r)) % art.n_items} for r in rows]
+    options: list[tuple[str, dict[str, Any]]] = [("ranker", {}), ("fusion", {})]
+    plain = evaluate_strategies(art, rows, truth, "auto", options, chunk=7)
+    sub = rows[::3]
+    sub_truth = [truth[int(r)] for r in sub]
+    plain_new = evaluate_strategies(art, sub, sub_truth, "always", [("ranker", {})], chunk=5)
+    scored: list[int] = []
+    dense = art._dense_scores
+
+    def counting(rows_: np.ndarray, strategy: str, *args: Any, **kw: Any) -> np.ndarray:
+        scored.extend(rows_.tolist() if strategy == "ranker" else [])
+        return dense(rows_, strategy, *args, **kw)
+
+    monkeypatch.setattr(art, "_dense_scores", counting)
+    cache: dict[int, np.ndarray] = {}
+    assert evaluate_strategies(art, rows, truth, "auto", options, 7, cache) == plain
+    assert sorted(scored) == rows.tolist() and sorted(cache) == rows.tolist()
+    # another call on some of the same users (other chunks, other policy): no new scoring
+    again = evaluate_strategies(art, sub, sub_truth, "always", [("ranker", {})], 5, cache)
+    assert again == plain_new and len(scored) == len(rows)

@@ -22,6 +22,10 @@ from training.encoded_shop import Shop
 from training.metrics import ndcg_at_k
 from training.recommender_caps import capped_sample
 
+#: validation users x items up to which each user's re-ranker scores are kept (float64, 128 MB)
+#: and reused by :func:`choose_strategies` for "all items", "new items" and the fusion
+RANKER_CACHE_CELLS = 1 << 24
+
 
 def evaluate_strategies(
     state: RecommenderArtifact,
@@ -30,11 +34,14 @@ def evaluate_strategies(
     exclude: str,
     options: list[tuple[str, dict[str, Any]]],
     chunk: int | None = None,
+    ranker_cache: dict[int, np.ndarray] | None = None,
 ) -> list[float]:
     """NDCG@10 of each (strategy, params) option on ``rows`` (parts computed once per chunk).
 
     The re-ranker's scores are computed once per chunk for the ``ranker`` and ``fusion``
-    options alike: over every item, then masked. With ``exclude`` "auto" or "always" and no
+    options alike: over every item, then masked. With ``ranker_cache`` (row -> scores, for one
+    re-ranker), a chunk whose rows are all there takes their scores from it, and computed scores
+    are stored in it, so several calls on the same users score each of them once. With ``exclude`` "auto" or "always" and no
     other filter that ranks exactly as :meth:`RecommenderArtifact._rank` (the allowed items
     differ from all items only by past items, which are candidates either way and whose
     exclusion does not change the ALS/kNN candidates, picked among unbought items)."""
@@ -54,7 +61,7 @@ def evaluate_strategies(
                 strategy = state._strategy(exclude, name)
                 if strategy in ("ranker", "fusion"):
                     if ranker is None:
-                        ranker = state._dense_scores(sub, "ranker", parts, None)
+                        ranker = _ranker_scores(state, sub, parts, ranker_cache)
                     s = ranker
                     if strategy == "fusion":
                         s = state._fusion_scores(sub, parts, ranker=ranker)
@@ -65,6 +72,21 @@ def evaluate_strategies(
     finally:
         state.params = saved
     return [ndcg_at_k(r, truth) for r in recs]
+
+
+def _ranker_scores(
+    state: RecommenderArtifact,
+    rows: np.ndarray,
+    parts: dict[str, Any],
+    cache: dict[int, np.ndarray] | None,
+) -> np.ndarray:
+    """Dense re-ranker scores of ``rows`` (every item), through ``cache`` when given."""
+    if cache is not None and all(r in cache for r in rows.tolist()):
+        return np.vstack([cache[r] for r in rows.tolist()])
+    scores = state._dense_scores(rows, "ranker", parts, None)
+    if cache is not None:
+        cache.update(zip(rows.tolist(), scores, strict=True))
+    return scores
 
 
 def choose_strategies(
@@ -104,11 +126,15 @@ def choose_strategies(
     if ranker is not None:
         options.append(("ranker", {}))
     state.ranker = ranker
+    # each user's re-ranker scores, computed once for both modes and the fusion (small shops)
+    cache: dict[int, np.ndarray] | None = (
+        {} if len(rows) * state.n_items <= RANKER_CACHE_CELLS else None
+    )
     for mode, exclude, truth_sets in (("all", "auto", truth_all), ("new", "always", truth_new)):
         keep = np.array([i for i, t in enumerate(truth_sets) if t], dtype=np.int64)
         opts = [o for o in options if not (mode == "new" and o[0] == "buy-again")]
         values = evaluate_strategies(
-            state, rows[keep], [truth_sets[i] for i in keep], exclude, opts
+            state, rows[keep], [truth_sets[i] for i in keep], exclude, opts, ranker_cache=cache
         )
         best: tuple[float, dict[str, Any]] | None = None
         again: tuple[float, dict[str, Any]] | None = None  # the best buy-again option
@@ -123,7 +149,15 @@ def choose_strategies(
         if mode == "all" and best[1]["strategy_all"] == "ranker" and fusion_weight > 0:
             sets = [truth_sets[i] for i in keep]
             best, check = _fusion(
-                state, rows[keep], sets, best, again, scores["all"], fusion_weight, fusion_check
+                state,
+                rows[keep],
+                sets,
+                best,
+                again,
+                scores["all"],
+                fusion_weight,
+                fusion_check,
+                cache,
             )
             if check:
                 validation["fusion_check"] = check
@@ -143,6 +177,7 @@ def _fusion(
     scores: dict[str, float],
     weight: float,
     check: Callable[[dict[str, Any]], tuple[float, float, int]] | None,
+    cache: dict[int, np.ndarray] | None = None,
 ) -> tuple[tuple[float, dict[str, Any]], dict[str, Any]]:
     """``best`` (the re-ranker) or its rank fusion with the best buy-again option ``again``
     (see :func:`choose_strategies`), and the out-of-time check's scores (empty when it did not
@@ -155,7 +190,9 @@ def _fusion(
     out = {"ranker": round(ranker, 5), "fusion": round(fused, 5), "users": users, **extra}
     if fused <= ranker:
         return best, out
-    (value,) = evaluate_strategies(state, rows, truth, "auto", [("fusion", extra)])
+    (value,) = evaluate_strategies(
+        state, rows, truth, "auto", [("fusion", extra)], ranker_cache=cache
+    )
     scores["fusion"] = round(value, 5)
     if value <= scores["popular"]:
         return best, out
