@@ -907,11 +907,19 @@ def test_ranker_ensemble_fit_is_deterministic_and_round_trips(
     art = ens.artifact
     assert isinstance(art.ranker, RankerEnsemble) and len(art.ranker.boosters) == 3
     assert np.array_equal(art.pre_scores, again.artifact.pre_scores)
-    # the ensemble scores differ from the single re-ranker's (bags 1: the shipped default)
-    assert not isinstance(model.artifact.ranker, RankerEnsemble)
+    # the default is an ensemble of 2; its scores differ from the single re-ranker's
+    assert isinstance(model.artifact.ranker, RankerEnsemble)
+    assert len(model.artifact.ranker.boosters) == 2
+    one = small_model(ranker_bags=1).fit(
+        orders, AS_OF, items=make_items(), customers=make_customers()
+    )
+    assert not isinstance(one.artifact.ranker, RankerEnsemble)
+    assert (
+        one.artifact.ranker.model_to_string() == model.artifact.ranker.boosters[0].model_to_string()
+    )
     rows = np.arange(art.n_users)
     s_ens = art._dense_scores(rows, "ranker", art._parts(rows), None)
-    s_one = model.artifact._dense_scores(rows, "ranker", model.artifact._parts(rows), None)
+    s_one = one.artifact._dense_scores(rows, "ranker", one.artifact._parts(rows), None)
     assert not np.allclose(s_ens, s_one)
     ens.save(tmp_path / "ens")
     assert sorted(p.name for p in (tmp_path / "ens").glob("ranker*.txt")) == [

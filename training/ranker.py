@@ -35,8 +35,8 @@ Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # re-ranker features, labels, 
 #: Seed-averaged re-rankers (``RecommenderModel(ranker_bags=B)``, :class:`RankerEnsemble`; the
 #: three replays 2011-06-03 / 04-18 / 05-10, 3 seeds, paired per fit): 2 bags +0.0004 R-all
 #: (fit-level SE 0.0003), +0.0009 R-new (SE 0.0004); 3 bags +0.0005 / +0.0007; on top of the
-#: averaged ALS +0.0006 (SE 0.0004) / +0.0009 (SE 0.0002), for +1.45 s of fit (median 6.84 ->
-#: 8.29 s under the bench lock, the 8.5 s budget): not on by default.
+#: averaged ALS +0.0006 (SE 0.0004) / +0.0009 (SE 0.0002), for +1.2 s of fit (median 6.81 ->
+#: 8.04 s under the bench lock): 2 bags by default (``RecommenderModel.ranker_bags``).
 DEFAULT_RANKER_PARAMS: dict[str, Any] = {
     "objective": "binary",
     "n_estimators": 60,
