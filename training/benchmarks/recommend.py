@@ -662,10 +662,10 @@ def main() -> None:
     parser.add_argument(
         "--validation-as-of",
         type=pd.Timestamp,
-        default=VALIDATION_AS_OF,
+        default=None,
         metavar="DATE",
-        help=f"as_of of the replay (default {VALIDATION_AS_OF.date()}; its {TEST_DAYS}-day window "
-        f"must end by {AS_OF.date()})",
+        help=f"as_of of the replay; implies --validation (default {VALIDATION_AS_OF.date()}; its "
+        f"{TEST_DAYS}-day window must end by {AS_OF.date()})",
     )
     parser.add_argument(
         "--season-check",
@@ -684,8 +684,8 @@ def main() -> None:
     if args.time_fit:
         log.info("fit-only timings: %s", fit_timings(dataset, args.time_fit))
         return
-    if args.validation:
-        rows = validate(dataset, as_of=args.validation_as_of)
+    if args.validation or args.validation_as_of is not None:
+        rows = validate(dataset, as_of=args.validation_as_of or VALIDATION_AS_OF)
     else:
         rows = run(dataset, note=args.note)
     for row in rows:
