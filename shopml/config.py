@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -49,7 +49,13 @@ class Experiment(BaseModel):
     value_days: int = Field(365, ge=30, le=1095)
     horizon_weeks: int = Field(12, ge=1, le=12)
     seed: int = 0
-    params: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    params: dict[ModelKind, dict[str, Any]] = Field(
+        default_factory=dict, description="per model kind: settings of its model class"
+    )
+
+    def model_params(self, kind: str) -> dict[str, Any]:
+        """A copy of the settings of ``kind``'s model class (empty when not set)."""
+        return dict(self.params.get(cast(ModelKind, kind), {}))
 
 
 def load_experiment(path: str | Path, **overrides: Any) -> Experiment:

@@ -38,6 +38,7 @@ def test_overrides_and_defaults(tmp_path: Path) -> None:
         ("data: [unclosed\n", "not valid YAML"),
         ("- a list\n", "mapping at the top level"),
         ("data: {path: x, format: excel}\n", "format"),
+        ("data: {path: x}\nparams: {churnn: {num_boost_round: 10}}\n", "churnn"),
     ],
 )
 def test_bad_experiment_files(tmp_path: Path, text: str, message: str) -> None:

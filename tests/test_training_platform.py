@@ -154,6 +154,28 @@ def test_unknown_kind_is_refused(shop: Path, dataset: Dataset, tmp_path: Path) -
         train(experiment(shop), tracker, dataset=dataset, kinds=("telepathy",))
 
 
+@pytest.mark.parametrize(
+    ("kind", "params", "message"),
+    [
+        ("recommender", {"bogus": 1}, "params.recommender: .*unexpected keyword argument 'bogus'"),
+        ("recommender", {"als_fits": 0}, "params.recommender: als_fits"),
+        ("churn", {"cutoffs_per_month": 0}, "params.churn: cutoffs_per_month"),
+        ("demand", {"nonsense": True}, "params.demand: .*'nonsense'"),
+    ],
+)
+def test_bad_model_params_are_refused_before_any_run(
+    shop: Path, dataset: Dataset, tmp_path: Path, kind: str, params: dict, message: str
+) -> None:
+    """A typo in an experiment's params fails at once, naming the key: no run, no version."""
+    db = tmp_path / "mlflow.db"
+    tracker = Tracker(f"sqlite:///{db}", experiment="test")
+    exp = experiment(shop, **{kind: params})
+    with pytest.raises(ValueError, match=message):
+        train(exp, tracker, dataset=dataset, kinds=(kind,))
+    assert tracker.champion(kind) is None
+    assert mlflow.search_runs(experiment_names=["test"]).empty
+
+
 def test_score_writes_batch_outputs_and_logs_them(
     shop: Path, dataset: Dataset, tmp_path: Path
 ) -> None:

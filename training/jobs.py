@@ -513,3 +513,12 @@ class RecommenderJob:
 
 
 JOBS["recommender"] = RecommenderJob
+
+
+def check_params(kind: str, params: dict[str, Any]) -> None:
+    """Fail before any training when an experiment's ``params.<kind>`` are not settings of that
+    kind's model class (an unknown name, or a value its constructor rejects)."""
+    try:
+        JOBS[kind](threads=1)._model(dict(params))
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"experiment params.{kind}: {exc}") from None

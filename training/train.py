@@ -21,7 +21,7 @@ import pandas as pd
 from features.io import Dataset, data_fingerprint, load_dataset
 from features.pipeline import check_as_of, default_as_of
 from shopml.config import Experiment
-from training.jobs import DISTRIBUTED_KINDS, JOBS, Backtest
+from training.jobs import DISTRIBUTED_KINDS, JOBS, Backtest, check_params
 from training.tracking import (
     Decision,
     PromotionRefused,
@@ -98,6 +98,8 @@ def train(
     unknown = [k for k in kinds if k not in JOBS]
     if unknown:
         raise ValueError(f"unknown model kind(s) {unknown}; available: {sorted(JOBS)}")
+    for kind in kinds:
+        check_params(kind, exp.model_params(kind))
     results = []
     with tracker.run(f"train {exp.name} as of {as_of.date()}"):
         tracker.log_params(
@@ -131,7 +133,7 @@ def _train_kind(
 ) -> KindResult:
     start = time.perf_counter()
     stage("backtest")
-    params = dict(exp.params.get(kind, {}))
+    params = exp.model_params(kind)
     distributed = client is not None and kind in DISTRIBUTED_KINDS
     job = JOBS[kind](threads=threads, client=client) if distributed else JOBS[kind](threads=threads)
     with tracker.run(kind, nested=True, tags={"model_kind": kind}):
