@@ -17,6 +17,7 @@ from features.schema import ITEM_ID, STOCK_ON_HAND
 from features.synthetic import ShopConfig, write_shop
 from shopml.artifacts.registry import load_artifact
 from shopml.config import DataConfig, Experiment
+from training.jobs import check_params
 from training.tracking import Tracker, VersionInfo, decide
 from training.train import train
 
@@ -154,6 +155,15 @@ def test_unknown_kind_is_refused(shop: Path, dataset: Dataset, tmp_path: Path) -
         train(experiment(shop), tracker, dataset=dataset, kinds=("telepathy",))
 
 
+def test_model_params_are_converted_to_their_types() -> None:
+    """YAML has no tuples and may quote numbers: settings arrive as the constructor's types."""
+    assert check_params("recommender", {"factors": "32", "ranker_cutoffs": [[90, 90]]}) == {
+        "factors": 32,
+        "ranker_cutoffs": ((90, 90),),
+    }
+    assert check_params("churn", {}) == {}
+
+
 @pytest.mark.parametrize(
     ("kind", "params", "message"),
     [
@@ -161,6 +171,11 @@ def test_unknown_kind_is_refused(shop: Path, dataset: Dataset, tmp_path: Path) -
         ("recommender", {"als_fits": 0}, "params.recommender: als_fits"),
         ("churn", {"cutoffs_per_month": 0}, "params.churn: cutoffs_per_month"),
         ("demand", {"nonsense": True}, "params.demand: .*'nonsense'"),
+        ("churn", {"num_boost_round": "x"}, "params.churn.num_boost_round: .*valid integer"),
+        ("churn", {"n_snapshots": 0}, "params.churn: n_snapshots must be >= 1"),
+        ("repurchase", {"features": "recency_days"}, "params.repurchase.features: .*list"),
+        ("demand", {"season_pace": "weekly"}, "params.demand: season_pace must be one of"),
+        ("demand", {"bulk_cap": 0.5}, "params.demand: bulk_cap"),
     ],
 )
 def test_bad_model_params_are_refused_before_any_run(

@@ -206,6 +206,9 @@ class _CustomerModel(CustomerArtifactIO):
         self.train_horizons = train_horizons
         if cutoffs_per_month is not None and cutoffs_per_month < 1:
             raise ValueError(f"cutoffs_per_month must be >= 1, got {cutoffs_per_month}")
+        for name, count in (("n_snapshots", n_snapshots), ("num_boost_round", num_boost_round)):
+            if count < 1:
+                raise ValueError(f"{name} must be >= 1, got {count}")
         self.n_snapshots = n_snapshots
         self.cutoffs_per_month = cutoffs_per_month
         self.min_history_days = min_history_days

@@ -1306,6 +1306,7 @@ class DemandModel:
         self.max_validation_items = max_validation_items
         self.season_pace = season_pace
         self.bulk_cap = bulk_cap
+        self._check()  # settings fail here, not after the data is loaded
 
     def _params(self) -> LgbParams:
         return LgbParams(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
+from pydantic import TypeAdapter, ValidationError
 
 from features.io import Dataset
 from features.labels import churn_labels, repurchase_labels
@@ -515,10 +517,26 @@ class RecommenderJob:
 JOBS["recommender"] = RecommenderJob
 
 
-def check_params(kind: str, params: dict[str, Any]) -> None:
-    """Fail before any training when an experiment's ``params.<kind>`` are not settings of that
-    kind's model class (an unknown name, or a value its constructor rejects)."""
+def check_params(kind: str, params: dict[str, Any]) -> dict[str, Any]:
+    """An experiment's ``params.<kind>`` checked against ``kind``'s model class, before any
+    training: every name must be an argument of its constructor, every value of that argument's
+    annotated type (converted as pydantic's lax mode does: ``"3"`` -> 3, a list -> a tuple) and
+    accepted by the constructor. Returns the converted settings; raises ``ValueError`` naming
+    ``params.<kind>`` otherwise."""
+    job = JOBS[kind](threads=1)
+    hints = typing.get_type_hints(type(job._model({})).__init__, localns={"Client": Any})
+    checked = dict(params)
+    for name, value in params.items():
+        if name in hints:
+            try:
+                checked[name] = TypeAdapter(hints[name]).validate_python(value)
+            except ValidationError as exc:
+                reason = exc.errors()[0]["msg"]
+                raise ValueError(
+                    f"experiment params.{kind}.{name}: {reason} (got {value!r})"
+                ) from None
     try:
-        JOBS[kind](threads=1)._model(dict(params))
+        job._model(dict(checked))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"experiment params.{kind}: {exc}") from None
+    return checked

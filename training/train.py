@@ -133,7 +133,7 @@ def _train_kind(
 ) -> KindResult:
     start = time.perf_counter()
     stage("backtest")
-    params = exp.model_params(kind)
+    params = check_params(kind, exp.model_params(kind))
     distributed = client is not None and kind in DISTRIBUTED_KINDS
     job = JOBS[kind](threads=threads, client=client) if distributed else JOBS[kind](threads=threads)
     with tracker.run(kind, nested=True, tags={"model_kind": kind}):
