@@ -44,11 +44,6 @@ class Experiment(BaseModel):
     data: DataConfig
     as_of: date | None = Field(None, description="default: the day after the last order")
     models: tuple[ModelKind, ...] = MODEL_KINDS
-    churn_days: int = Field(90, ge=7, le=730)
-    repurchase_days: int = Field(30, ge=7, le=365)
-    value_days: int = Field(365, ge=30, le=1095)
-    horizon_weeks: int = Field(12, ge=1, le=12)
-    seed: int = 0
     params: dict[ModelKind, dict[str, Any]] = Field(
         default_factory=dict, description="per model kind: settings of its model class"
     )

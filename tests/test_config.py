@@ -32,7 +32,7 @@ def test_overrides_and_defaults(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("data: {path: x}\nmodels: [telepathy]\n", "models"),
-        ("data: {path: x}\nchurn_days: 0\n", "churn_days"),
+        ("data: {path: x}\nchurn_days: 60\n", "churn_days: Extra inputs"),  # not a setting
         ("data: {path: x}\ncolour: red\n", "colour"),
         ("models: [churn]\n", "data"),
         ("data: [unclosed\n", "not valid YAML"),
