@@ -50,7 +50,7 @@ import pandas as pd
 from features.arrays import counts, safe_div
 from features.purchases import Purchases
 from features.schema import CUSTOMER_ID
-from training.benchmarks.customers import SPECS, VALIDATION_AS_OF, evaluate
+from training.benchmarks.customers import SPECS, VALIDATION_AS_OF, replay_at
 from training.snapshots import UserSnapshots, default_features
 
 log = logging.getLogger(__name__)
@@ -165,18 +165,8 @@ def replay(
             base = [c for c in default_features(cols) if c not in SIGNAL_COLUMNS]
             for name in variants:
                 t0 = time.perf_counter()
-                rows, d = evaluate(
-                    ds.orders,
-                    day,
-                    task,
-                    items=ds.items,
-                    customers=ds.customers,
-                    num_threads=num_threads,
-                    config={"features": base + VARIANTS[name]},
-                    snapshots=cache,
-                    score_table=False,
-                )
-                refs = [x["brier"] for x in rows if x["model"] not in ("shopml", "lightgbm")]
+                config = {"features": base + VARIANTS[name]}
+                rows, d = replay_at(ds, day, task, cache, config, num_threads)
                 r = rows[0]
                 rec = {
                     "task": task,
@@ -184,7 +174,7 @@ def replay(
                     "variant": name,
                     "auc": r["roc_auc"],
                     "brier": r["brier"],
-                    "brier_vs_ref": round(r["brier"] - min(refs), 5),
+                    "brier_vs_ref": r["brier_vs_best_ref"],
                     "served": r.get("served"),
                     "blend": d["blended_with_bgnbd"],
                     "val_auc": d["validation"]["lightgbm"]["roc_auc"],

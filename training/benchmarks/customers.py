@@ -187,6 +187,35 @@ def run(
     return rows
 
 
+def replay_at(
+    ds: Any,
+    day: str,
+    task: str,
+    snapshots: UserSnapshots,
+    config: dict[str, Any] | None,
+    num_threads: int,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """:func:`evaluate` at the validation as_of ``day`` on a loaded data set, sharing
+    ``snapshots`` across replays; the shopml row also gets ``brier_vs_best_ref``, its Brier
+    minus the best reference's."""
+    rows, details = evaluate(
+        ds.orders,
+        day,
+        task,
+        items=ds.items,
+        customers=ds.customers,
+        num_threads=num_threads,
+        config=config,
+        snapshots=snapshots,
+        score_table=False,
+    )
+    refs = [x["brier"] for x in rows if x["model"] not in ("shopml", "lightgbm")]
+    for row in rows:
+        if row["model"] == "shopml" and refs:
+            row["brier_vs_best_ref"] = round(row["brier"] - min(refs), 5)
+    return rows, details
+
+
 def validate(
     dataset: str,
     as_ofs: dict[str, list[str]] | None = None,
@@ -218,22 +247,9 @@ def validate(
     details: dict[str, Any] = {}
     for task, days in dates.items():
         for day in days:
-            r, d = evaluate(
-                ds.orders,
-                day,
-                task,
-                items=ds.items,
-                customers=ds.customers,
-                num_threads=num_threads,
-                config=(config or {}).get(task),
-                snapshots=cache,
-                score_table=False,
-            )
-            refs = [x["brier"] for x in r if x["model"] not in ("shopml", "lightgbm")]
+            r, d = replay_at(ds, day, task, cache, (config or {}).get(task), num_threads)
             for row in r:
                 row["as_of"] = day
-                if row["model"] == "shopml" and refs:
-                    row["brier_vs_best_ref"] = round(row["brier"] - min(refs), 5)
             rows += r
             d.pop("reliability", None)
             details[f"{task}@{day}"] = d
