@@ -91,15 +91,14 @@ def train(
     computed on it (:class:`training.dask_models.DaskUserSnapshots`); the recommender in this
     process. ``progress``: told of every stage (:data:`STAGES`) of every kind as it starts.
     """
-    ds = dataset or load_experiment_data(exp)
-    as_of = pd.Timestamp(exp.as_of) if exp.as_of else default_as_of(ds.orders)
-    check_as_of(ds.orders, as_of)
     kinds = kinds or exp.models
     unknown = [k for k in kinds if k not in JOBS]
     if unknown:
         raise ValueError(f"unknown model kind(s) {unknown}; available: {sorted(JOBS)}")
-    for kind in kinds:
-        check_params(kind, exp.model_params(kind))
+    settings = {kind: check_params(kind, exp.model_params(kind)) for kind in kinds}
+    ds = dataset or load_experiment_data(exp)
+    as_of = pd.Timestamp(exp.as_of) if exp.as_of else default_as_of(ds.orders)
+    check_as_of(ds.orders, as_of)
     results = []
     with tracker.run(f"train {exp.name} as of {as_of.date()}"):
         tracker.log_params(
@@ -115,7 +114,9 @@ def train(
                     done = i * len(STAGES) + STAGES.index(name)
                     progress(done, total, f"{kind} ({i + 1}/{len(kinds)}): {name}")
 
-            results.append(_train_kind(kind, exp, ds, as_of, tracker, threads, client, stage))
+            results.append(
+                _train_kind(kind, settings[kind], ds, as_of, tracker, threads, client, stage)
+            )
         if progress is not None:
             progress(total, total, "done")
     return results
@@ -123,7 +124,7 @@ def train(
 
 def _train_kind(
     kind: str,
-    exp: Experiment,
+    params: dict[str, Any],
     ds: Dataset,
     as_of: pd.Timestamp,
     tracker: Tracker,
@@ -131,9 +132,9 @@ def _train_kind(
     client: Client | None = None,
     stage: Callable[[str], None] = lambda name: None,
 ) -> KindResult:
+    """Backtest, fit, log, register and gate one model kind with its checked ``params``."""
     start = time.perf_counter()
     stage("backtest")
-    params = check_params(kind, exp.model_params(kind))
     distributed = client is not None and kind in DISTRIBUTED_KINDS
     job = JOBS[kind](threads=threads, client=client) if distributed else JOBS[kind](threads=threads)
     with tracker.run(kind, nested=True, tags={"model_kind": kind}):
