@@ -1014,3 +1014,50 @@ def test_validation_scores_each_user_once_through_the_cache(
     # another call on some of the same users (other chunks, other policy): no new scoring
     again = evaluate_strategies(art, sub, sub_truth, "always", [("ranker", {})], 5, cache)
     assert again == plain_new and len(scored) == len(rows)
+
+
+def test_name_neighbours_known_answer() -> None:
+    from training.recommender_components import name_neighbours, name_words
+
+    assert name_words("LUNCH BAG  RED RETROSPOT.") == {"LUNCH", "BAG", "RED", "RETROSPOT"}
+    assert name_words("PACK OF 72 CAKE CASES") == {"PACK", "OF", "CAKE", "CASES"}
+    names = np.array(
+        ["LUNCH BAG RED RETROSPOT", "LUNCH BAG PINK POLKADOT", "JUMBO BAG RED RETROSPOT",
+         "CAKE TIN", "lunch bag red retrospot", "12"]
+    )  # fmt: skip
+    idx, sim = name_neighbours(names, 3)
+    # the same name under another code first (cosine 1), then the most words in common
+    assert idx[0].tolist() == [4, 2, 1]
+    assert sim[0, 0] == pytest.approx(1.0, rel=1e-6)
+    assert sim[0, 1] > sim[0, 2] > 0
+    # equal similarities: the lower column first; "BAG" alone (in 4 of 6 names) comes last
+    assert idx[1].tolist() == [0, 4, 2]
+    assert sim[1, 0] == pytest.approx(sim[1, 1], rel=1e-6) and sim[1, 1] > sim[1, 2] > 0
+    # no word in common with anything: no neighbour
+    assert idx[3].tolist() == [-1, -1, -1] and idx[5].tolist() == [-1, -1, -1]
+    assert np.all(sim[3] == 0)
+
+
+def test_name_similarity_features(model: RecommenderModel) -> None:
+    from shopml.artifacts.recommender import FEATURES
+
+    art = model.artifact
+    assert art.txt_idx.shape[0] == art.n_items
+    row = art._user_index["u0"]
+    rows = np.array([row])
+    hist = art.hist_indices[art.hist_indptr[row] : art.hist_indptr[row + 1]]
+    cols = np.arange(art.n_items)
+    F = art.features(rows, np.zeros(len(cols), dtype=np.int64), cols, art._parts(rows))
+    f = dict(zip(FEATURES, F.T, strict=True))
+    # name similarity of one user = sum of the name similarities of the user's past items
+    M = np.zeros((art.n_items, art.n_items))
+    for j in range(art.n_items):
+        ok = art.txt_idx[j] >= 0
+        M[j, art.txt_idx[j][ok]] = art.txt_sim[j][ok]
+    assert f["txt"].max() > 0
+    assert np.allclose(f["txt"], M[hist].sum(axis=0), atol=1e-5)
+    decay = art.hist_decay[art.hist_indptr[row] : art.hist_indptr[row + 1]]
+    assert np.allclose(f["txt_recent"], decay @ M[hist], atol=1e-5)
+    assert np.allclose(f["txt_mean"], f["txt"] / len(hist), atol=1e-6)
+    # the other blocks of the product are unchanged by the names block
+    assert np.allclose(f["bknn"], art._basket_matrix().toarray()[hist].sum(axis=0), atol=1e-5)

@@ -37,6 +37,12 @@ Rows = tuple[np.ndarray, np.ndarray, np.ndarray]  # re-ranker features, labels, 
 #: (fit-level SE 0.0003), +0.0009 R-new (SE 0.0004); 3 bags +0.0005 / +0.0007; on top of the
 #: averaged ALS +0.0006 (SE 0.0004) / +0.0009 (SE 0.0002), for +1.2 s of fit (median 6.81 ->
 #: 8.04 s under the bench lock): 2 bags by default (``RecommenderModel.ranker_bags``).
+#: Item-name similarity features (``txt``, ``txt_recent``, ``txt_mean``; see
+#: ``training/recommender.py`` point 8), same three replays, seeds 0-5, paired per fit: R-all
+#: +0.0016 (SE 0.0004), R-new +0.0050 (SE 0.0008). Within noise or worse in the same session
+#: (9 fits): kNN and basket-kNN against the user's last order only +0.0003 (SE 0.0007) / R-new
+#: -0.0004; days since the user last bought the item over the user's own gap between its
+#: purchases -0.0006 (SE 0.0004) / +0.0004.
 DEFAULT_RANKER_PARAMS: dict[str, Any] = {
     "objective": "binary",
     "n_estimators": 60,

@@ -1,4 +1,5 @@
-"""The recommender's components at a cutoff: history statistics, ALS, item-kNN, basket-kNN.
+"""The recommender's components at a cutoff: history statistics, ALS, item-kNN, basket-kNN and
+item-item similarity of the item names (:func:`name_neighbours`).
 
 :func:`build_state` fits them all on an encoded shop's purchases before a cutoff and returns the
 :class:`~shopml.artifacts.recommender.RecommenderArtifact` that ranks with them (the final state
@@ -7,6 +8,7 @@ at ``as_of`` and every validation snapshot are built by it, so they cannot disag
 
 from __future__ import annotations
 
+import re
 import warnings
 from typing import Any
 
@@ -38,9 +40,11 @@ def build_state(
     user_mask: np.ndarray | None = None,
     als_cg: bool = True,
     als_fits: int = 1,
+    names: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> RecommenderArtifact:
     """Fit every component on the shop's purchases before ``cutoff`` (all of its items), of
-    every user or of the user codes where ``user_mask`` is True."""
+    every user or of the user codes where ``user_mask`` is True. ``names``: the items'
+    :func:`name_neighbours` when already computed (they do not depend on the cutoff)."""
     sel = shop.window(None, cutoff)
     if user_mask is not None:
         sel &= user_mask[shop.user]
@@ -100,6 +104,7 @@ def build_state(
         fits=als_fits,
     )
     nn_idx, nn_sim = cosine_neighbours(X, knn_k, num_threads)
+    txt_idx, txt_sim = names or name_neighbours(shop.item_names, NAME_NEIGHBOURS)
     return RecommenderArtifact(
         as_of=str(cutoff),
         user_ids=shop.user_ids[users],
@@ -134,6 +139,8 @@ def build_state(
         nn_sim=nn_sim,
         hist_decay=decay.astype(np.float32),
         item_age=item_age.astype(np.float32),
+        txt_idx=txt_idx,
+        txt_sim=txt_sim,
         params=dict(params or DEFAULT_PARAMS),
     )
 
@@ -211,6 +218,67 @@ def cosine_neighbours(
     sim = np.zeros((n, k), dtype=np.float32)
     idx[rows[ok], rank[ok]] = cols[ok]
     sim[rows[ok], rank[ok]] = vals[ok]
+    return idx, sim
+
+
+#: neighbours kept per item by :func:`name_neighbours`
+NAME_NEIGHBOURS = 50
+#: items whose name similarities :func:`name_neighbours` holds at once (bounds its memory)
+NAME_CHUNK_ROWS = 1024
+
+
+def name_words(name: str) -> set[str]:
+    """The words of an item name that :func:`name_neighbours` compares: upper-cased runs of
+    letters and digits, at least 2 characters, not all digits."""
+    return {
+        w for w in re.split(r"[^A-Z0-9]+", str(name).upper()) if len(w) >= 2 and not w.isdigit()
+    }
+
+
+def name_neighbours(names: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` neighbours of every item by the cosine of the tf-idf vectors of their names'
+    words (:func:`name_words`; idf = ``log((n + 1) / (df + 1)) + 1`` over the catalogue), self
+    excluded; as :func:`cosine_neighbours`. Items of one product line or design ("LUNCH BAG RED
+    RETROSPOT" and "JUMBO BAG RED RETROSPOT", the same product under two codes) are neighbours
+    whether or not anybody has bought both yet."""
+    n = len(names)
+    vocab: dict[str, int] = {}
+    item_of: list[int] = []
+    word_of: list[int] = []
+    for j, name in enumerate(names.tolist()):
+        for w in sorted(name_words(name)):
+            item_of.append(j)
+            word_of.append(vocab.setdefault(w, len(vocab)))
+    T = sp.csr_matrix(
+        (np.ones(len(item_of)), (np.asarray(item_of, np.int64), np.asarray(word_of, np.int64))),
+        shape=(n, max(len(vocab), 1)),
+    )
+    df = np.asarray(T.sum(axis=0)).ravel()
+    T = T.multiply(np.log((n + 1) / (df + 1)) + 1).tocsr()
+    norm = np.sqrt(np.asarray(T.multiply(T).sum(axis=1)).ravel())
+    T = (sp.diags(1 / np.maximum(norm, 1e-12)) @ T).tocsr()
+    k = max(min(k, n - 1), 1)
+    idx = np.full((n, k), -1, dtype=np.int64)
+    sim = np.zeros((n, k), dtype=np.float32)
+    TT = T.T.tocsr()
+    for start in range(0, n, NAME_CHUNK_ROWS):
+        # items in chunks: memory stays bounded on large catalogues with common name words
+        S = (T[start : start + NAME_CHUNK_ROWS] @ TT).tocsr()
+        S.sort_indices()
+        rows = np.repeat(np.arange(S.shape[0]), np.diff(S.indptr))
+        rank = np.arange(len(rows)) - S.indptr[rows]
+        cols, vals = S.indices, S.data
+        other = (cols != start + rows) & (vals > 0)  # self excluded
+        rows, cols, vals = rows[other], cols[other], vals[other]
+        # by row, then similarity (<= 1) descending, ties by the lower column (stable on sorted
+        # indices): one float key, as lexsort on (column, -similarity, row) but faster
+        order = np.argsort(4.0 * rows - vals, kind="stable")
+        rows, cols, vals = rows[order], cols[order], vals[order]
+        first = np.searchsorted(rows, np.arange(S.shape[0]))
+        rank = np.arange(len(rows)) - first[rows]
+        ok = rank < k
+        idx[start + rows[ok], rank[ok]] = cols[ok]
+        sim[start + rows[ok], rank[ok]] = vals[ok]
     return idx, sim
 
 

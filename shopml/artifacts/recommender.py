@@ -10,8 +10,9 @@ Strategies (``params["strategy_all"]`` for ``exclude="auto"|"never"``, ``params[
 for ``exclude="always"``) are chosen on a validation window at fit time:
 
 - ``ranker``: candidates from the user's history, ALS, item-kNN and recent popularity, scored by
-  the re-ranker on :data:`FEATURES`, plus (when fitted with it) each item's gift-season log
-  demand ratio ``item_season`` on the log-odds scale;
+  the re-ranker on :data:`FEATURES` (among them the similarity of the candidate's name to the
+  user's past items' names, ``txt_*``, from ``txt_idx``/``txt_sim``), plus (when fitted with
+  it) each item's gift-season log demand ratio ``item_season`` on the log-odds scale;
 - ``fusion`` (all items only): the ``ranker``'s list rank-fused with ``buy-again``'s,
   ``(1 - a) / (c + rank by the ranker) + a / (c + rank by buy-again)`` (``params``
   ``fusion_weight`` = a, ``fusion_k`` = c; ranks 0-based over every item, before any filter,
@@ -98,6 +99,9 @@ FEATURES = (
     "knn_recent",
     "bknn",
     "bknn_recent",
+    "txt",
+    "txt_recent",
+    "txt_mean",
 )
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -242,6 +246,10 @@ class RecommenderArtifact:
     #: recent level (the demand model's gift-season prior, ``training/seasonality.py``), added
     #: to the re-ranker's log-odds; empty (or all 0): no adjustment
     item_season: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.float32))
+    #: item neighbours by the similarity of their names (``training.recommender_components.
+    #: name_neighbours``); empty: the ``txt`` features are 0
+    txt_idx: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
+    txt_sim: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
     def __post_init__(self) -> None:
         self.params = {**DEFAULT_PARAMS, **self.params}
@@ -664,18 +672,19 @@ class RecommenderArtifact:
         """Item-item similarity of items bought in the same order, as a sparse matrix (all
         zeros when the artifact has no basket neighbours)."""
         if self._bnn_matrix is None:
-            n = self.n_items
-            if self.bnn_idx.shape[0] != n:
-                self._bnn_matrix = sp.csr_matrix((n, n), dtype=np.float64)
-            else:
-                kk = self.bnn_idx.shape[1]
-                ok = self.bnn_idx.ravel() >= 0
-                r = np.repeat(np.arange(n), kk)[ok]
-                self._bnn_matrix = sp.csr_matrix(
-                    (self.bnn_sim.ravel()[ok].astype(np.float64), (r, self.bnn_idx.ravel()[ok])),
-                    shape=(n, n),
-                )
+            self._bnn_matrix = self._similarity_matrix(self.bnn_idx, self.bnn_sim)
         return self._bnn_matrix
+
+    def _similarity_matrix(self, idx: np.ndarray, sim: np.ndarray) -> sp.csr_matrix:
+        """Neighbour lists (-1: none) as a sparse item-item matrix (all zeros when empty)."""
+        n = self.n_items
+        if idx.shape[0] != n:
+            return sp.csr_matrix((n, n), dtype=np.float64)
+        ok = idx.ravel() >= 0
+        r = np.repeat(np.arange(n), idx.shape[1])[ok]
+        return sp.csr_matrix(
+            (sim.ravel()[ok].astype(np.float64), (r, idx.ravel()[ok])), shape=(n, n)
+        )
 
     def _neighbour_arrays(self) -> tuple[sp.csr_matrix, np.ndarray]:
         """Item-item similarity as a sparse matrix, and the neighbour lists as int32 with
@@ -769,6 +778,9 @@ class RecommenderArtifact:
             "knn_recent": parts["knn_recent"][cand_r, cand_c],
             "bknn": parts["bknn"][cand_r, cand_c],
             "bknn_recent": parts["bknn_recent"][cand_r, cand_c],
+            "txt": parts["txt"][cand_r, cand_c],
+            "txt_recent": parts["txt_recent"][cand_r, cand_c],
+            "txt_mean": parts["txt"][cand_r, cand_c] / np.maximum(self.u_items[uu], 1),
         }
         return np.column_stack([cols[f] for f in FEATURES]).astype(np.float64)
 
@@ -796,7 +808,7 @@ class RecommenderArtifact:
         # float64 product rounded to float32: one user and a batch get the same scores
         uf = self.user_factors[rows].astype(np.float64)
         als = (uf @ self._item_factors64.T).astype(np.float32)
-        # binary and recency-decayed histories x (user kNN | basket kNN) in one product
+        # binary and recency-decayed histories x (user kNN | basket kNN | names) in one product
         n, m = len(rows), self.n_items
         both = sp.vstack([self._hist_sparse(rows, None), self._hist_sparse(rows, self.hist_decay)])
         prod = np.asarray((both.tocsr() @ self._neighbour_pair()).todense(), dtype=np.float32)
@@ -808,8 +820,10 @@ class RecommenderArtifact:
             "als": als,
             "knn": knn,
             "knn_recent": prod[n:, :m],
-            "bknn": prod[:n, m:],
-            "bknn_recent": prod[n:, m:],
+            "bknn": prod[:n, m : 2 * m],
+            "bknn_recent": prod[n:, m : 2 * m],
+            "txt": prod[:n, 2 * m :],
+            "txt_recent": prod[n:, 2 * m :],
             "categories": self._category_counts(rows),
         }
 
@@ -824,10 +838,12 @@ class RecommenderArtifact:
         )
 
     def _neighbour_pair(self) -> sp.csr_matrix:
-        """``[user kNN | basket kNN]`` item-item similarities side by side (built once)."""
+        """``[user kNN | basket kNN | name similarity]`` item-item similarities side by side
+        (built once)."""
         if self._pair_matrix is None:
             matrix, _ = self._neighbour_arrays()
-            self._pair_matrix = sp.hstack([matrix, self._basket_matrix()]).tocsr()
+            names = self._similarity_matrix(self.txt_idx, self.txt_sim)
+            self._pair_matrix = sp.hstack([matrix, self._basket_matrix(), names]).tocsr()
         return self._pair_matrix
 
     def candidates(
