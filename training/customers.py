@@ -69,6 +69,7 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
+from features.embedding import EMBED_PHRASES
 from features.labels import churn_labels, repurchase_labels
 from features.momentum import MOMENTUM_PHRASES
 from features.purchases import as_timestamp
@@ -794,7 +795,7 @@ class _CustomerModel(CustomerArtifactIO):
             as_of=str(as_of.date()),
             booster=booster,
             btyd=dict(btyd or {}),
-            phrases={**PHRASES, **MOMENTUM_PHRASES},
+            phrases={**PHRASES, **MOMENTUM_PHRASES, **EMBED_PHRASES},
         )
 
     # ---- predict

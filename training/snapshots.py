@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from features.embedding import EMBED_COLUMNS, embedding_features, item_vectors
 from features.habits import HABIT_COLUMNS, habit_features
 from features.momentum import item_momentum_stats, momentum_features
 from features.purchases import Purchases
@@ -70,23 +71,29 @@ def customer_features(
     item_stats: pd.DataFrame | None = None,
     gap_stats: pd.DataFrame | None = None,
     momentum_stats: pd.DataFrame | None = None,
+    vectors: pd.DataFrame | None = None,
     optional: bool = False,
 ) -> pd.DataFrame:
     """The customer models' features at ``as_of``: :func:`features.users.user_features`, the
-    item momentum of :func:`features.momentum.momentum_features` and, with ``optional``, the
+    item momentum of :func:`features.momentum.momentum_features`, the embedding of what they
+    buy of :func:`features.embedding.embedding_features` and, with ``optional``, the
     re-buy columns of :func:`features.rebuy.rebuy_features` and the ordering habits of
     :func:`features.habits.habit_features` (one :class:`Purchases` for all; the models use
     those only when asked, and they cost ~70% more time).
 
-    ``item_stats`` / ``gap_stats`` / ``momentum_stats``: the item statistics of all customers
-    (:func:`~features.users.item_statistics`, :func:`~features.rebuy.item_rebuy_gaps`,
-    :func:`~features.momentum.item_momentum_stats`) when ``orders`` holds only some of them.
+    ``item_stats`` / ``gap_stats`` / ``momentum_stats`` / ``vectors``: the item statistics of
+    all customers (:func:`~features.users.item_statistics`,
+    :func:`~features.rebuy.item_rebuy_gaps`, :func:`~features.momentum.item_momentum_stats`,
+    :func:`~features.embedding.item_vectors`) when ``orders`` holds only some of them.
     """
     p = Purchases.of(orders, as_of)
     frame = user_features_of(p, items=items, customers=customers, item_stats=item_stats)
     momentum = momentum_features(p, momentum_stats).reindex(frame.index)
     for name in momentum.columns:  # a new block beside the features' one: no copy of those
         frame[name] = momentum[name].to_numpy()
+    embedding = embedding_features(p, vectors).reindex(frame.index)
+    for name in EMBED_COLUMNS:
+        frame[name] = embedding[name].to_numpy()
     if not optional:
         return frame
     rebuy = rebuy_features(p, gap_stats).reindex(frame.index)
@@ -213,6 +220,7 @@ class UserSnapshots:
         self.max_bytes = max_bytes
         self._frames: OrderedDict[tuple[pd.Timestamp, Any], pd.DataFrame] = OrderedDict()
         self._item_stats: OrderedDict[pd.Timestamp, _ItemStats] = OrderedDict()
+        self._item_vectors: OrderedDict[pd.Timestamp, pd.DataFrame] = OrderedDict()
         # per sample: its ids, their orders and its largest (id hash, id string)
         self._samples: OrderedDict[Any, tuple[pd.Index, pd.DataFrame, tuple[int, str]]] = (
             OrderedDict()
@@ -284,6 +292,8 @@ class UserSnapshots:
             self._evict()
             return derived
         frame = self.compute(cutoff, sample)
+        if type(self).compute is not UserSnapshots.compute:
+            frame = self._with_embedding(frame, cutoff, sample)
         if sample is not None:
             frame = frame.astype(np.float32)
         self.computed.append(key)
@@ -324,6 +334,28 @@ class UserSnapshots:
             return frame.loc[inside]
         return None
 
+    def _with_embedding(
+        self, frame: pd.DataFrame, cutoff: pd.Timestamp, sample: pd.Index | None
+    ) -> pd.DataFrame:
+        """``frame`` (computed by a subclass's :meth:`compute`, e.g. per customer partition) with
+        its embedding columns recomputed here from the customers' own orders and the item
+        vectors of every customer, as the in-process :meth:`compute` has them."""
+        orders = self.orders if sample is None else self._samples[self._sample_key(sample)][1]
+        emb = embedding_features(Purchases.of(orders, cutoff), self._vectors(cutoff))
+        frame = frame.copy()
+        emb = emb.reindex(frame.index)
+        for name in EMBED_COLUMNS:
+            frame[name] = emb[name].to_numpy()
+        return frame
+
+    def _vectors(self, cutoff: pd.Timestamp) -> pd.DataFrame:
+        """:func:`~features.embedding.item_vectors` of every customer at ``cutoff``, cached."""
+        if cutoff not in self._item_vectors:
+            self._item_vectors[cutoff] = item_vectors(Purchases.of(self.orders, cutoff))
+            while len(self._item_vectors) > 64:
+                self._item_vectors.popitem(last=False)
+        return self._item_vectors[cutoff]
+
     def _sample_key(self, sample: pd.Index) -> Any:
         for key, (ids, *_) in self._samples.items():
             if ids is sample:
@@ -349,6 +381,7 @@ class UserSnapshots:
             item_stats=item_stats,
             gap_stats=gap_stats,
             momentum_stats=momentum_stats,
+            vectors=self._vectors(cutoff),
             optional=self.optional,
         )
 
@@ -364,6 +397,8 @@ class UserSnapshots:
         """Item statistics, (with the optional columns) re-buy gap statistics and item momentum
         statistics of every customer at ``cutoff`` (a hook, as :meth:`compute`)."""
         p = Purchases.of(self.orders, cutoff)
+        if cutoff not in self._item_vectors:  # the embedding's item vectors from the same pass
+            self._item_vectors[cutoff] = item_vectors(p)
         gaps = item_rebuy_gaps(p) if self.optional else None
         return item_statistics(p), gaps, item_momentum_stats(p)
 
