@@ -1036,6 +1036,10 @@ def test_name_neighbours_known_answer() -> None:
     # no word in common with anything: no neighbour
     assert idx[3].tolist() == [-1, -1, -1] and idx[5].tolist() == [-1, -1, -1]
     assert np.all(sim[3] == 0)
+    # words in more than max_items names are ignored: "BAG" (4 names) no longer links 1 and 2
+    idx, _ = name_neighbours(names, 3, max_items=3)
+    assert idx[1].tolist() == [0, 4, -1]
+    assert idx[0].tolist() == [4, 2, 1]
 
 
 def test_name_similarity_features(model: RecommenderModel) -> None:
