@@ -16,8 +16,9 @@ a partition of customers gets the rows of the whole table when handed the vector
 customers. NaN for every customer when the shop has too few items with buyers for the
 embedding (fewer than ``EMBED_K + 2``; e.g. a one-product shop).
 
-Validation (protocol C replays of ``training.benchmarks.customer_signals``, variant ``svd``):
-see ``experiments/results/online-retail-C-validation.md``.
+Validation (protocol C's Online Retail replays, paired with the models without the columns):
+AUC +0.0022 (SE 0.0004, better on 6 of 6), Brier -0.00066; with LightGBM seed 1 +0.0013 (SE
+0.0005, 6 of 6). See ``experiments/results/online-retail-C-diagnostics.md``.
 """
 
 from __future__ import annotations
