@@ -120,7 +120,8 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -316,11 +317,18 @@ class RecommenderModel:
         wd = weekly_units(orders, as_of) if self.season_prior else None
         with ThreadPoolExecutor(max_workers=max(self.num_threads, 1)) as pool:
             sample = self._user_sample(len(shop.user_ids), self.max_users)
-            final = pool.submit(self._state, shop, as_of, dict(params), 1, sample)
-            ranker, validation, chosen = self._learn(shop, as_of, pool, wd)
+            final: list[Future[RecommenderArtifact]] = []
+
+            def submit_final() -> None:
+                # queued after the snapshots: validation waits for them, not for the final
+                # state, which is built while validation runs (the states do not depend on
+                # the order they are built in)
+                final.append(pool.submit(self._state, shop, as_of, dict(params), 1, sample))
+
+            ranker, validation, chosen = self._learn(shop, as_of, pool, wd, submit_final)
             params.update(chosen)
             t_learn = time.perf_counter() - t0
-            self.state_ = final.result()
+            self.state_ = final[0].result()
         t_final = time.perf_counter() - t0
         self.state_.params = {**self.state_.params, **params}
         self.state_.ranker = ranker
@@ -364,16 +372,21 @@ class RecommenderModel:
         as_of: pd.Timestamp,
         pool: ThreadPoolExecutor,
         wd: WeeklyDemand | None = None,
+        submit_final: Callable[[], None] | None = None,
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """Snapshots at the ranker's cutoffs (on ``pool``) and their re-ranker rows, then
         :meth:`_validate` (ranker, scores, chosen parameters). With weekly units ``wd``, the
-        validation state gets the gift-season prior of its own cutoff and window."""
+        validation state gets the gift-season prior of its own cutoff and window.
+        ``submit_final`` (called once, right after the snapshots are queued on ``pool``)
+        queues the final state behind them."""
         rng = np.random.default_rng(self.random_state)
         held = rng.random(len(shop.user_ids)) < self.holdout  # per user code
         cutoffs = [
             (d, w) for d, w in self.ranker_cutoffs if shop.window(None, _ago(as_of, d)).any()
         ]
         if not cutoffs:
+            if submit_final is not None:
+                submit_final()
             return None, {}, {}
         if not self.use_ranker:
             cutoffs = cutoffs[:1]
@@ -386,6 +399,8 @@ class RecommenderModel:
             pool.submit(self._snapshot, shop, as_of, d, w, j, mask, short if j == 0 else None)
             for j, (d, w) in enumerate(cutoffs)
         ]
+        if submit_final is not None:
+            submit_final()
         done = [job.result() for job in jobs]
         val_state, val_days = done[0][0], cutoffs[0][0]
         if wd is not None:
