@@ -276,7 +276,6 @@ def name_neighbours(
         S = (T[start : start + NAME_CHUNK_ROWS] @ TT).tocsr()
         S.sort_indices()
         rows = np.repeat(np.arange(S.shape[0]), np.diff(S.indptr))
-        rank = np.arange(len(rows)) - S.indptr[rows]
         cols, vals = S.indices, S.data
         other = (cols != start + rows) & (vals > 0)  # self excluded
         rows, cols, vals = rows[other], cols[other], vals[other]
