@@ -93,12 +93,16 @@ class DaskUserSnapshots(UserSnapshots):
 
     def compute(self, cutoff: pd.Timestamp, sample: pd.Index | None) -> pd.DataFrame:
         item_stats, _, momentum_stats = self._stats(cutoff)
+        # the embedding's item vectors of every customer, indexed as the partitions' item codes
+        vectors = self._vectors(cutoff)
+        vectors = vectors.set_axis(self.data.enc.items.get_indexer(vectors.index))
         return self.data.per_customer(
             customer_features,
             cutoff,
             population=sample,
             item_stats=item_stats,
             momentum_stats=momentum_stats,
+            vectors=vectors,
         )
 
     def compute_stats(self, cutoff: pd.Timestamp) -> tuple[pd.DataFrame, None, pd.DataFrame]:

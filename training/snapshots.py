@@ -292,8 +292,6 @@ class UserSnapshots:
             self._evict()
             return derived
         frame = self.compute(cutoff, sample)
-        if type(self).compute is not UserSnapshots.compute:
-            frame = self._with_embedding(frame, cutoff, sample)
         if sample is not None:
             frame = frame.astype(np.float32)
         self.computed.append(key)
@@ -333,20 +331,6 @@ class UserSnapshots:
             )
             return frame.loc[inside]
         return None
-
-    def _with_embedding(
-        self, frame: pd.DataFrame, cutoff: pd.Timestamp, sample: pd.Index | None
-    ) -> pd.DataFrame:
-        """``frame`` (computed by a subclass's :meth:`compute`, e.g. per customer partition) with
-        its embedding columns recomputed here from the customers' own orders and the item
-        vectors of every customer, as the in-process :meth:`compute` has them."""
-        orders = self.orders if sample is None else self._samples[self._sample_key(sample)][1]
-        emb = embedding_features(Purchases.of(orders, cutoff), self._vectors(cutoff))
-        frame = frame.copy()
-        emb = emb.reindex(frame.index)
-        for name in EMBED_COLUMNS:
-            frame[name] = emb[name].to_numpy()
-        return frame
 
     def _vectors(self, cutoff: pd.Timestamp) -> pd.DataFrame:
         """:func:`~features.embedding.item_vectors` of every customer at ``cutoff``, cached."""
