@@ -26,6 +26,7 @@ from features.schema import (
     QUANTITY,
     UNIT_PRICE,
 )
+from shopml.artifacts.recommender import RecommenderArtifact
 from training.recommender import RecommenderModel
 
 AS_OF = pd.Timestamp("2024-07-01")
@@ -437,16 +438,23 @@ def test_basket_neighbours_known_answer() -> None:
     assert idx[1].tolist() == [0, -1] and idx[3].tolist() == [-1, -1]
 
 
-def test_category_share_and_basket_features(model: RecommenderModel) -> None:
+def _features_of_every_item(
+    art: RecommenderArtifact, user: str
+) -> tuple[int, np.ndarray, dict[str, np.ndarray]]:
+    """The user's row, past item codes and re-ranker features (by name) for every item."""
     from shopml.artifacts.recommender import FEATURES
 
-    art = model.artifact
-    row = art._user_index["u0"]
+    row = art._user_index[user]
     rows = np.array([row])
     hist = art.hist_indices[art.hist_indptr[row] : art.hist_indptr[row + 1]]
     cols = np.arange(art.n_items)
     F = art.features(rows, np.zeros(len(cols), dtype=np.int64), cols, art._parts(rows))
-    f = dict(zip(FEATURES, F.T, strict=True))
+    return row, hist, dict(zip(FEATURES, F.T, strict=True))
+
+
+def test_category_share_and_basket_features(model: RecommenderModel) -> None:
+    art = model.artifact
+    row, hist, f = _features_of_every_item(art, "u0")
     cats = art.item_categories
     for c in ("food", "toys", "home"):
         share = np.mean(cats[hist] == c)
@@ -1043,16 +1051,9 @@ def test_name_neighbours_known_answer() -> None:
 
 
 def test_name_similarity_features(model: RecommenderModel) -> None:
-    from shopml.artifacts.recommender import FEATURES
-
     art = model.artifact
     assert art.txt_idx.shape[0] == art.n_items
-    row = art._user_index["u0"]
-    rows = np.array([row])
-    hist = art.hist_indices[art.hist_indptr[row] : art.hist_indptr[row + 1]]
-    cols = np.arange(art.n_items)
-    F = art.features(rows, np.zeros(len(cols), dtype=np.int64), cols, art._parts(rows))
-    f = dict(zip(FEATURES, F.T, strict=True))
+    row, hist, f = _features_of_every_item(art, "u0")
     # name similarity of one user = sum of the name similarities of the user's past items
     M = np.zeros((art.n_items, art.n_items))
     for j in range(art.n_items):

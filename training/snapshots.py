@@ -332,10 +332,12 @@ class UserSnapshots:
             return frame.loc[inside]
         return None
 
-    def _vectors(self, cutoff: pd.Timestamp) -> pd.DataFrame:
-        """:func:`~features.embedding.item_vectors` of every customer at ``cutoff``, cached."""
+    def _vectors(self, cutoff: pd.Timestamp, purchases: Purchases | None = None) -> pd.DataFrame:
+        """:func:`~features.embedding.item_vectors` of every customer at ``cutoff``, cached
+        (``purchases``: those of every customer at ``cutoff`` when already built)."""
         if cutoff not in self._item_vectors:
-            self._item_vectors[cutoff] = item_vectors(Purchases.of(self.orders, cutoff))
+            p = Purchases.of(self.orders, cutoff) if purchases is None else purchases
+            self._item_vectors[cutoff] = item_vectors(p)
             while len(self._item_vectors) > 64:
                 self._item_vectors.popitem(last=False)
         return self._item_vectors[cutoff]
@@ -381,8 +383,7 @@ class UserSnapshots:
         """Item statistics, (with the optional columns) re-buy gap statistics and item momentum
         statistics of every customer at ``cutoff`` (a hook, as :meth:`compute`)."""
         p = Purchases.of(self.orders, cutoff)
-        if cutoff not in self._item_vectors:  # the embedding's item vectors from the same pass
-            self._item_vectors[cutoff] = item_vectors(p)
+        self._vectors(cutoff, p)  # the embedding's item vectors from the same pass
         gaps = item_rebuy_gaps(p) if self.optional else None
         return item_statistics(p), gaps, item_momentum_stats(p)
 
