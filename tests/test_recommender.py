@@ -1085,7 +1085,7 @@ def test_sequence_neighbours_known_answer() -> None:
          (1, 20, 0, 0), (1, 21, 200, 2), (2, 30, 0, 0), (2, 31, 5, 3)]
     )  # fmt: skip
     user, order, t, item = lines.T
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, next_orders=2)
+    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, next_orders=2, min_count=1)
     # pairs (earlier item, new item in one of the next 2 orders within 90 days): o10 -> {2, 3}
     # (1 was in o10 itself), o11 -> {3}, o30 -> {3}; orders with a successor holding i:
     # n = (2, 2, 1, 0); orders whose new items hold j: m_2 = 1, m_3 = 3
@@ -1096,14 +1096,18 @@ def test_sequence_neighbours_known_answer() -> None:
     # directed (3 -> nothing; 2 -> 0 never happened), item 4 never bought
     assert idx[3].tolist() == [-1, -1, -1] and idx[4].tolist() == [-1, -1, -1]
     # the next order only: o10 -> {2}, o11 -> {3}, o30 -> {3}; m_2 = 1, m_3 = 2
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, next_orders=1)
+    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, next_orders=1, min_count=1)
     assert idx[0].tolist() == [2, 3, -1]
     assert sim[0, :2] == pytest.approx([1 / np.sqrt(2), 1 / np.sqrt(4)], rel=1e-6)
     assert idx[2].tolist() == [3, -1, -1] and sim[2, 0] == pytest.approx(1 / np.sqrt(2))
     # a window of 300 days: u1's {0} -> {2} counts too (c_02 = 2, n_0 = 3, m_2 = 2)
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, window_days=300)
+    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, window_days=300, min_count=1)
     assert idx[0].tolist() == [2, 3, -1]
     assert sim[0, :2] == pytest.approx([2 / np.sqrt(3 * 2), 2 / np.sqrt(3 * 3)], rel=1e-6)
+    # pairs seen in at least 2 order pairs (the default): 0 -> 3 and 1 -> 3 only, same scores
+    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3)
+    assert idx[:3, 0].tolist() == [3, 3, -1] and np.all(idx[:, 1:] == -1)
+    assert sim[:2, 0] == pytest.approx([2 / np.sqrt(6)] * 2, rel=1e-6)
 
 
 def test_sequence_features(model: RecommenderModel) -> None:
@@ -1120,12 +1124,10 @@ def test_sequence_features(model: RecommenderModel) -> None:
     assert 0 < len(in_last) < len(hist)
     assert f["seq"].max() > 0
     assert np.allclose(f["seq"], M[in_last].sum(axis=0), atol=1e-5)
-    decay = art.hist_decay[art.hist_indptr[row] : art.hist_indptr[row + 1]]
-    assert np.allclose(f["seq_recent"], decay @ M[hist], atol=1e-5)
     # without successors (an artifact fitted without them) the features are 0
     art0 = dataclasses.replace(
         art, seq_idx=np.zeros((0, 0), dtype=np.int64), seq_sim=np.zeros((0, 0), np.float32)
     )
     _, _, f0 = _features_of_every_item(art0, "u0")
-    assert np.all(f0["seq"] == 0) and np.all(f0["seq_recent"] == 0)
+    assert np.all(f0["seq"] == 0)
     assert np.array_equal(f0["txt"], f["txt"])

@@ -220,6 +220,7 @@ class RecommenderModel:
         als_fits: int = 2,
         seq_next_orders: int = 2,
         seq_window_days: float = 90.0,
+        seq_min_count: int = 2,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -252,6 +253,7 @@ class RecommenderModel:
         self.als_fits = als_fits
         self.seq_next_orders = seq_next_orders
         self.seq_window_days = seq_window_days
+        self.seq_min_count = seq_min_count
         for name in ("ranker_bags", "als_fits"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) < 1:
@@ -294,6 +296,7 @@ class RecommenderModel:
             names=getattr(self, "_names", None),
             seq_next_orders=self.seq_next_orders,
             seq_window_days=self.seq_window_days,
+            seq_min_count=self.seq_min_count,
         )
 
     def fit(

@@ -23,6 +23,18 @@ from threadpoolctl import threadpool_limits
 from shopml.artifacts.recommender import DEFAULT_PARAMS, RecommenderArtifact
 from training.encoded_shop import US_PER_DAY, Shop, epoch_us
 
+#: successors kept per item by :func:`sequence_neighbours`
+SEQ_NEIGHBOURS = 50
+#: later orders of the same customer that :func:`sequence_neighbours` pairs each order with
+SEQ_NEXT_ORDERS = 2
+#: ... when placed within this many days of it (the validation window's length)
+SEQ_WINDOW_DAYS = 90
+#: pairs seen in fewer order pairs than this are dropped (minimum support: a pair seen once is
+#: mostly noise, and its cosine is largest for the rarest items)
+SEQ_MIN_COUNT = 2
+#: items whose successor counts :func:`sequence_neighbours` holds at once (bounds its memory)
+SEQ_CHUNK_ROWS = 4096
+
 
 def build_state(
     shop: Shop,
@@ -43,12 +55,14 @@ def build_state(
     names: tuple[np.ndarray, np.ndarray] | None = None,
     seq_next_orders: int = 0,
     seq_window_days: float = 90.0,
+    seq_min_count: int = SEQ_MIN_COUNT,
 ) -> RecommenderArtifact:
     """Fit every component on the shop's purchases before ``cutoff`` (all of its items), of
     every user or of the user codes where ``user_mask`` is True. ``names``: the items'
     :func:`name_neighbours` when already computed (they do not depend on the cutoff).
     ``seq_next_orders`` > 0: the items' :func:`sequence_neighbours` over that many later
-    orders within ``seq_window_days`` days (0: none, the ``seq`` features are 0)."""
+    orders within ``seq_window_days`` days, pairs seen ``seq_min_count`` times or more (0
+    orders: none, the ``seq`` feature is 0)."""
     sel = shop.window(None, cutoff)
     if user_mask is not None:
         sel &= user_mask[shop.user]
@@ -92,7 +106,15 @@ def build_state(
     np.add.at(country_pop, (uc[uc >= 0], si[uc >= 0]), 1.0)
     if seq_next_orders > 0:
         seq_idx, seq_sim = sequence_neighbours(
-            u, o, shop.time[sel], i, n_items, SEQ_NEIGHBOURS, seq_next_orders, seq_window_days
+            u,
+            o,
+            shop.time[sel],
+            i,
+            n_items,
+            SEQ_NEIGHBOURS,
+            seq_next_orders,
+            seq_window_days,
+            seq_min_count,
         )
     else:
         seq_idx, seq_sim = np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
@@ -316,16 +338,6 @@ def basket_neighbours(
     return cosine_neighbours(B, k, num_threads)
 
 
-#: successors kept per item by :func:`sequence_neighbours`
-SEQ_NEIGHBOURS = 50
-#: later orders of the same customer that :func:`sequence_neighbours` pairs each order with
-SEQ_NEXT_ORDERS = 2
-#: ... when placed within this many days of it (the validation window's length)
-SEQ_WINDOW_DAYS = 90
-#: items whose successor counts :func:`sequence_neighbours` holds at once (bounds its memory)
-SEQ_CHUNK_ROWS = 4096
-
-
 def sequence_neighbours(
     user: np.ndarray,
     order: np.ndarray,
@@ -335,6 +347,7 @@ def sequence_neighbours(
     k: int = SEQ_NEIGHBOURS,
     next_orders: int = SEQ_NEXT_ORDERS,
     window_days: float = SEQ_WINDOW_DAYS,
+    min_count: int = SEQ_MIN_COUNT,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` successors of every item: what customers buy in their later orders.
 
@@ -344,7 +357,8 @@ def sequence_neighbours(
     later orders that are not in ``A`` (``D``, the new items) give one count to every (i in
     ``A``, j in ``D``). The score is the cosine ``c_ij / sqrt(n_i * m_j)``, where ``n_i`` counts
     the orders with a successor that contain i and ``m_j`` the orders whose ``D`` contains j
-    (both popularity terms, so a best seller is not everybody's successor). Directed: i -> j
+    (both popularity terms, so a best seller is not everybody's successor); pairs counted in
+    fewer than ``min_count`` order pairs are dropped. Directed: i -> j
     is not j -> i. As :func:`cosine_neighbours`: ties by the lower column, -1 where missing.
     Pairs per order are capped by ``next_orders`` (no customer's whole history is crossed)."""
     k = max(min(k, n_items - 1), 1)
@@ -392,6 +406,9 @@ def sequence_neighbours(
     AT = A.T.tocsr()
     for start in range(0, n_items, SEQ_CHUNK_ROWS):
         C = (AT[start : start + SEQ_CHUNK_ROWS] @ D).tocsr()
+        if min_count > 1:
+            C.data[C.data < min_count] = 0
+            C.eliminate_zeros()
         C.sort_indices()
         rr = np.repeat(np.arange(C.shape[0]), np.diff(C.indptr))
         cc = C.indices
