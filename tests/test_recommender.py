@@ -1085,7 +1085,8 @@ def test_sequence_neighbours_known_answer() -> None:
          (1, 20, 0, 0), (1, 21, 200, 2), (2, 30, 0, 0), (2, 31, 5, 3)]
     )  # fmt: skip
     user, order, t, item = lines.T
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, next_orders=2, min_count=1)
+    kw = {"min_count": 1, "per_customer": False}  # counts of order pairs, every pair kept
+    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, next_orders=2, **kw)
     # pairs (earlier item, new item in one of the next 2 orders within 90 days): o10 -> {2, 3}
     # (1 was in o10 itself), o11 -> {3}, o30 -> {3}; orders with a successor holding i:
     # n = (2, 2, 1, 0); orders whose new items hold j: m_2 = 1, m_3 = 3
@@ -1096,18 +1097,30 @@ def test_sequence_neighbours_known_answer() -> None:
     # directed (3 -> nothing; 2 -> 0 never happened), item 4 never bought
     assert idx[3].tolist() == [-1, -1, -1] and idx[4].tolist() == [-1, -1, -1]
     # the next order only: o10 -> {2}, o11 -> {3}, o30 -> {3}; m_2 = 1, m_3 = 2
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, next_orders=1, min_count=1)
+    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, next_orders=1, **kw)
     assert idx[0].tolist() == [2, 3, -1]
     assert sim[0, :2] == pytest.approx([1 / np.sqrt(2), 1 / np.sqrt(4)], rel=1e-6)
     assert idx[2].tolist() == [3, -1, -1] and sim[2, 0] == pytest.approx(1 / np.sqrt(2))
     # a window of 300 days: u1's {0} -> {2} counts too (c_02 = 2, n_0 = 3, m_2 = 2)
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, window_days=300, min_count=1)
+    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, window_days=300, **kw)
     assert idx[0].tolist() == [2, 3, -1]
     assert sim[0, :2] == pytest.approx([2 / np.sqrt(3 * 2), 2 / np.sqrt(3 * 3)], rel=1e-6)
-    # pairs seen in at least 2 order pairs (the default): 0 -> 3 and 1 -> 3 only, same scores
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3)
+    # pairs seen in at least 2 order pairs: 0 -> 3 and 1 -> 3 only, same scores
+    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, per_customer=False)
     assert idx[:3, 0].tolist() == [3, 3, -1] and np.all(idx[:, 1:] == -1)
     assert sim[:2, 0] == pytest.approx([2 / np.sqrt(6)] * 2, rel=1e-6)
+    # counts of customers: u0's 1 -> 3 (in o10 -> o12 and o11 -> o12) counts once; customers
+    # with i before a successor n = (2, 1, 1, 0) (u0 and u2 for item 0), with new j: m_2 = 1
+    # (u0), m_3 = 2 (u0, u2): 1 -> 2 (1 / sqrt(1 * 1)) now comes before 1 -> 3 (1 / sqrt(2))
+    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, min_count=1)
+    assert idx[0].tolist() == [3, 2, -1] and idx[1].tolist() == [2, 3, -1]
+    assert sim[0, :2] == pytest.approx([2 / np.sqrt(2 * 2), 1 / np.sqrt(2 * 1)], rel=1e-6)
+    assert sim[1, :2] == pytest.approx([1.0, 1 / np.sqrt(2)], rel=1e-6)
+    assert idx[2].tolist() == [3, -1, -1] and sim[2, 0] == pytest.approx(1 / np.sqrt(2))
+    # the default: pairs of at least 2 customers, only 0 -> 3 (u0 and u2)
+    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3)
+    assert idx[0].tolist() == [3, -1, -1] and sim[0, 0] == pytest.approx(1.0, rel=1e-6)
+    assert np.all(idx[1:] == -1)
 
 
 def test_sequence_features(model: RecommenderModel) -> None:

@@ -221,6 +221,7 @@ class RecommenderModel:
         seq_next_orders: int = 2,
         seq_window_days: float = 90.0,
         seq_min_count: int = 2,
+        seq_per_customer: bool = True,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -254,6 +255,7 @@ class RecommenderModel:
         self.seq_next_orders = seq_next_orders
         self.seq_window_days = seq_window_days
         self.seq_min_count = seq_min_count
+        self.seq_per_customer = seq_per_customer
         for name in ("ranker_bags", "als_fits"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) < 1:
@@ -297,6 +299,7 @@ class RecommenderModel:
             seq_next_orders=self.seq_next_orders,
             seq_window_days=self.seq_window_days,
             seq_min_count=self.seq_min_count,
+            seq_per_customer=self.seq_per_customer,
         )
 
     def fit(

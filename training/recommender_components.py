@@ -56,13 +56,14 @@ def build_state(
     seq_next_orders: int = 0,
     seq_window_days: float = 90.0,
     seq_min_count: int = SEQ_MIN_COUNT,
+    seq_per_customer: bool = True,
 ) -> RecommenderArtifact:
     """Fit every component on the shop's purchases before ``cutoff`` (all of its items), of
     every user or of the user codes where ``user_mask`` is True. ``names``: the items'
     :func:`name_neighbours` when already computed (they do not depend on the cutoff).
     ``seq_next_orders`` > 0: the items' :func:`sequence_neighbours` over that many later
-    orders within ``seq_window_days`` days, pairs seen ``seq_min_count`` times or more (0
-    orders: none, the ``seq`` feature is 0)."""
+    orders within ``seq_window_days`` days, pairs of ``seq_min_count`` customers or more
+    (order pairs unless ``seq_per_customer``; 0 orders: none, the ``seq`` feature is 0)."""
     sel = shop.window(None, cutoff)
     if user_mask is not None:
         sel &= user_mask[shop.user]
@@ -115,6 +116,7 @@ def build_state(
             seq_next_orders,
             seq_window_days,
             seq_min_count,
+            seq_per_customer,
         )
     else:
         seq_idx, seq_sim = np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
@@ -348,6 +350,7 @@ def sequence_neighbours(
     next_orders: int = SEQ_NEXT_ORDERS,
     window_days: float = SEQ_WINDOW_DAYS,
     min_count: int = SEQ_MIN_COUNT,
+    per_customer: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` successors of every item: what customers buy in their later orders.
 
@@ -358,7 +361,10 @@ def sequence_neighbours(
     ``A``, j in ``D``). The score is the cosine ``c_ij / sqrt(n_i * m_j)``, where ``n_i`` counts
     the orders with a successor that contain i and ``m_j`` the orders whose ``D`` contains j
     (both popularity terms, so a best seller is not everybody's successor); pairs counted in
-    fewer than ``min_count`` order pairs are dropped. Directed: i -> j
+    fewer than ``min_count`` order pairs are dropped. ``per_customer`` (default): every count
+    is of customers instead of order pairs (``c_ij`` customers with such a pair, ``n_i`` with i
+    in an order with a successor, ``m_j`` with j among the new items), the support of
+    sequential pattern mining, so one customer's habit is not a pattern. Directed: i -> j
     is not j -> i. As :func:`cosine_neighbours`: ties by the lower column, -1 where missing.
     Pairs per order are capped by ``next_orders`` (no customer's whole history is crossed)."""
     k = max(min(k, n_items - 1), 1)
@@ -400,12 +406,39 @@ def sequence_neighbours(
     D.eliminate_zeros()
     A = (sp.diags(has_next.astype(np.float32)) @ A).tocsr()
     A.eliminate_zeros()
-    n_i = np.asarray(A.sum(axis=0)).ravel()
-    m_j = np.asarray(D.sum(axis=0)).ravel()
+    if per_customer:
+        # one count per customer (support as in sequential pattern mining): rows (earlier
+        # item, customer) x orders, times the new items, binarised, summed per item
+        a = A.tocoo()
+        n_u = int(s_user.max(initial=0)) + 1
+        keys, ui = np.unique(a.col.astype(np.int64) * n_u + s_user[a.row], return_inverse=True)
+        R = sp.csr_matrix(
+            (np.ones(len(ui), dtype=np.float32), (ui.ravel(), a.row)), shape=(len(keys), n_orders)
+        )
+        row_item = keys // n_u
+        n_i = np.bincount(row_item, minlength=n_items).astype(np.float64)
+        d = D.tocoo()
+        d_keys = np.unique(d.col.astype(np.int64) * n_u + s_user[d.row])
+        m_j = np.bincount(d_keys // n_u, minlength=n_items).astype(np.float64)
+        item_rows = np.searchsorted(row_item, np.arange(n_items + 1))
+    else:
+        n_i = np.asarray(A.sum(axis=0)).ravel()
+        m_j = np.asarray(D.sum(axis=0)).ravel()
+        AT = A.T.tocsr()
     inv_m = 1.0 / np.sqrt(np.maximum(m_j, 1.0))
-    AT = A.T.tocsr()
     for start in range(0, n_items, SEQ_CHUNK_ROWS):
-        C = (AT[start : start + SEQ_CHUNK_ROWS] @ D).tocsr()
+        stop = min(start + SEQ_CHUNK_ROWS, n_items)
+        if per_customer:
+            lo, hi = item_rows[start], item_rows[stop]
+            B = (R[lo:hi] @ D).tocsr()
+            B.data[:] = 1.0
+            G = sp.csr_matrix(
+                (np.ones(hi - lo, dtype=np.float32), (row_item[lo:hi] - start, np.arange(hi - lo))),
+                shape=(stop - start, hi - lo),
+            )
+            C = (G @ B).tocsr()
+        else:
+            C = (AT[start:stop] @ D).tocsr()
         if min_count > 1:
             C.data[C.data < min_count] = 0
             C.eliminate_zeros()
