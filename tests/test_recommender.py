@@ -1085,7 +1085,7 @@ def test_sequence_neighbours_known_answer() -> None:
          (1, 20, 0, 0), (1, 21, 200, 2), (2, 30, 0, 0), (2, 31, 5, 3)]
     )  # fmt: skip
     user, order, t, item = lines.T
-    kw = {"min_count": 1, "per_customer": False}  # counts of order pairs, every pair kept
+    kw: dict[str, Any] = {"min_count": 1, "per_customer": False}  # order pairs, all kept
     idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, next_orders=2, **kw)
     # pairs (earlier item, new item in one of the next 2 orders within 90 days): o10 -> {2, 3}
     # (1 was in o10 itself), o11 -> {3}, o30 -> {3}; orders with a successor holding i:
