@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
@@ -197,11 +196,6 @@ def test_save_load_round_trip(model: RecommenderModel, tmp_path: Path) -> None:
     assert loaded.has_precomputed and np.array_equal(loaded.pre_scores, art.pre_scores)
     with np.load(tmp_path / "rec" / "arrays.npz", allow_pickle=False) as npz:
         assert "user_factors" in npz.files
-    # the successors (sequence features) travel with the artifact; live ranking agrees
-    assert loaded.seq_idx.shape == art.seq_idx.shape and (art.seq_idx >= 0).any()
-    assert np.array_equal(loaded.seq_idx, art.seq_idx)
-    assert np.array_equal(loaded.seq_sim, art.seq_sim)
-    assert art.recommend_live("u0", 10) == loaded.recommend_live("u0", 10)
 
 
 def test_batch_matches_single(model: RecommenderModel) -> None:
@@ -1072,75 +1066,3 @@ def test_name_similarity_features(model: RecommenderModel) -> None:
     assert np.allclose(f["txt_mean"], f["txt"] / len(hist), atol=1e-6)
     # the other blocks of the product are unchanged by the names block
     assert np.allclose(f["bknn"], art._basket_matrix().toarray()[hist].sum(axis=0), atol=1e-5)
-
-
-def test_sequence_neighbours_known_answer() -> None:
-    from training.recommender_components import sequence_neighbours
-
-    day = 86_400_000_000  # microseconds
-    # (user, order, day, item): u0 buys {0, 1}, then {1, 2} 10 days later, then {3} at day 20;
-    # u1 buys {0}, then {2} 200 days later (outside the window); u2 buys {0}, then {3}
-    lines = np.array(
-        [(0, 10, 0, 0), (0, 10, 0, 1), (0, 11, 10, 1), (0, 11, 10, 2), (0, 12, 20, 3),
-         (1, 20, 0, 0), (1, 21, 200, 2), (2, 30, 0, 0), (2, 31, 5, 3)]
-    )  # fmt: skip
-    user, order, t, item = lines.T
-    kw: dict[str, Any] = {"min_count": 1, "per_customer": False}  # order pairs, all kept
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, next_orders=2, **kw)
-    # pairs (earlier item, new item in one of the next 2 orders within 90 days): o10 -> {2, 3}
-    # (1 was in o10 itself), o11 -> {3}, o30 -> {3}; orders with a successor holding i:
-    # n = (2, 2, 1, 0); orders whose new items hold j: m_2 = 1, m_3 = 3
-    assert idx[0].tolist() == [3, 2, -1] and idx[1].tolist() == [3, 2, -1]
-    assert sim[0, :2] == pytest.approx([2 / np.sqrt(2 * 3), 1 / np.sqrt(2 * 1)], rel=1e-6)
-    assert sim[1, :2] == pytest.approx(sim[0, :2], rel=1e-6)
-    assert idx[2].tolist() == [3, -1, -1] and sim[2, 0] == pytest.approx(1 / np.sqrt(3))
-    # directed (3 -> nothing; 2 -> 0 never happened), item 4 never bought
-    assert idx[3].tolist() == [-1, -1, -1] and idx[4].tolist() == [-1, -1, -1]
-    # the next order only: o10 -> {2}, o11 -> {3}, o30 -> {3}; m_2 = 1, m_3 = 2
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, next_orders=1, **kw)
-    assert idx[0].tolist() == [2, 3, -1]
-    assert sim[0, :2] == pytest.approx([1 / np.sqrt(2), 1 / np.sqrt(4)], rel=1e-6)
-    assert idx[2].tolist() == [3, -1, -1] and sim[2, 0] == pytest.approx(1 / np.sqrt(2))
-    # a window of 300 days: u1's {0} -> {2} counts too (c_02 = 2, n_0 = 3, m_2 = 2)
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, window_days=300, **kw)
-    assert idx[0].tolist() == [2, 3, -1]
-    assert sim[0, :2] == pytest.approx([2 / np.sqrt(3 * 2), 2 / np.sqrt(3 * 3)], rel=1e-6)
-    # pairs seen in at least 2 order pairs: 0 -> 3 and 1 -> 3 only, same scores
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, per_customer=False)
-    assert idx[:3, 0].tolist() == [3, 3, -1] and np.all(idx[:, 1:] == -1)
-    assert sim[:2, 0] == pytest.approx([2 / np.sqrt(6)] * 2, rel=1e-6)
-    # counts of customers: u0's 1 -> 3 (in o10 -> o12 and o11 -> o12) counts once; customers
-    # with i before a successor n = (2, 1, 1, 0) (u0 and u2 for item 0), with new j: m_2 = 1
-    # (u0), m_3 = 2 (u0, u2): 1 -> 2 (1 / sqrt(1 * 1)) now comes before 1 -> 3 (1 / sqrt(2))
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3, min_count=1)
-    assert idx[0].tolist() == [3, 2, -1] and idx[1].tolist() == [2, 3, -1]
-    assert sim[0, :2] == pytest.approx([2 / np.sqrt(2 * 2), 1 / np.sqrt(2 * 1)], rel=1e-6)
-    assert sim[1, :2] == pytest.approx([1.0, 1 / np.sqrt(2)], rel=1e-6)
-    assert idx[2].tolist() == [3, -1, -1] and sim[2, 0] == pytest.approx(1 / np.sqrt(2))
-    # the default: pairs of at least 2 customers, only 0 -> 3 (u0 and u2)
-    idx, sim = sequence_neighbours(user, order, t * day, item, 5, 3)
-    assert idx[0].tolist() == [3, -1, -1] and sim[0, 0] == pytest.approx(1.0, rel=1e-6)
-    assert np.all(idx[1:] == -1)
-
-
-def test_sequence_features(model: RecommenderModel) -> None:
-    art = model.artifact
-    assert art.seq_idx.shape[0] == art.n_items and (art.seq_idx >= 0).any()
-    row, hist, f = _features_of_every_item(art, "u0")
-    M = np.zeros((art.n_items, art.n_items))
-    for j in range(art.n_items):
-        ok = art.seq_idx[j] >= 0
-        M[j, art.seq_idx[j][ok]] = art.seq_sim[j][ok]
-    # seq: successors of the items of the user's last order (bought on the user's last day)
-    last = art.hist_last[art.hist_indptr[row] : art.hist_indptr[row + 1]]
-    in_last = hist[last == art.u_days_last[row]]
-    assert 0 < len(in_last) < len(hist)
-    assert f["seq"].max() > 0
-    assert np.allclose(f["seq"], M[in_last].sum(axis=0), atol=1e-5)
-    # without successors (an artifact fitted without them) the features are 0
-    art0 = dataclasses.replace(
-        art, seq_idx=np.zeros((0, 0), dtype=np.int64), seq_sim=np.zeros((0, 0), np.float32)
-    )
-    _, _, f0 = _features_of_every_item(art0, "u0")
-    assert np.all(f0["seq"] == 0)
-    assert np.array_equal(f0["txt"], f["txt"])

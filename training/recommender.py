@@ -218,10 +218,6 @@ class RecommenderModel:
         ranker_bags: int = 2,
         als_cg: bool = True,
         als_fits: int = 2,
-        seq_next_orders: int = 2,
-        seq_window_days: float = 90.0,
-        seq_min_count: int = 2,
-        seq_per_customer: bool = True,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -252,10 +248,6 @@ class RecommenderModel:
         self.ranker_bags = ranker_bags
         self.als_cg = als_cg
         self.als_fits = als_fits
-        self.seq_next_orders = seq_next_orders
-        self.seq_window_days = seq_window_days
-        self.seq_min_count = seq_min_count
-        self.seq_per_customer = seq_per_customer
         for name in ("ranker_bags", "als_fits"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) < 1:
@@ -296,10 +288,6 @@ class RecommenderModel:
             als_cg=self.als_cg,
             als_fits=self.als_fits,
             names=getattr(self, "_names", None),
-            seq_next_orders=self.seq_next_orders,
-            seq_window_days=self.seq_window_days,
-            seq_min_count=self.seq_min_count,
-            seq_per_customer=self.seq_per_customer,
         )
 
     def fit(

@@ -23,18 +23,6 @@ from threadpoolctl import threadpool_limits
 from shopml.artifacts.recommender import DEFAULT_PARAMS, RecommenderArtifact
 from training.encoded_shop import US_PER_DAY, Shop, epoch_us
 
-#: successors kept per item by :func:`sequence_neighbours`
-SEQ_NEIGHBOURS = 50
-#: later orders of the same customer that :func:`sequence_neighbours` pairs each order with
-SEQ_NEXT_ORDERS = 2
-#: ... when placed within this many days of it (the validation window's length)
-SEQ_WINDOW_DAYS = 90
-#: pairs seen in fewer order pairs than this are dropped (minimum support: a pair seen once is
-#: mostly noise, and its cosine is largest for the rarest items)
-SEQ_MIN_COUNT = 2
-#: items whose successor counts :func:`sequence_neighbours` holds at once (bounds its memory)
-SEQ_CHUNK_ROWS = 4096
-
 
 def build_state(
     shop: Shop,
@@ -53,17 +41,10 @@ def build_state(
     als_cg: bool = True,
     als_fits: int = 1,
     names: tuple[np.ndarray, np.ndarray] | None = None,
-    seq_next_orders: int = 0,
-    seq_window_days: float = 90.0,
-    seq_min_count: int = SEQ_MIN_COUNT,
-    seq_per_customer: bool = True,
 ) -> RecommenderArtifact:
     """Fit every component on the shop's purchases before ``cutoff`` (all of its items), of
     every user or of the user codes where ``user_mask`` is True. ``names``: the items'
-    :func:`name_neighbours` when already computed (they do not depend on the cutoff).
-    ``seq_next_orders`` > 0: the items' :func:`sequence_neighbours` over that many later
-    orders within ``seq_window_days`` days, pairs of ``seq_min_count`` customers or more
-    (order pairs unless ``seq_per_customer``; 0 orders: none, the ``seq`` feature is 0)."""
+    :func:`name_neighbours` when already computed (they do not depend on the cutoff)."""
     sel = shop.window(None, cutoff)
     if user_mask is not None:
         sel &= user_mask[shop.user]
@@ -105,21 +86,6 @@ def build_state(
     country_pop = np.zeros((len(shop.countries), n_items), dtype=np.float32)
     uc = user_country[su]
     np.add.at(country_pop, (uc[uc >= 0], si[uc >= 0]), 1.0)
-    if seq_next_orders > 0:
-        seq_idx, seq_sim = sequence_neighbours(
-            u,
-            o,
-            shop.time[sel],
-            i,
-            n_items,
-            SEQ_NEIGHBOURS,
-            seq_next_orders,
-            seq_window_days,
-            seq_min_count,
-            seq_per_customer,
-        )
-    else:
-        seq_idx, seq_sim = np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
     # per-line temporaries are freed before the (memory-hungry) neighbour and ALS fits
     del sel, u, su, uc, age, key, order, age_s, start, end, first_line
     bnn_idx, bnn_sim = basket_neighbours(o, i, n_items, knn_k, num_threads)
@@ -175,8 +141,6 @@ def build_state(
         item_age=item_age.astype(np.float32),
         txt_idx=txt_idx,
         txt_sim=txt_sim,
-        seq_idx=seq_idx,
-        seq_sim=seq_sim,
         params=dict(params or DEFAULT_PARAMS),
     )
 
@@ -338,123 +302,3 @@ def basket_neighbours(
         shape=(int(rows.max(initial=-1)) + 1, n_items),
     )
     return cosine_neighbours(B, k, num_threads)
-
-
-def sequence_neighbours(
-    user: np.ndarray,
-    order: np.ndarray,
-    time: np.ndarray,
-    item: np.ndarray,
-    n_items: int,
-    k: int = SEQ_NEIGHBOURS,
-    next_orders: int = SEQ_NEXT_ORDERS,
-    window_days: float = SEQ_WINDOW_DAYS,
-    min_count: int = SEQ_MIN_COUNT,
-    per_customer: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` successors of every item: what customers buy in their later orders.
-
-    ``user``/``order``/``time``/``item``: one line per (order, item) (time in microseconds).
-    Each order of a customer is paired with the customer's next ``next_orders`` orders placed
-    less than ``window_days`` days after it; the order's items ``A`` and the items of those
-    later orders that are not in ``A`` (``D``, the new items) give one count to every (i in
-    ``A``, j in ``D``). The score is the cosine ``c_ij / sqrt(n_i * m_j)``, where ``n_i`` counts
-    the orders with a successor that contain i and ``m_j`` the orders whose ``D`` contains j
-    (both popularity terms, so a best seller is not everybody's successor); pairs counted in
-    fewer than ``min_count`` order pairs are dropped. ``per_customer`` (default): every count
-    is of customers instead of order pairs (``c_ij`` customers with such a pair, ``n_i`` with i
-    in an order with a successor, ``m_j`` with j among the new items), the support of
-    sequential pattern mining, so one customer's habit is not a pattern. Directed: i -> j
-    is not j -> i. As :func:`cosine_neighbours`: ties by the lower column, -1 where missing.
-    Pairs per order are capped by ``next_orders`` (no customer's whole history is crossed)."""
-    k = max(min(k, n_items - 1), 1)
-    idx = np.full((n_items, k), -1, dtype=np.int64)
-    sim = np.zeros((n_items, k), dtype=np.float32)
-    if len(order) == 0 or next_orders < 1:
-        return idx, sim
-    codes, line_order = np.unique(order, return_inverse=True)
-    n_orders = len(codes)
-    o_user = np.zeros(n_orders, dtype=np.int64)
-    o_user[line_order] = user
-    o_time = np.full(n_orders, np.iinfo(np.int64).max, dtype=np.int64)
-    np.minimum.at(o_time, line_order, time)
-    # orders by customer, then time (ties by order code): position p's successors p + 1, ...
-    seq = np.lexsort((np.arange(n_orders), o_time, o_user))
-    pos = np.empty(n_orders, dtype=np.int64)
-    pos[seq] = np.arange(n_orders)
-    s_user, s_time = o_user[seq], o_time[seq]
-    p = pos[line_order]
-    A = sp.csr_matrix((np.ones(len(p), dtype=np.float32), (p, item)), shape=(n_orders, n_items))
-    A.sum_duplicates()
-    A.data[:] = 1.0
-    window = window_days * US_PER_DAY
-    rows, cols = [], []
-    for s in range(1, next_orders + 1):
-        # line of order p counts for the order p - s when both are the same customer's, in time
-        q = p - s
-        ok = q >= 0
-        ok[ok] = (s_user[q[ok]] == s_user[p[ok]]) & (s_time[p[ok]] - s_time[q[ok]] < window)
-        rows.append(q[ok])
-        cols.append(item[ok])
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    later = sp.csr_matrix((np.ones(len(r), dtype=np.float32), (r, c)), shape=A.shape)
-    later.sum_duplicates()
-    later.data[:] = 1.0
-    has_next = np.zeros(n_orders, dtype=bool)
-    has_next[r] = True
-    D = (later - later.multiply(A)).tocsr()  # new items only: not in the earlier order
-    D.eliminate_zeros()
-    A = (sp.diags(has_next.astype(np.float32)) @ A).tocsr()
-    A.eliminate_zeros()
-    if per_customer:
-        # one count per customer (support as in sequential pattern mining): rows (earlier
-        # item, customer) x orders, times the new items, binarised, summed per item
-        a = A.tocoo()
-        n_u = int(s_user.max(initial=0)) + 1
-        keys, ui = np.unique(a.col.astype(np.int64) * n_u + s_user[a.row], return_inverse=True)
-        R = sp.csr_matrix(
-            (np.ones(len(ui), dtype=np.float32), (ui.ravel(), a.row)), shape=(len(keys), n_orders)
-        )
-        row_item = keys // n_u
-        n_i = np.bincount(row_item, minlength=n_items).astype(np.float64)
-        d = D.tocoo()
-        d_keys = np.unique(d.col.astype(np.int64) * n_u + s_user[d.row])
-        m_j = np.bincount(d_keys // n_u, minlength=n_items).astype(np.float64)
-        item_rows = np.searchsorted(row_item, np.arange(n_items + 1))
-    else:
-        n_i = np.asarray(A.sum(axis=0)).ravel()
-        m_j = np.asarray(D.sum(axis=0)).ravel()
-        AT = A.T.tocsr()
-    inv_m = 1.0 / np.sqrt(np.maximum(m_j, 1.0))
-    for start in range(0, n_items, SEQ_CHUNK_ROWS):
-        stop = min(start + SEQ_CHUNK_ROWS, n_items)
-        if per_customer:
-            lo, hi = item_rows[start], item_rows[stop]
-            B = (R[lo:hi] @ D).tocsr()
-            B.data[:] = 1.0
-            G = sp.csr_matrix(
-                (np.ones(hi - lo, dtype=np.float32), (row_item[lo:hi] - start, np.arange(hi - lo))),
-                shape=(stop - start, hi - lo),
-            )
-            C = (G @ B).tocsr()
-        else:
-            C = (AT[start:stop] @ D).tocsr()
-        if min_count > 1:
-            C.data[C.data < min_count] = 0
-            C.eliminate_zeros()
-        C.sort_indices()
-        rr = np.repeat(np.arange(C.shape[0]), np.diff(C.indptr))
-        cc = C.indices
-        vals = C.data / np.sqrt(np.maximum(n_i[start + rr], 1.0)) * inv_m[cc]
-        keep = (cc != start + rr) & (vals > 0)
-        rr, cc, vals = rr[keep], cc[keep], vals[keep]
-        # by row, then score (<= 1) descending, ties by the lower column (stable on sorted
-        # indices): one float key, as lexsort on (column, -score, row) but faster
-        o = np.argsort(4.0 * rr - vals, kind="stable")
-        rr, cc, vals = rr[o], cc[o], vals[o]
-        first = np.searchsorted(rr, np.arange(C.shape[0]))
-        rank = np.arange(len(rr)) - first[rr]
-        ok = rank < k
-        idx[start + rr[ok], rank[ok]] = cc[ok]
-        sim[start + rr[ok], rank[ok]] = vals[ok]
-    return idx, sim

@@ -102,7 +102,6 @@ FEATURES = (
     "txt",
     "txt_recent",
     "txt_mean",
-    "seq",
 )
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -251,10 +250,6 @@ class RecommenderArtifact:
     #: name_neighbours``); empty: the ``txt`` features are 0
     txt_idx: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     txt_sim: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
-    #: each item's successors: items bought in customers' later orders
-    #: (``training.recommender_components.sequence_neighbours``); empty: ``seq`` features are 0
-    seq_idx: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
-    seq_sim: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
     def __post_init__(self) -> None:
         self.params = {**DEFAULT_PARAMS, **self.params}
@@ -282,9 +277,6 @@ class RecommenderArtifact:
         self._nn_matrix: sp.csr_matrix | None = None
         self._bnn_matrix: sp.csr_matrix | None = None
         self._pair_matrix: sp.csr_matrix | None = None
-        self._seq_matrix: sp.csr_matrix | None = None
-        # 1 for the past items of the user's last order (bought at the user's latest time)
-        self._hist_in_last = self.hist_last <= self.u_days_last[rows]
         self._nn_sentinel: np.ndarray | None = None
         names = sorted(self._categories)
         self._category_code = {c: i for i, c in enumerate(names)}
@@ -789,7 +781,6 @@ class RecommenderArtifact:
             "txt": parts["txt"][cand_r, cand_c],
             "txt_recent": parts["txt_recent"][cand_r, cand_c],
             "txt_mean": parts["txt"][cand_r, cand_c] / np.maximum(self.u_items[uu], 1),
-            "seq": parts["seq"][cand_r, cand_c],
         }
         return np.column_stack([cols[f] for f in FEATURES]).astype(np.float64)
 
@@ -821,12 +812,6 @@ class RecommenderArtifact:
         n, m = len(rows), self.n_items
         both = sp.vstack([self._hist_sparse(rows, None), self._hist_sparse(rows, self.hist_decay)])
         prod = np.asarray((both.tocsr() @ self._neighbour_pair()).todense(), dtype=np.float32)
-        # the items of the user's last order x their successors: what comes next
-        if self.seq_idx.shape[0] == m:
-            seq = (self._last_order_sparse(rows) @ self._successors()).toarray()
-            seq = seq.astype(np.float32)
-        else:  # no successors: the feature is 0
-            seq = np.broadcast_to(np.float32(0), (n, m))
         # one user: the exact bincount path (batches sum in the same order as it)
         knn = self._knn_scores(rows, bought) if n == 1 else prod[:n, :m]
         return {
@@ -839,7 +824,6 @@ class RecommenderArtifact:
             "bknn_recent": prod[n:, m : 2 * m],
             "txt": prod[:n, 2 * m :],
             "txt_recent": prod[n:, 2 * m :],
-            "seq": seq,
             "categories": self._category_counts(rows),
         }
 
@@ -861,24 +845,6 @@ class RecommenderArtifact:
             names = self._similarity_matrix(self.txt_idx, self.txt_sim)
             self._pair_matrix = sp.hstack([matrix, self._basket_matrix(), names]).tocsr()
         return self._pair_matrix
-
-    def _last_order_sparse(self, rows: np.ndarray) -> sp.csr_matrix:
-        """(len(rows), n_items) binary CSR: the items of each user's last order."""
-        starts, ends = self.hist_indptr[rows], self.hist_indptr[rows + 1]
-        pos = _ranges(starts, ends)
-        keep = self._hist_in_last[pos]
-        local = np.repeat(np.arange(len(rows)), ends - starts)[keep]
-        indptr = np.r_[0, np.cumsum(np.bincount(local, minlength=len(rows)))].astype(np.int64)
-        return sp.csr_matrix(
-            (np.ones(int(keep.sum())), self.hist_indices[pos[keep]], indptr),
-            shape=(len(rows), self.n_items),
-        )
-
-    def _successors(self) -> sp.csr_matrix:
-        """Item -> successor scores (``seq_idx``/``seq_sim``) as a sparse matrix (built once)."""
-        if self._seq_matrix is None:
-            self._seq_matrix = self._similarity_matrix(self.seq_idx, self.seq_sim)
-        return self._seq_matrix
 
     def candidates(
         self, rows: np.ndarray, parts: dict[str, Any], allowed: np.ndarray | None = None
