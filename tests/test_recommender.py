@@ -1066,3 +1066,66 @@ def test_name_similarity_features(model: RecommenderModel) -> None:
     assert np.allclose(f["txt_mean"], f["txt"] / len(hist), atol=1e-6)
     # the other blocks of the product are unchanged by the names block
     assert np.allclose(f["bknn"], art._basket_matrix().toarray()[hist].sum(axis=0), atol=1e-5)
+
+
+def test_rp3_neighbours_known_answer(monkeypatch: pytest.MonkeyPatch) -> None:
+    import scipy.sparse as sp
+
+    import training.recommender_components as rc
+
+    # users: u0 bought items 0, 1; u1 bought 0, 1, 2 (twice 2: binary graph); u2 bought 2, 3
+    X = sp.csr_matrix(np.array([[1, 1, 0, 0], [1, 1, 2, 0], [0, 0, 1, 1]], dtype=np.float32))
+    idx, sim = rc.rp3_neighbours(X, 3, beta=0.5)
+    r2 = np.sqrt(2.0)
+    # W[i, j] = sum_u 1/d_i * 1/d_u / d_j^0.5 (d_i = 2, 2, 2, 1 buyers; d_u = 2, 3, 2 items)
+    assert idx[0].tolist() == [1, 2, -1]  # in column order; item 3 not reachable
+    assert sim[0].tolist() == pytest.approx([(1 / 4 + 1 / 6) / r2, (1 / 6) / r2, 0.0], rel=1e-6)
+    assert idx[2].tolist() == [0, 1, 3]
+    assert sim[2].tolist() == pytest.approx([1 / 6 / r2, 1 / 6 / r2, 1 / 4], rel=1e-6)
+    assert idx[3].tolist() == [2, -1, -1]
+    assert sim[3, 0] == pytest.approx(1 / 2 / r2, rel=1e-6)
+    # beta = 1: the arrival item's popularity divides fully; k = 1: of the equal weights of
+    # items 0 and 1 from item 2 (1/6/2 each, below item 3's 1/4), only item 3 remains
+    idx, sim = rc.rp3_neighbours(X, 1, beta=1.0)
+    assert idx[2].tolist() == [3] and sim[2, 0] == pytest.approx(1 / 4, rel=1e-6)
+    # ties at the k-th place go to the lower column: beta = 0 from item 2 gives 0 and 1 1/6,
+    # item 3 1/4; k = 2 keeps item 3 and the lower of the tied 0 and 1
+    idx, _ = rc.rp3_neighbours(X, 2, beta=0.0)
+    assert idx[2].tolist() == [0, 3]
+
+    # a bigger random shop against the dense definition, dense and sparse chunk paths
+    rng = np.random.default_rng(3)
+    n_users, n_items, k, beta = 300, 120, 6, 0.6
+    B = (rng.random((n_users, n_items)) < rng.random(n_items) * 0.05).astype(np.float64)
+    du, di = B.sum(axis=1), B.sum(axis=0)
+    W = (B / np.maximum(di, 1)).T @ (B / np.maximum(du, 1)[:, None]) / np.maximum(di, 1) ** beta
+    np.fill_diagonal(W, 0.0)
+    for cells in (1 << 20, 3 * n_items):  # one dense chunk; chunks of 3 rows, sparse
+        monkeypatch.setattr(rc, "RP3_CHUNK_CELLS", cells)
+        idx, sim = rc.rp3_neighbours(sp.csr_matrix(B), k, beta)
+        for i in range(n_items):
+            want = [j for j in np.lexsort((np.arange(n_items), -W[i]))[:k] if W[i, j] > 0]
+            assert idx[i][idx[i] >= 0].tolist() == sorted(want), (cells, i)
+            assert np.allclose(sim[i][idx[i] >= 0], W[i, sorted(want)], rtol=1e-5)
+            assert np.all(sim[i][idx[i] < 0] == 0)
+
+
+def test_rp3_features(orders: pd.DataFrame) -> None:
+    model = small_model(rp3_beta=0.5).fit(
+        orders, AS_OF, items=make_items(), customers=make_customers()
+    )
+    art = model.artifact
+    assert art.rp3_idx.shape == (art.n_items, 10)
+    row, hist, f = _features_of_every_item(art, "u0")
+    M = art._similarity_matrix(art.rp3_idx, art.rp3_sim).toarray()
+    assert f["rp3"].max() > 0
+    # the user's RP3beta score = sum of the RP3beta weights from the user's past items
+    assert np.allclose(f["rp3"], M[hist].sum(axis=0), atol=1e-6)
+    decay = art.hist_decay[art.hist_indptr[row] : art.hist_indptr[row + 1]]
+    assert np.allclose(f["rp3_recent"], decay @ M[hist], atol=1e-6)
+    assert np.allclose(f["rp3_rel"], f["rp3"] / f["rp3"].max(), atol=1e-6)
+    # the other blocks of the product are unchanged by the RP3beta block
+    names = art._similarity_matrix(art.txt_idx, art.txt_sim).toarray()
+    assert np.allclose(f["txt"], names[hist].sum(axis=0), atol=1e-5)
+    # the artifact's round trip keeps the neighbours (and so the features)
+    assert model.artifact.rp3_sim.dtype == np.float32
