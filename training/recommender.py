@@ -218,8 +218,6 @@ class RecommenderModel:
         ranker_bags: int = 2,
         als_cg: bool = True,
         als_fits: int = 2,
-        rp3_beta: float | None = None,
-        n_rp3: int = 0,
     ) -> None:
         self.factors = factors
         self.regularization = regularization
@@ -250,8 +248,6 @@ class RecommenderModel:
         self.ranker_bags = ranker_bags
         self.als_cg = als_cg
         self.als_fits = als_fits
-        self.rp3_beta = rp3_beta
-        self.n_rp3 = n_rp3
         for name in ("ranker_bags", "als_fits"):
             value = getattr(self, name)
             if isinstance(value, bool) or int(value) < 1:
@@ -292,7 +288,6 @@ class RecommenderModel:
             als_cg=self.als_cg,
             als_fits=self.als_fits,
             names=getattr(self, "_names", None),
-            rp3_beta=self.rp3_beta,
         )
 
     def fit(
@@ -315,7 +310,6 @@ class RecommenderModel:
             **DEFAULT_PARAMS,
             "n_als": self.n_als,
             "n_knn": self.n_knn,
-            "n_rp3": self.n_rp3,
             "n_pop": self.n_pop,
         }
         # snapshots (the final one and those of the ranker's cutoffs) are independent: they
@@ -463,13 +457,7 @@ class RecommenderModel:
         The re-ranker's rows come from at most ``max_ranker_users`` labelled users."""
         t0 = time.perf_counter()
         cutoff = _ago(as_of, days)
-        params = {
-            **DEFAULT_PARAMS,
-            "n_als": self.n_als,
-            "n_knn": self.n_knn,
-            "n_rp3": self.n_rp3,
-            "n_pop": self.n_pop,
-        }
+        params = {**DEFAULT_PARAMS, "n_als": self.n_als, "n_knn": self.n_knn, "n_pop": self.n_pop}
         state = self._state(shop, cutoff, params, 1, user_mask)
         t1 = time.perf_counter()
         codes = np.searchsorted(shop.user_ids, state.user_ids)

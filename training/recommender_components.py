@@ -1,6 +1,5 @@
-"""The recommender's components at a cutoff: history statistics, ALS, item-kNN, basket-kNN,
-RP3beta graph similarity (:func:`rp3_neighbours`) and item-item similarity of the item names
-(:func:`name_neighbours`).
+"""The recommender's components at a cutoff: history statistics, ALS, item-kNN, basket-kNN and
+item-item similarity of the item names (:func:`name_neighbours`).
 
 :func:`build_state` fits them all on an encoded shop's purchases before a cutoff and returns the
 :class:`~shopml.artifacts.recommender.RecommenderArtifact` that ranks with them (the final state
@@ -42,13 +41,10 @@ def build_state(
     als_cg: bool = True,
     als_fits: int = 1,
     names: tuple[np.ndarray, np.ndarray] | None = None,
-    rp3_beta: float | None = None,
 ) -> RecommenderArtifact:
     """Fit every component on the shop's purchases before ``cutoff`` (all of its items), of
     every user or of the user codes where ``user_mask`` is True. ``names``: the items'
-    :func:`name_neighbours` when already computed (they do not depend on the cutoff).
-    ``rp3_beta``: popularity exponent of the :func:`rp3_neighbours` (``knn_k`` per item; None:
-    none, the ``rp3`` features are 0)."""
+    :func:`name_neighbours` when already computed (they do not depend on the cutoff)."""
     sel = shop.window(None, cutoff)
     if user_mask is not None:
         sel &= user_mask[shop.user]
@@ -108,10 +104,6 @@ def build_state(
         fits=als_fits,
     )
     nn_idx, nn_sim = cosine_neighbours(X, knn_k, num_threads)
-    if rp3_beta is None:
-        rp3_idx, rp3_sim = np.zeros((0, 0), dtype=np.int64), np.zeros((0, 0), dtype=np.float32)
-    else:
-        rp3_idx, rp3_sim = rp3_neighbours(X, knn_k, rp3_beta)
     txt_idx, txt_sim = names or name_neighbours(shop.item_names, NAME_NEIGHBOURS)
     return RecommenderArtifact(
         as_of=str(cutoff),
@@ -149,8 +141,6 @@ def build_state(
         item_age=item_age.astype(np.float32),
         txt_idx=txt_idx,
         txt_sim=txt_sim,
-        rp3_idx=rp3_idx,
-        rp3_sim=rp3_sim,
         params=dict(params or DEFAULT_PARAMS),
     )
 
@@ -229,95 +219,6 @@ def cosine_neighbours(
     idx[rows[ok], rank[ok]] = cols[ok]
     sim[rows[ok], rank[ok]] = vals[ok]
     return idx, sim
-
-
-#: (items x items) cells of the RP3beta product that :func:`rp3_neighbours` holds at once
-RP3_CHUNK_CELLS = 1 << 20
-
-
-def rp3_neighbours(
-    X: sp.csr_matrix, k: int, beta: float, alpha: float = 1.0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` RP3beta neighbours of every item (Paudel et al. 2016), self excluded.
-
-    On the binary user x item graph, ``W[i, j] = sum_u P(u | i)^alpha P(j | u)^alpha /
-    d_j^beta``: a random walk item -> buyer -> item (``P(u | i) = 1 / d_i`` over the item's
-    ``d_i`` buyers, ``P(j | u) = 1 / d_u`` over the user's ``d_u`` items), its arrival
-    probability divided by the popularity (buyers) of the arrival item to the power ``beta``,
-    so that rarely bought items are not drowned by best sellers as in plain co-occurrence.
-    Each row keeps its ``k`` largest positive weights (ties at the ``k``-th to the lower
-    columns), **in column order** (the lists are only summed; -1 / 0 pad the rest). Rows are
-    computed in chunks of about :data:`RP3_CHUNK_CELLS` item pairs (memory bounded, like the
-    kNN's ``k`` cap); in a sparse chunk only the rows with more than ``k`` weights are made
-    dense."""
-    n = X.shape[1]
-    B = X.astype(np.float64, copy=True).tocsr()
-    B.data[:] = 1.0
-    du = np.asarray(B.sum(axis=1)).ravel()
-    di = np.asarray(B.sum(axis=0)).ravel()
-    # users x items: P(j | u)^alpha / d_j^beta ; items x users: P(u | i)^alpha
-    to_item = (sp.diags(1.0 / np.maximum(du, 1) ** alpha) @ B).tocsr()
-    to_item = (to_item @ sp.diags(1.0 / np.maximum(di, 1) ** beta)).tocsr()
-    to_user = (sp.diags(1.0 / np.maximum(di, 1) ** alpha) @ B.T).tocsr()
-    k = max(min(k, n - 1), 1)
-    idx = np.full((n, k), -1, dtype=np.int64)
-    sim = np.zeros((n, k), dtype=np.float32)
-    step = max(1, RP3_CHUNK_CELLS // max(n, 1))
-    for start in range(0, n, step):
-        S = (to_user[start : start + step] @ to_item).tocsr()
-        c = S.shape[0]
-        if S.nnz * 4 >= c * n:  # dense-ish (small catalogues): every row dense
-            D = S.toarray()
-            D[np.arange(c), start + np.arange(c)] = 0.0  # self excluded
-            _place(idx, sim, start + np.arange(c), *_top_dense(D, k))
-            continue
-        S.sum_duplicates()  # sorted column indices
-        rows = np.repeat(np.arange(c), np.diff(S.indptr))
-        keep = (S.indices != start + rows) & (S.data > 0)  # self excluded
-        rows, cols, vals = rows[keep], S.indices[keep], S.data[keep]
-        heavy = np.bincount(rows, minlength=c) > k
-        light = ~heavy[rows]
-        _place(idx, sim, start + np.arange(c), rows[light], cols[light], vals[light])
-        hr = np.flatnonzero(heavy)
-        if len(hr):
-            pos = np.full(c, -1)
-            pos[hr] = np.arange(len(hr))
-            D = np.zeros((len(hr), n))
-            D[pos[rows[~light]], cols[~light]] = vals[~light]
-            _place(idx, sim, start + hr, *_top_dense(D, k))
-    return idx, sim
-
-
-def _top_dense(D: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row, column, value) of the ``k`` largest positive values of each row of ``D`` (ties at
-    the ``k``-th to the lower columns), in row-major order."""
-    kth = np.maximum(-np.partition(-D, k - 1, axis=1)[:, k - 1], 0.0)
-    lim = kth[:, None]
-    above = lim < D
-    tie = (lim == D) & (D > 0)
-    need = k - above.sum(axis=1)
-    keep = above | tie
-    over = np.flatnonzero(tie.sum(axis=1) > need)  # more ties than places: lower columns
-    if len(over):
-        t = tie[over]
-        keep[over] = above[over] | (t & (np.cumsum(t, axis=1) <= need[over, None]))
-    r, c = np.nonzero(keep)
-    return r, c, D[r, c]
-
-
-def _place(
-    idx: np.ndarray,
-    sim: np.ndarray,
-    where: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    vals: np.ndarray,
-) -> None:
-    """Write entries (row-major, at most ``k`` per row) into rows ``where[rows]`` of the
-    neighbour arrays, from their first column."""
-    rank = np.arange(len(rows)) - np.searchsorted(rows, rows)
-    idx[where[rows], rank] = cols
-    sim[where[rows], rank] = vals
 
 
 #: neighbours kept per item by :func:`name_neighbours`

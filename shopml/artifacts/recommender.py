@@ -102,9 +102,6 @@ FEATURES = (
     "txt",
     "txt_recent",
     "txt_mean",
-    "rp3",
-    "rp3_recent",
-    "rp3_rel",
 )
 
 DEFAULT_PARAMS: dict[str, Any] = {
@@ -115,7 +112,6 @@ DEFAULT_PARAMS: dict[str, Any] = {
     "cold_country_weight": 0.0,
     "n_als": 50,
     "n_knn": 50,
-    "n_rp3": 0,
     "n_pop": 30,
     "fusion_weight": 0.2,
     "fusion_k": 10,
@@ -254,10 +250,6 @@ class RecommenderArtifact:
     #: name_neighbours``); empty: the ``txt`` features are 0
     txt_idx: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
     txt_sim: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
-    #: item neighbours by RP3beta graph similarity (``training.recommender_components.
-    #: rp3_neighbours``); empty: the ``rp3`` features are 0
-    rp3_idx: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.int64))
-    rp3_sim: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=np.float32))
 
     def __post_init__(self) -> None:
         self.params = {**DEFAULT_PARAMS, **self.params}
@@ -749,7 +741,6 @@ class RecommenderArtifact:
         als, knn = parts["als"][cand_r, cand_c], parts["knn"][cand_r, cand_c]
         als_max = np.maximum(parts["als"].max(axis=1), 1e-6)[cand_r]
         knn_max = np.maximum(parts["knn"].max(axis=1), 1e-6)[cand_r]
-        rp3 = parts["rp3"][cand_r, cand_c]
         cols = {
             "n": n,
             "share": share,
@@ -790,9 +781,6 @@ class RecommenderArtifact:
             "txt": parts["txt"][cand_r, cand_c],
             "txt_recent": parts["txt_recent"][cand_r, cand_c],
             "txt_mean": parts["txt"][cand_r, cand_c] / np.maximum(self.u_items[uu], 1),
-            "rp3": rp3,
-            "rp3_recent": parts["rp3_recent"][cand_r, cand_c],
-            "rp3_rel": rp3 / np.maximum(parts["rp3"].max(axis=1), 1e-12)[cand_r],
         }
         return np.column_stack([cols[f] for f in FEATURES]).astype(np.float64)
 
@@ -820,8 +808,7 @@ class RecommenderArtifact:
         # float64 product rounded to float32: one user and a batch get the same scores
         uf = self.user_factors[rows].astype(np.float64)
         als = (uf @ self._item_factors64.T).astype(np.float32)
-        # binary and recency-decayed histories x (user kNN | basket kNN | names | RP3beta) in
-        # one product
+        # binary and recency-decayed histories x (user kNN | basket kNN | names) in one product
         n, m = len(rows), self.n_items
         both = sp.vstack([self._hist_sparse(rows, None), self._hist_sparse(rows, self.hist_decay)])
         prod = np.asarray((both.tocsr() @ self._neighbour_pair()).todense(), dtype=np.float32)
@@ -835,10 +822,8 @@ class RecommenderArtifact:
             "knn_recent": prod[n:, :m],
             "bknn": prod[:n, m : 2 * m],
             "bknn_recent": prod[n:, m : 2 * m],
-            "txt": prod[:n, 2 * m : 3 * m],
-            "txt_recent": prod[n:, 2 * m : 3 * m],
-            "rp3": prod[:n, 3 * m :],
-            "rp3_recent": prod[n:, 3 * m :],
+            "txt": prod[:n, 2 * m :],
+            "txt_recent": prod[n:, 2 * m :],
             "categories": self._category_counts(rows),
         }
 
@@ -853,13 +838,12 @@ class RecommenderArtifact:
         )
 
     def _neighbour_pair(self) -> sp.csr_matrix:
-        """``[user kNN | basket kNN | name similarity | RP3beta]`` item-item similarities side
-        by side (built once)."""
+        """``[user kNN | basket kNN | name similarity]`` item-item similarities side by side
+        (built once)."""
         if self._pair_matrix is None:
             matrix, _ = self._neighbour_arrays()
             names = self._similarity_matrix(self.txt_idx, self.txt_sim)
-            rp3 = self._similarity_matrix(self.rp3_idx, self.rp3_sim)
-            self._pair_matrix = sp.hstack([matrix, self._basket_matrix(), names, rp3]).tocsr()
+            self._pair_matrix = sp.hstack([matrix, self._basket_matrix(), names]).tocsr()
         return self._pair_matrix
 
     def candidates(
@@ -871,14 +855,12 @@ class RecommenderArtifact:
         return mask
 
     def _collab(self, parts: dict[str, Any], allowed: np.ndarray | None = None) -> np.ndarray:
-        """Boolean (rows, n_items): each user's top unbought (allowed) ALS and kNN items (and
-        RP3beta items when ``params["n_rp3"]`` > 0)."""
+        """Boolean (rows, n_items): each user's top unbought (allowed) ALS and kNN items."""
         if allowed is None and "collab" in parts:
             return np.asarray(parts["collab"])
         bought = parts["bought"]
         mask = np.zeros(bought.shape, dtype=bool)
-        extra = ("rp3",) if int(self.params.get("n_rp3", 0)) > 0 else ()
-        for name in ("als", "knn", *extra):
+        for name in ("als", "knn"):
             s = np.where(bought, -np.inf, parts[name])
             if allowed is not None:
                 s = np.where(allowed, s, -np.inf)
