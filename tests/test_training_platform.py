@@ -63,6 +63,9 @@ def test_full_training_registers_and_promotes(shop: Path, dataset: Dataset, tmp_
     assert len(runs) == 3
     churn_run = runs[runs["tags.model_kind"] == "churn"].iloc[0]
     assert 0.5 < churn_run["metrics.shopml.roc_auc"] <= 1.0
+    # the process's peak memory after each kind: never lower for a later kind, logged per run
+    assert 0 < results[0].peak_rss_gb <= results[1].peak_rss_gb
+    assert churn_run["metrics.peak_rss_gb"] == pytest.approx(results[0].peak_rss_gb)
     assert "metrics.recency.roc_auc" in runs.columns
     plots = [a.path for a in tracker.client.list_artifacts(churn_run["run_id"], "plots")]
     assert sorted(plots) == ["plots/calibration.png", "plots/gains.png", "plots/roc.png"]

@@ -21,6 +21,7 @@ import pandas as pd
 from features.io import Dataset, data_fingerprint, load_dataset
 from features.pipeline import check_as_of, default_as_of
 from shopml.config import Experiment
+from training.benchmarks import peak_rss_gb
 from training.jobs import DISTRIBUTED_KINDS, JOBS, Backtest, check_params
 from training.tracking import (
     Decision,
@@ -57,6 +58,9 @@ class KindResult:
     seconds: float
     backtest_seconds: float = 0.0
     fit_seconds: float = 0.0
+    #: the training process's peak resident memory (GB) when this kind was done: the kind that
+    #: raised it over the previous kind's value set the peak
+    peak_rss_gb: float = 0.0
 
 
 def backtest_key(ds: Dataset, kind: str, as_of: pd.Timestamp, bt: Backtest) -> str:
@@ -196,8 +200,10 @@ def _train_kind(
         tracker.tag_version(version, "gate_decision", decision.reason)
         verdict = "promoted to champion" if decision.promote else "NOT promoted"
         seconds = time.perf_counter() - start
+        peak = peak_rss_gb()
         log.info(
-            "%s: version %s %s: %s (%.0f s: backtest %.0f s, fit %.0f s, registry %.0f s)",
+            "%s: version %s %s: %s (%.0f s: backtest %.0f s, fit %.0f s, registry %.0f s; "
+            "peak memory of the process so far %.1f GB)",
             kind,
             version.version,
             verdict,
@@ -206,11 +212,17 @@ def _train_kind(
             backtest_s,
             fit_s,
             seconds - backtest_s - fit_s,
+            peak,
         )
         tracker.log_metrics(
-            {"train_seconds": seconds, "backtest_seconds": backtest_s, "fit_seconds": fit_s}
+            {
+                "train_seconds": seconds,
+                "backtest_seconds": backtest_s,
+                "fit_seconds": fit_s,
+                "peak_rss_gb": peak,
+            }
         )
-    return KindResult(kind, version, bt, decision, seconds, backtest_s, fit_s)
+    return KindResult(kind, version, bt, decision, seconds, backtest_s, fit_s, peak)
 
 
 def _gate(

@@ -176,6 +176,7 @@ def measure_train(
                 "total": round(r.seconds, 1),
                 "backtest": round(r.backtest_seconds, 1),
                 "fit": round(r.fit_seconds, 1),
+                "peak_rss_gb_so_far": round(r.peak_rss_gb, 2),
             }
             for r in results
         }
