@@ -19,9 +19,9 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from features.io import Dataset, data_fingerprint, load_dataset
+from features.memory import peak_rss_gb
 from features.pipeline import check_as_of, default_as_of
 from shopml.config import Experiment
-from training.benchmarks import peak_rss_gb
 from training.jobs import DISTRIBUTED_KINDS, JOBS, Backtest, check_params
 from training.tracking import (
     Decision,

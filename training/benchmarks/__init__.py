@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import resource
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
+
+from features.memory import peak_rss_gb as peak_rss_gb  # re-exported for the benchmarks
 
 RESULTS_DIR = Path("experiments/results")
 #: The real data sets of ../shared/data (not part of the repository).
@@ -16,25 +16,6 @@ DATA_PATHS = {
     "online-retail": SHARED_DATA / "online_retail" / "online_retail.parquet",
     "cdnow": SHARED_DATA / "cdnow" / "cdnow_master.parquet",
 }
-
-
-def peak_rss_gb() -> float:
-    """This process's peak resident memory so far, in GB.
-
-    Linux keeps ``ru_maxrss`` across ``execve``: a child started by ``subprocess`` reports at
-    least its parent's peak (a benchmark that generated its data in the parent measured 1.24 GB
-    instead of 0.92). ``VmHWM`` in ``/proc/self/status`` is this program's own peak; other
-    systems fall back to ``ru_maxrss`` (KiB on Linux, bytes on macOS).
-    """
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:
-        status = ""
-    for line in status.splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e9  # kB
-    maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return maxrss / 1e9 if sys.platform == "darwin" else maxrss * 1024 / 1e9
 
 
 def git_commit() -> str:
